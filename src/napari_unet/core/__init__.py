@@ -1,0 +1,45 @@
+"""Headless U-Net core of napari-unet: no napari, Qt or magicgui in here.
+
+Everything a script, the command line or the napari widgets need:
+
+- :class:`UNetConfig`, :class:`UNet`: the network of Ronneberger et al. (2015).
+- :class:`SegmentationModel`, :func:`load_model`, :func:`save_model`: self-describing model files.
+- :func:`segment`, :func:`segment_job`: overlap-tile segmentation of images and stacks.
+- :class:`Progress`, :func:`run_job`: long jobs are generators of progress reports.
+"""
+
+from __future__ import annotations
+
+from .factory import new_model
+from .instances import InstanceRule, class_map, instances_from_probabilities
+from .model import UNet, UNetConfig, halo, output_size, valid_input_size
+from .model_file import ModelDescription, ModelFileError, SegmentationModel, load_model, read_description, save_model
+from .normalization import Normalization
+from .progress import Progress, run_job
+from .segmentation import SegmentationResult, segment, segment_job
+from .tiling import tile_grid
+
+__all__ = [
+    "InstanceRule",
+    "ModelDescription",
+    "ModelFileError",
+    "Normalization",
+    "Progress",
+    "SegmentationModel",
+    "SegmentationResult",
+    "UNet",
+    "UNetConfig",
+    "class_map",
+    "halo",
+    "instances_from_probabilities",
+    "load_model",
+    "new_model",
+    "output_size",
+    "read_description",
+    "run_job",
+    "save_model",
+    "segment",
+    "segment_job",
+    "tile_grid",
+    "valid_input_size",
+]

@@ -1,0 +1,267 @@
+"""The U-Net of Ronneberger, Fischer and Brox (2015), configurable.
+
+The network is described by a :class:`UNetConfig`, a plain dataclass that is
+stored inside every model file, so a saved model rebuilds itself with no
+defaults taken from code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+Padding = Literal["valid", "same"]
+Norm = Literal["none", "batch", "group", "instance"]
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of a U-Net.
+
+    Parameters
+    ----------
+    in_channels : int
+        Number of input channels (1 for grayscale, 3 for RGB, ...).
+    n_classes : int
+        Number of output classes (channels of the final 1x1 convolution).
+    depth : int
+        Number of resolution levels. The paper uses 5 (four 2x2 poolings).
+    base_features : int
+        Feature maps at the first level; each level down doubles them.
+        The paper uses 64.
+    padding : {"valid", "same"}
+        ``"valid"``: unpadded convolutions as in the paper (572 -> 388 for
+        depth 5). ``"same"``: zero-padded convolutions, output as large as the
+        input.
+    norm : {"none", "batch", "group", "instance"}
+        Normalisation after each convolution. The paper has none.
+    dropout : float
+        Dropout probability at the end of the contracting path (the paper's
+        "drop-out layers at the end of the contracting path").
+    """
+
+    in_channels: int = 1
+    n_classes: int = 2
+    depth: int = 5
+    base_features: int = 64
+    padding: Padding = "valid"
+    norm: Norm = "none"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, got {self.in_channels}")
+        if self.n_classes < 1:
+            raise ValueError(f"n_classes must be at least 1, got {self.n_classes}")
+        if not 1 <= self.depth <= 8:
+            raise ValueError(f"depth must be between 1 and 8, got {self.depth}")
+        if self.base_features < 1:
+            raise ValueError(f"base_features must be at least 1, got {self.base_features}")
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
+        if self.norm not in ("none", "batch", "group", "instance"):
+            raise ValueError(f"norm must be none, batch, group or instance, got {self.norm!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as a JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
+        """Build a configuration from a dict, refusing unknown keys.
+
+        Every field must be present: a model file must describe itself fully.
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        missing = names - set(data)
+        if unknown:
+            raise ValueError(f"unknown U-Net settings {sorted(unknown)}")
+        if missing:
+            raise ValueError(f"U-Net settings missing from the model description: {sorted(missing)}")
+        return cls(**data)
+
+    @property
+    def downsampling(self) -> int:
+        """Total down-sampling factor of the contracting path, ``2**(depth-1)``."""
+        return 2 ** (self.depth - 1)
+
+
+def _norm_layer(kind: Norm, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.Identity()
+
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 convolutions, each followed by normalisation and ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, *, padding: int, norm: Norm) -> None:
+        bias = norm == "none"
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, 3, padding=padding, bias=bias),
+            _norm_layer(norm, out_ch),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=padding, bias=bias),
+            _norm_layer(norm, out_ch),
+            nn.ReLU(inplace=True),
+        )
+
+
+def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Crop the spatial centre of ``x`` (N, C, H, W) to ``height`` x ``width``."""
+    dy = (x.shape[-2] - height) // 2
+    dx = (x.shape[-1] - width) // 2
+    return x[..., dy : dy + height, dx : dx + width]
+
+
+class UNet(nn.Module):
+    """U-Net: contracting path, expanding path with cropped skips, 1x1 output.
+
+    Parameters
+    ----------
+    config : UNetConfig
+        The architecture.
+
+    Notes
+    -----
+    Weights use He-normal initialisation (std ``sqrt(2/N)``, ``N`` the fan-in),
+    as the paper recommends for ReLU networks. There is no fully connected
+    layer, so any input whose size is valid for the geometry (see
+    :func:`output_size`) can be processed.
+    """
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        pad = 1 if config.padding == "same" else 0
+        feats = [config.base_features * 2**i for i in range(config.depth)]
+        self.down = nn.ModuleList()
+        ch = config.in_channels
+        for f in feats:
+            self.down.append(DoubleConv(ch, f, padding=pad, norm=config.norm))
+            ch = f
+        self.pool = nn.MaxPool2d(2)
+        self.dropout = nn.Dropout2d(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.up = nn.ModuleList()
+        self.up_conv = nn.ModuleList()
+        for f in reversed(feats[:-1]):
+            self.up.append(nn.ConvTranspose2d(ch, f, 2, stride=2))
+            self.up_conv.append(DoubleConv(2 * f, f, padding=pad, norm=config.norm))
+            ch = f
+        self.head = nn.Conv2d(ch, config.n_classes, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He-normal initialisation of every convolution, zero biases."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a batch (N, C_in, H, W) to class logits (N, n_classes, H', W')."""
+        skips = []
+        for i, block in enumerate(self.down):
+            if i > 0:
+                x = self.pool(x)
+            x = block(x)
+            if i < len(self.down) - 1:
+                skips.append(x)
+        x = self.dropout(x)
+        for up, conv, skip in zip(self.up, self.up_conv, reversed(skips)):
+            x = up(x)
+            if skip.shape[-2:] != x.shape[-2:]:
+                skip = center_crop(skip, x.shape[-2], x.shape[-1])
+            x = conv(torch.cat([skip, x], dim=1))
+        return self.head(x)
+
+
+def output_size(config: UNetConfig, input_size: int) -> int | None:
+    """Spatial output size for one axis, or ``None`` if the input is not valid.
+
+    An input size is valid when every 2x2 max-pooling sees an even size and
+    no feature map shrinks below one pixel.
+
+    Examples
+    --------
+    >>> output_size(UNetConfig(depth=5, padding="valid"), 572)
+    388
+    >>> output_size(UNetConfig(depth=5, padding="valid"), 573) is None
+    True
+    """
+    shrink = 0 if config.padding == "same" else 4
+    size = input_size
+    for level in range(config.depth):
+        if level > 0:
+            if size % 2:
+                return None
+            size //= 2
+        size -= shrink
+        if size < 1:
+            return None
+    for _ in range(config.depth - 1):
+        size = 2 * size - shrink
+        if size < 1:
+            return None
+    return size
+
+
+def halo(config: UNetConfig) -> int:
+    """Context lost on each side of a ``valid`` network (0 for ``same``).
+
+    For the paper's depth-5 network this is 92 (572 = 388 + 2 * 92).
+    """
+    if config.padding == "same":
+        return 0
+    size = valid_input_size(config, 1)
+    return (size - output_size(config, size)) // 2  # type: ignore[operator]
+
+
+def valid_input_size(config: UNetConfig, at_least: int) -> int:
+    """Smallest valid input size whose *output* covers ``at_least`` pixels.
+
+    Examples
+    --------
+    >>> valid_input_size(UNetConfig(depth=5, padding="valid"), 388)
+    572
+    >>> valid_input_size(UNetConfig(depth=3, padding="same"), 10)
+    12
+    """
+    step = config.downsampling if config.padding == "same" else 1
+    size = step
+    while True:
+        out = output_size(config, size)
+        if out is not None and out >= at_least:
+            return size
+        size += step
+
+
+def receptive_field(config: UNetConfig) -> int:
+    """Approximate receptive field (pixels along one axis) of an output pixel.
+
+    For ``valid`` networks this is exactly ``2 * halo + 1``; for ``same``
+    networks it is the same geometric quantity, used to size tile overlaps.
+    """
+    return 2 * halo(UNetConfig(**{**config.to_dict(), "padding": "valid"})) + 1
+
+
+def build_model(config: UNetConfig) -> UNet:
+    """Create a freshly initialised U-Net for ``config``."""
+    return UNet(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,151 @@
+"""Overlap-tile prediction of class probabilities for one plane."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .device import auto_batch_size, auto_tile_size, autocast, empty_cache, is_out_of_memory
+from .model_file import SegmentationModel
+from .normalization import apply_normalization
+from .progress import Job, Progress
+from .tiling import TileGrid, read_mirrored, tile_grid
+
+#: Smallest tile side tried after out-of-memory errors before giving up.
+_MIN_TILE = 64
+
+
+class OutOfMemoryError(RuntimeError):
+    """Even the smallest tiles did not fit in the device's memory."""
+
+
+def predict_plane_job(
+    plane: Any,
+    model: SegmentationModel,
+    /,
+    *,
+    device: torch.device,
+    tile_size: int | None = None,
+    batch_size: int | None = None,
+    amp: bool = True,
+    stats: np.ndarray | None = None,
+    plane_index: int = 0,
+    n_planes: int = 1,
+) -> Job[np.ndarray]:
+    """Predict class probabilities of one (Y, X, C) plane, tile by tile.
+
+    Parameters
+    ----------
+    plane : array-like
+        Shape (Y, X, C) with C the model's input channels; numpy, dask or
+        anything sliceable. Only the pixels each tile needs are read.
+    model : SegmentationModel
+        The model; its network is moved to ``device``.
+    device : torch.device
+        Where to run.
+    tile_size : int, optional
+        Largest network input side; chosen from free memory if omitted.
+    batch_size : int, optional
+        Tiles per network call; chosen from free memory if omitted.
+    amp : bool
+        Mixed precision on CUDA.
+    stats : numpy.ndarray, optional
+        Per-channel (offset, scale) from the model's normalisation; computed
+        from this plane if omitted.
+    plane_index, n_planes : int
+        Position of this plane in a stack, for progress reports.
+
+    Yields
+    ------
+    Progress
+        ``"tiles"`` after every batch; ``"notice"`` when an out-of-memory
+        error made the tiles smaller.
+
+    Returns
+    -------
+    numpy.ndarray
+        Probabilities, shape (n_classes, Y, X), float32.
+
+    Raises
+    ------
+    OutOfMemoryError
+        If tiles of 64 px still do not fit.
+    """
+    config = model.config
+    net = model.network.to(device).eval()
+    if stats is None:
+        stats = model.description.normalization.statistics(plane)
+    if tile_size is None:
+        tile_size = auto_tile_size(config, device)
+    while True:
+        grid = tile_grid(tuple(plane.shape[:2]), config, tile_shape=(tile_size, tile_size))
+        if batch_size is None:
+            batch = auto_batch_size(config, device, grid.input_shape[0] * grid.input_shape[1])
+        else:
+            batch = max(1, int(batch_size))
+        batch = min(batch, len(grid.tiles))
+        try:
+            return (
+                yield from _run_grid(plane, net, grid, stats, device=device, batch=batch, amp=amp,
+                                     n_classes=config.n_classes, plane_index=plane_index, n_planes=n_planes)
+            )
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+            if not is_out_of_memory(exc):
+                raise
+            empty_cache(device)
+            if batch > 1:
+                batch_size = batch // 2
+                what = f"batch of {batch_size} tiles"
+            elif max(grid.input_shape) // 2 >= _MIN_TILE:
+                tile_size = max(grid.input_shape) // 2
+                what = f"tiles of {tile_size} px"
+            else:
+                raise OutOfMemoryError(
+                    f"not enough memory on {device} even for {max(grid.input_shape)} px tiles; "
+                    "close other programs using the GPU or choose the CPU"
+                ) from exc
+            yield Progress("notice", plane=plane_index, n_planes=n_planes,
+                           message=f"out of memory on {device}; retrying with a {what}")
+
+
+def _run_grid(
+    plane: Any,
+    net: torch.nn.Module,
+    grid: TileGrid,
+    stats: np.ndarray,
+    *,
+    device: torch.device,
+    batch: int,
+    amp: bool,
+    n_classes: int,
+    plane_index: int,
+    n_planes: int,
+) -> Job[np.ndarray]:
+    height, width = plane.shape[:2]
+    out = np.zeros((n_classes, height, width), dtype=np.float32)
+    weight_sum = np.zeros((height, width), dtype=np.float32) if grid.blend is not None else None
+    tiles = grid.tiles
+    n_tiles = len(tiles)
+    for first in range(0, n_tiles, batch):
+        chunk = tiles[first : first + batch]
+        inputs = np.stack([apply_normalization(read_mirrored(plane, t.read), stats) for t in chunk])
+        x = torch.from_numpy(inputs).permute(0, 3, 1, 2).to(device, non_blocking=True)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(device, enabled=amp):
+            logits = net(x)
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        for tile, p in zip(chunk, probs):
+            kept = p[(slice(None), *tile.keep)]
+            if weight_sum is None:
+                out[(slice(None), *tile.write)] = kept
+            else:
+                w = grid.blend[tile.keep]
+                out[(slice(None), *tile.write)] += kept * w
+                weight_sum[tile.write] += w
+        yield Progress("tiles", done=min(first + batch, n_tiles), total=n_tiles, plane=plane_index,
+                       n_planes=n_planes, message=f"tile {min(first + batch, n_tiles)}/{n_tiles}")
+    if weight_sum is not None:
+        out /= weight_sum
+    return out

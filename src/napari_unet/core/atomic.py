@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,24 +43,55 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
         raise OutputError(f"{str(path)!r} already exists; choose another name or allow overwriting")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+        os.close(fd)
     except PermissionError as exc:
         raise OutputError(f"no permission to write in {str(folder)!r}; choose another folder") from exc
     except OSError as exc:
         raise OutputError(f"cannot write in {str(folder)!r}: {exc.strerror or exc}") from exc
     try:
-        with os.fdopen(fd, "wb") as fh:
+        # reopen by name: the file object then has a real .name (tifffile needs it)
+        with open(tmp, "wb") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.chmod(tmp, _final_mode(path))
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            # link fails if `path` appeared meanwhile: never replace a file silently
+            try:
+                os.link(tmp, path)
+            except FileExistsError as exc:
+                raise OutputError(f"{str(path)!r} already exists; choose another name or allow overwriting") from exc
+            except OSError:
+                if path.exists():
+                    raise OutputError(f"{str(path)!r} already exists; choose another name or allow overwriting") from None
+                os.replace(tmp, path)  # file systems without hard links
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            if exc.errno == 28:  # ENOSPC
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise OutputError(f"the disk is full; nothing was written to {str(path)!r}. Free space and retry") from exc
+            if isinstance(exc, PermissionError):
+                raise OutputError(f"no permission to write {str(path)!r}; choose another folder") from exc
             raise OutputError(f"writing {str(path)!r} failed ({exc.strerror or exc}); nothing was written") from exc
         raise
+
+
+def _final_mode(path: Path) -> int:
+    """Permissions for the new file: the old file's, else rw-r--r--.
+
+    (Reading the umask would mean changing it for a moment, which is not safe
+    while other threads create files.)
+    """
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o644
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, /, *, overwrite: bool = True) -> None:

@@ -16,6 +16,7 @@ from .model import UNet, UNetConfig, halo, output_size, valid_input_size
 from .model_file import ModelDescription, ModelFileError, SegmentationModel, load_model, read_description, save_model
 from .normalization import Normalization
 from .progress import Progress, run_job
+from .registry import ShippedModel, load_named_model, resolve_model_path, shipped_models
 from .segmentation import SegmentationResult, segment, segment_job
 from .tiling import tile_grid
 
@@ -40,6 +41,10 @@ __all__ = [
     "save_model",
     "segment",
     "segment_job",
+    "shipped_models",
+    "ShippedModel",
+    "load_named_model",
+    "resolve_model_path",
     "tile_grid",
     "valid_input_size",
 ]

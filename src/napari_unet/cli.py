@@ -1,0 +1,188 @@
+"""Command line: the same core jobs as the napari widgets, for scripts and clusters.
+
+``napari-unet segment INPUT... --model M -o OUT`` segments TIFF files;
+``napari-unet models`` lists the shipped models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+class InputError(ValueError):
+    """Command-line inputs that cannot be used."""
+
+
+def expand_inputs(inputs: Sequence[str], /) -> list[Path]:
+    """Turn files, folders and glob patterns into a sorted list of TIFF files.
+
+    Paths are data: patterns are expanded with :mod:`glob`, never by a shell.
+    """
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+            files.extend(p for p in matches if p.is_file())
+        else:
+            raise InputError(f"no such file or folder: {item}")
+    unique = list(dict.fromkeys(files))
+    if not unique:
+        raise InputError("no TIFF images found in the inputs given")
+    return unique
+
+
+def output_paths(inputs: Sequence[Path], output: str, /) -> list[Path]:
+    """Where each input's result goes.
+
+    With one input, ``output`` may name a file (ending in .tif/.tiff) or a
+    folder; with several, it is a folder and each result keeps its input's
+    file name.
+    """
+    out = Path(output).expanduser()
+    if len(inputs) == 1 and out.suffix.lower() in TIFF_SUFFIXES:
+        return [out]
+    if out.suffix.lower() in TIFF_SUFFIXES:
+        raise InputError(f"{len(inputs)} inputs need an output folder, not the file name {output}")
+    names = [p.name for p in inputs]
+    clashes = {n for n in names if names.count(n) > 1}
+    if clashes:
+        raise InputError(f"several inputs are named {sorted(clashes)[0]}; segment them into separate folders")
+    return [out / (p.stem + ".tif") for p in inputs]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-unet", description="U-Net segmentation from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment TIFF images with a model")
+    seg.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF files, folders or glob patterns")
+    seg.add_argument("-m", "--model", required=True, help="a shipped model's name (see 'napari-unet models') or a model file")
+    seg.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    seg.add_argument("--output-kind", "--kind", dest="kind", default="instances",
+                     choices=["instances", "classes", "probabilities"],
+                     help="objects with one ID each (default), class per pixel, or class probabilities (float32)")
+    seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default: auto)")
+    seg.add_argument("--tile-size", type=int, default=None, help="largest tile side in pixels (default: from free memory)")
+    seg.add_argument("--batch-size", type=int, default=None, help="tiles per network call (default: from free memory)")
+    seg.add_argument("--channel-axis", type=int, default=None, help="axis holding channels in multichannel images")
+    seg.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: skip them)")
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("models", help="list the shipped models")
+    return parser
+
+
+def _cmd_models() -> int:
+    from napari_unet.core import shipped_models
+
+    models = shipped_models()
+    if not models:
+        print("no shipped models are installed")
+        return 0
+    width = max(len(m.key) for m in models)
+    for m in models:
+        print(f"{m.key:<{width}}  {m.title}: {m.summary}")
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_unet.core import ModelFileError, load_named_model, segment_job
+    from napari_unet.core.atomic import OutputError
+    from napari_unet.core.layout import ImageLayoutError
+    from napari_unet.core.progress import run_job
+    from napari_unet.core.tiff_io import ImageReadError, read_image, write_labels, write_probabilities
+
+    try:
+        files = expand_inputs(args.inputs)
+        targets = output_paths(files, args.output)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    folder = targets[0].parent
+    if not folder.exists():
+        if len(files) > 1 or Path(args.output).suffix.lower() not in TIFF_SUFFIXES:
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            print(f"error: the output folder {folder} does not exist", file=sys.stderr)
+            return 2
+    try:
+        model = load_named_model(args.model)
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failures: list[tuple[Path, str]] = []
+    done = skipped = 0
+    for source, target in zip(files, targets):
+        if target.exists() and not args.overwrite:
+            print(f"skipped {source.name}: {target} exists (use --overwrite to redo it)")
+            skipped += 1
+            continue
+        started = time.perf_counter()
+        try:
+            image, info = read_image(source)
+            channel_axis = args.channel_axis
+            if channel_axis is None and not info.rgb and "C" in info.axes:
+                channel_axis = info.axes.index("C")
+            job = segment_job(image, model, output=args.kind, device=args.device, tile_size=args.tile_size,
+                              batch_size=args.batch_size, channel_axis=channel_axis, rgb=info.rgb)
+            with tqdm(total=100, desc=source.name, unit="%", disable=args.quiet, leave=False) as bar:
+                def update(report, bar=bar):  # type: ignore[no-untyped-def]
+                    bar.n = round(100 * report.fraction)
+                    bar.refresh()
+                    if report.stage == "notice":
+                        tqdm.write(f"{source.name}: {report.message}")
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("default")
+                    result = run_job(job, on_progress=update)
+            spatial_axes = "".join(a for a in info.axes if a not in "CS")
+            scale = info.pixel_size
+            if result.output == "probabilities":
+                write_probabilities(target, result.probabilities, axes=spatial_axes[:-2] + "CYX",
+                                    scale=scale, unit=info.unit or "um", overwrite=True)
+            else:
+                write_labels(target, result.labels, axes=spatial_axes, scale=scale, unit=info.unit or "um",
+                             overwrite=True)
+        except (ImageReadError, ImageLayoutError, OutputError, ValueError, RuntimeError, OSError) as exc:
+            failures.append((source, str(exc)))
+            print(f"failed {source.name}: {exc}", file=sys.stderr)
+            continue
+        done += 1
+        seconds = time.perf_counter() - started
+        what = f"{result.n_objects} objects" if result.output == "instances" else result.output
+        print(f"{source.name} -> {target} ({what}, {seconds:.1f} s on {result.device})")
+    print(f"{done} segmented, {skipped} skipped, {len(failures)} failed")
+    for source, reason in failures:
+        print(f"  {source}: {reason}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-unet`` command."""
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "models":
+            return _cmd_models()
+        return _cmd_segment(args)
+    except KeyboardInterrupt:
+        print("\ncancelled; outputs written so far are complete, nothing half-written was left", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Shared fixtures: paths to the shared data and tiny models for fast CPU tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_API", "pyqt6")
+
+#: The shared annotated data sets (``../shared/data`` from the repository root).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder of the shared data sets; the suite needs it (it is there in CI too)."""
+    if not SHARED_DATA.is_dir():
+        raise RuntimeError(f"the shared data folder {SHARED_DATA} is missing; tests need ../shared/data")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_model():
+    """An untrained, very small three-class model (fast on the CPU)."""
+    from napari_unet.core import new_model
+
+    return new_model(depth=2, base_features=4, padding="same", name="tiny test model")
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path, tiny_model) -> Path:
+    """``tiny_model`` saved to a model file."""
+    from napari_unet.core import save_model
+
+    return save_model(tiny_model, tmp_path / "tiny.unet.safetensors")
+
+
+@pytest.fixture(scope="session")
+def nuclei_crop(shared_data) -> tuple[np.ndarray, np.ndarray]:
+    """A 128 x 128 crop of a DSB 2018 fluorescence nuclei image and its instance labels (val split)."""
+    import tifffile
+
+    name = sorted((shared_data / "dsb2018_nuclei" / "val" / "images").glob("*.tif"))[0].name
+    image = tifffile.imread(shared_data / "dsb2018_nuclei" / "val" / "images" / name)
+    labels = tifffile.imread(shared_data / "dsb2018_nuclei" / "val" / "labels" / name)
+    return image[:128, :128], labels[:128, :128]

@@ -1,0 +1,99 @@
+"""The command line runs the same core on TIFF files and folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.cli import InputError, expand_inputs, main, output_paths
+
+
+@pytest.fixture
+def images(tmp_path, nuclei_crop):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image, _ = nuclei_crop
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(folder / name, image)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_segment_one_file_writes_uint16_instances(tmp_path, images, tiny_model_file, capsys):
+    out = tmp_path / "labels.tif"
+    code = main(["segment", str(images / "a.tif"), "--model", str(tiny_model_file), "-o", str(out),
+                 "--device", "cpu", "--quiet"])
+    assert code == 0
+    labels = tifffile.imread(out)
+    assert labels.shape == (128, 128)
+    assert labels.dtype in (np.uint8, np.uint16)
+    assert "1 segmented, 0 skipped, 0 failed" in capsys.readouterr().out
+
+
+def test_segment_folder_keeps_names_and_skips_done(tmp_path, images, tiny_model_file, capsys):
+    out = tmp_path / "out"
+    args = ["segment", str(images), "--model", str(tiny_model_file), "-o", str(out), "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif"]
+    before = (out / "a.tif").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "0 segmented, 2 skipped" in capsys.readouterr().out
+    assert (out / "a.tif").read_bytes() == before
+
+
+def test_unreadable_file_is_reported_and_the_rest_done(tmp_path, images, tiny_model_file, capsys):
+    (images / "broken.tif").write_bytes(b"this is not a tiff")
+    out = tmp_path / "out"
+    code = main(["segment", str(images), "--model", str(tiny_model_file), "-o", str(out), "--device", "cpu", "--quiet"])
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif"]
+    captured = capsys.readouterr()
+    assert "2 segmented, 0 skipped, 1 failed" in captured.out
+    assert "broken.tif" in captured.err
+
+
+def test_classes_and_probabilities_outputs(tmp_path, images, tiny_model_file):
+    for kind in ("classes", "probabilities"):
+        out = tmp_path / f"{kind}.tif"
+        assert main(["segment", str(images / "a.tif"), "-m", str(tiny_model_file), "-o", str(out),
+                     "--output-kind", kind, "--device", "cpu", "--quiet"]) == 0
+        data = tifffile.imread(out)
+        if kind == "classes":
+            assert data.dtype == np.uint8 and data.shape == (128, 128) and data.max() < 3
+        else:
+            assert data.dtype == np.float32 and data.shape == (3, 128, 128)
+            np.testing.assert_allclose(data.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_missing_model_is_a_clear_error(tmp_path, images, capsys):
+    code = main(["segment", str(images / "a.tif"), "-m", str(tmp_path / "nope.unet.safetensors"),
+                 "-o", str(tmp_path / "x.tif"), "--quiet"])
+    assert code == 2
+    assert "no model file" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_expand_inputs_globs_and_errors(images):
+    assert [p.name for p in expand_inputs([str(images / "*.tif")])] == ["a.tif", "b.tif"]
+    assert [p.name for p in expand_inputs([str(images)])] == ["a.tif", "b.tif"]
+    with pytest.raises(InputError, match="no such file"):
+        expand_inputs([str(images / "missing.tif")])
+
+
+def test_output_paths_need_a_folder_for_several_inputs(tmp_path):
+    inputs = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    with pytest.raises(InputError, match="output folder"):
+        output_paths(inputs, str(tmp_path / "one.tif"))
+    assert output_paths(inputs, str(tmp_path / "o")) == [tmp_path / "o" / "a.tif", tmp_path / "o" / "b.tif"]
+
+
+def test_console_script_runs_models_listing():
+    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", "models"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0
+    assert proc.stdout.strip()

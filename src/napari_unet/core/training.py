@@ -225,7 +225,10 @@ class _PatchSampler:
         classes = _crop_padded(sample.target.classes, region, IGNORE)
         weights = _crop_padded(sample.target.weights, region, 0.0)
         if self.settings.augment:
-            image, classes, weights = augment_sample(image, classes, weights, rng=self.rng)
+            # the paper warps whole 512 px images with sigma 10 px on a 3x3 grid;
+            # on a smaller patch the same grid needs proportionally smaller shifts
+            sigma = float(np.clip(10.0 * self.input_size / 512, 2.0, 10.0))
+            image, classes, weights = augment_sample(image, classes, weights, rng=self.rng, elastic_sigma=sigma)
         if m:
             classes = classes[m : m + out, m : m + out]
             weights = weights[m : m + out, m : m + out]

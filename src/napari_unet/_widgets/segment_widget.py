@@ -1,0 +1,537 @@
+"""The Segment widget: image layer in, Labels (or probability) layers out.
+
+The widget is thin: it turns a layer into an array, runs
+:func:`napari_unet.core.segment_job` in a napari ``thread_worker`` and turns
+the result back into layers (on the GUI thread, bound to the layer the job
+started from).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import napari.layers
+from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from napari_unet.core import (
+    ModelFileError,
+    Progress,
+    SegmentationModel,
+    SegmentationResult,
+    load_model,
+    load_named_model,
+    segment_job,
+    shipped_models,
+)
+from napari_unet.core.device import mps_available
+from napari_unet.core.layout import ImageLayout, ImageLayoutError, infer_layout
+from napari_unet.core.predict import OutOfMemoryError
+
+from .proxies import unwrap_proxy
+from .results import Target, make_target, shown_plane
+from .session import session_for
+
+log = logging.getLogger(__name__)
+
+#: Item data of the "Load model file..." entry of the model chooser.
+_LOAD_FILE = "\x00load-file"
+#: (value, text, tooltip) of the output kinds.
+_OUTPUTS = (
+    ("instances", "Objects (one label each)", "A Labels layer with one ID per object (nucleus, cell)."),
+    ("classes", "Classes", "A Labels layer with the most likely class of every pixel (e.g. 1 interior, 2 boundary)."),
+    ("probabilities", "Probabilities", "One image layer per class with the class probability (0 to 1) of every pixel."),
+)
+_ROW_LABELS = ("Image", "Model", "Output", "Planes", "Device", "Tile size", "Batch size", "Channel axis")
+_DEVICES = (
+    ("auto", "the GPU if there is one (CUDA, then Apple MPS), otherwise the CPU"),
+    ("cpu", "the CPU: always available, slower"),
+    ("cuda", "an NVIDIA GPU"),
+    ("mps", "an Apple-silicon GPU"),
+)
+#: Errors of the core that the user can act on; shown as a message, not a traceback.
+_USER_ERRORS = (ValueError, OutOfMemoryError, MemoryError)
+
+
+@dataclass
+class _JobFailed:
+    """What a job returns instead of a result when the core refused it."""
+
+    message: str
+
+
+@thread_worker
+def _segmentation_worker(image: Any, model: SegmentationModel,
+                         options: dict[str, Any]) -> Generator[Progress, None, SegmentationResult | _JobFailed]:
+    """Run :func:`segment_job` in a worker thread, turning user errors into a message."""
+    try:
+        return (yield from segment_job(image, model, **options))
+    except _USER_ERRORS as exc:
+        log.info("segmentation failed", exc_info=True)
+        return _JobFailed(str(exc))
+
+
+@dataclass
+class _RunningJob:
+    """A started job: where its result goes and its progress bar."""
+
+    target: Target
+    pbar: progress
+
+
+class SegmentWidget(QWidget):
+    """Segment an image layer with a U-Net.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (napari passes it, possibly as a proxy).
+
+    Attributes
+    ----------
+    worker : napari.qt.threading.GeneratorWorker or None
+        The worker of the last job started (still set after it finished).
+    session : ModelSession
+        The viewer's model session, shared with the other napari-unet widgets.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.worker: GeneratorWorker | None = None
+        self._job: _RunningJob | None = None
+        self._shipped = shipped_models()
+        self._build()
+        self._connect_layers()
+        self.session.model_changed.connect(self._on_model_changed)
+        self.destroyed.connect(partial(_disconnect, self.session.model_changed, self._on_model_changed))
+        if self.session.model is None:
+            self._load_first_shipped_model()
+        self._on_model_changed(self.session.model)
+        self._refresh_images()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image layer to segment (only image layers are listed).")
+        self.image_combo.setPlaceholderText("no image layer")
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("The U-Net to use: a model that comes with napari-unet, or a model file.")
+        self.model_combo.setPlaceholderText("choose a model")
+        self.model_info = QLabel()
+        self.model_info.setWordWrap(True)
+        self.model_info.setToolTip("Classes and input channels of the chosen model.")
+        self.output_combo = QComboBox()
+        for value, text, tip in _OUTPUTS:
+            self.output_combo.addItem(text, value)
+            self.output_combo.setItemData(self.output_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.output_combo.setToolTip("What to make: objects, classes or class probabilities.")
+        self.whole_stack = QRadioButton("Whole stack")
+        self.whole_stack.setToolTip("Segment every plane of a stack (Z, time).")
+        self.current_plane = QRadioButton("Current plane")
+        self.current_plane.setToolTip(
+            "Segment only the plane shown in the viewer; the other planes of the result are left as they are.")
+        self.whole_stack.setChecked(True)
+        self._planes_group = QButtonGroup(self)
+        self._planes_group.addButton(self.whole_stack)
+        self._planes_group.addButton(self.current_plane)
+        planes = QHBoxLayout()
+        planes.setContentsMargins(0, 0, 0, 0)
+        planes.addWidget(self.whole_stack)
+        planes.addWidget(self.current_plane)
+        planes.addStretch()
+
+        self.device_combo = QComboBox()
+        for name, tip in _DEVICES:
+            self.device_combo.addItem(name, name)
+            self.device_combo.setItemData(self.device_combo.count() - 1, f"Run on {tip}.",
+                                          Qt.ItemDataRole.ToolTipRole)
+        self._disable_missing_devices()
+        self.device_combo.setToolTip("Where the network runs; a missing GPU falls back to the CPU.")
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(0, 8192)
+        self.tile_spin.setSingleStep(64)
+        self.tile_spin.setSpecialValueText("auto")
+        self.tile_spin.setSuffix(" px")
+        self.tile_spin.setToolTip(
+            "Largest tile the network sees at once. auto: chosen from free memory. "
+            "Smaller tiles need less memory; results are the same.")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(0, 64)
+        self.batch_spin.setSpecialValueText("auto")
+        self.batch_spin.setToolTip("Tiles sent to the network at once. auto: chosen from free memory.")
+        self.channel_spin = QSpinBox()
+        self.channel_spin.setRange(-1, 0)
+        self.channel_spin.setSpecialValueText("auto")
+        self.channel_spin.setValue(-1)
+        self.channel_spin.setToolTip(
+            "Axis of the image layer that holds the channels, for multichannel models. "
+            "auto: guessed from the model; RGB layers always use their colours.")
+        self.amp_check = QCheckBox("Mixed precision on CUDA")
+        self.amp_check.setChecked(True)
+        self.amp_check.setToolTip("Faster and leaner on NVIDIA GPUs; no effect on the CPU.")
+
+        self.advanced = QCollapsible("Advanced options", expandedIcon="▼", collapsedIcon="▶")
+        self.advanced.setToolTip("Device, tile size and channels; the defaults suit most images.")
+        # One label width for both forms, so the advanced fields line up with the others.
+        label_width = max(self.fontMetrics().horizontalAdvance(text) for text in _ROW_LABELS) + 8
+        advanced_form = QWidget()
+        form = QFormLayout(advanced_form)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for text, field in (("Device", self.device_combo), ("Tile size", self.tile_spin),
+                            ("Batch size", self.batch_spin), ("Channel axis", self.channel_spin)):
+            form.addRow(_row_label(text, label_width), field)
+        form.addRow(self.amp_check)
+        self.advanced.addWidget(advanced_form)
+        self.advanced.layout().setContentsMargins(0, 0, 0, 0)
+        self.advanced.content().layout().setContentsMargins(0, 0, 0, 0)
+
+        self.segment_button = QPushButton("Segment")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running segmentation; the previous result is kept.")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.segment_button, stretch=2)
+        buttons.addWidget(self.cancel_button, stretch=1)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.status_label.setToolTip("What the last segmentation did.")
+
+        main = QFormLayout()
+        main.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        main.addRow(_row_label("Image", label_width), self.image_combo)
+        main.addRow(_row_label("Model", label_width), self.model_combo)
+        main.addRow(_row_label("", label_width), self.model_info)
+        main.addRow(_row_label("Output", label_width), self.output_combo)
+        main.addRow(_row_label("Planes", label_width), planes)
+        layout = QVBoxLayout(self)
+        layout.addLayout(main)
+        layout.addWidget(self.advanced)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status_label)
+        layout.addStretch()
+
+        self.image_combo.currentIndexChanged.connect(self._update_state)
+        self.channel_spin.valueChanged.connect(self._update_state)
+        self.model_combo.activated.connect(self._on_model_activated)
+        self.segment_button.clicked.connect(self.segment)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    def _disable_missing_devices(self) -> None:
+        import torch
+
+        available = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": mps_available()}
+        model = self.device_combo.model()
+        for row in range(self.device_combo.count()):
+            name = self.device_combo.itemData(row)
+            if not available[name]:
+                model.item(row).setEnabled(False)
+                self.device_combo.setItemData(row, f"No {name} device on this computer.",
+                                              Qt.ItemDataRole.ToolTipRole)
+
+    # ------------------------------------------------------------- image layers
+    def _connect_layers(self) -> None:
+        events = self.viewer.layers.events
+        events.inserted.connect(self._on_layer_inserted)
+        events.removed.connect(self._on_layer_removed)
+        events.moved.connect(self._refresh_images)
+        events.reordered.connect(self._refresh_images)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_images)
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self._refresh_images)
+        self._refresh_images()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        event.value.events.name.disconnect(self._refresh_images)
+        self._refresh_images()
+
+    def _refresh_images(self, *_: Any) -> None:
+        """List the viewer's image layers, keeping the chosen one if it is still there."""
+        chosen = unwrap_proxy(self.image_layer) if self.image_combo.count() else None
+        images = [layer for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
+        if chosen is None or all(unwrap_proxy(layer) is not chosen for layer in images):
+            active = self.viewer.layers.selection.active
+            chosen = unwrap_proxy(active) if isinstance(active, napari.layers.Image) else None
+            if chosen is None and images:
+                chosen = unwrap_proxy(images[-1])
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        for layer in images:
+            self.image_combo.addItem(layer.name, layer)
+            self.image_combo.setItemData(self.image_combo.count() - 1, _describe_layer(layer),
+                                         Qt.ItemDataRole.ToolTipRole)
+            if unwrap_proxy(layer) is chosen:
+                self.image_combo.setCurrentIndex(self.image_combo.count() - 1)
+        self.image_combo.blockSignals(False)
+        self._update_state()
+
+    @property
+    def image_layer(self) -> napari.layers.Image | None:
+        """The image layer chosen for segmentation."""
+        return self.image_combo.currentData()
+
+    @image_layer.setter
+    def image_layer(self, layer: napari.layers.Image) -> None:
+        for row in range(self.image_combo.count()):
+            if unwrap_proxy(self.image_combo.itemData(row)) is unwrap_proxy(layer):
+                self.image_combo.setCurrentIndex(row)
+                return
+        raise ValueError(f"{layer!r} is not an image layer of this viewer")
+
+    # -------------------------------------------------------------------- models
+    def _load_first_shipped_model(self) -> None:
+        if self._shipped:
+            self._load(self._shipped[0].key)
+
+    def load_model_file(self, path: str | Path) -> bool:
+        """Use the model in file ``path``; on failure show why and keep the current model.
+
+        Returns
+        -------
+        bool
+            True if the model was loaded.
+        """
+        return self._load(str(path), load_model)
+
+    def _load(self, source: str, loader: Any = load_named_model) -> bool:
+        try:
+            model = loader(source)
+        except (ModelFileError, OSError) as exc:
+            show_error(f"Could not load the model: {exc}")
+            self._on_model_changed(self.session.model)
+            return False
+        self.session.set_model(model, source)
+        return True
+
+    def _on_model_activated(self, row: int) -> None:
+        source = self.model_combo.itemData(row)
+        if source == _LOAD_FILE:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Load a napari-unet model", "",
+                "napari-unet models (*.unet.safetensors);;All files (*)")
+            if path:
+                self.load_model_file(path)
+            else:
+                self._on_model_changed(self.session.model)
+        elif source == self.session.source:
+            return
+        elif source == self.session.previous_source and self.session.can_revert:
+            self.session.revert()
+        else:
+            self._load(source)
+
+    def _on_model_changed(self, model: SegmentationModel | None = None) -> None:
+        """Show the session's model in the chooser and the info line."""
+        model = self.session.model
+        source = self.session.source
+        combo = self.model_combo
+        combo.blockSignals(True)
+        if combo.count() == 0:
+            for shipped in self._shipped:
+                combo.addItem(shipped.title, shipped.key)
+                combo.setItemData(combo.count() - 1, shipped.summary, Qt.ItemDataRole.ToolTipRole)
+            combo.addItem("Load model file...", _LOAD_FILE)
+            combo.setItemData(combo.count() - 1, "Choose a napari-unet model file (.unet.safetensors).",
+                              Qt.ItemDataRole.ToolTipRole)
+        self._forget_unloadable_models()
+        row = combo.findData(source) if model is not None else -1
+        if model is not None and row < 0:
+            path = Path(source)
+            text = f"{model.description.name} ({path.name})" if path.is_file() else model.description.name
+            row = combo.count() - 1
+            combo.insertItem(row, text, source)
+            combo.setItemData(row, source, Qt.ItemDataRole.ToolTipRole)
+        combo.setCurrentIndex(row)
+        combo.blockSignals(False)
+        if model is None:
+            self.model_info.setText("No model chosen.")
+        else:
+            desc = model.description
+            channels = desc.config.in_channels
+            self.model_info.setText(
+                f"{channels} channel{'s' if channels > 1 else ''}; classes: {', '.join(desc.class_names)}")
+            can_separate = desc.instance_rule.method != "none"
+            item = self.output_combo.model().item(0)
+            item.setEnabled(can_separate)
+            if not can_separate and self.output_combo.currentData() == "instances":
+                self.output_combo.setCurrentIndex(1)
+        self._update_state()
+
+    def _forget_unloadable_models(self) -> None:
+        """Drop chooser entries of in-memory models that are neither current nor previous."""
+        keep = {self.session.source, self.session.previous_source, _LOAD_FILE}
+        keep.update(m.key for m in self._shipped)
+        combo = self.model_combo
+        for row in reversed(range(combo.count())):
+            source = combo.itemData(row)
+            if source not in keep and not Path(source).is_file():
+                combo.removeItem(row)
+
+    # ------------------------------------------------------------------ running
+    @property
+    def is_running(self) -> bool:
+        """True while a segmentation job runs."""
+        return self._job is not None
+
+    def _layout_of(self, layer: Any, model: SegmentationModel) -> ImageLayout:
+        shape = tuple(_full_resolution(layer).shape)
+        axis = self.channel_spin.value()
+        return infer_layout(shape, in_channels=model.config.in_channels,
+                            channel_axis=None if axis < 0 or layer.rgb else axis, rgb=bool(layer.rgb))
+
+    def _update_state(self, *_: Any) -> None:
+        layer = self.image_layer
+        model = self.session.model
+        is_stack = False
+        if layer is not None:
+            data_ndim = layer.ndim + (1 if layer.rgb else 0)
+            self.channel_spin.setMaximum(max(0, data_ndim - 1))
+            try:
+                is_stack = bool(self._layout_of(layer, model).stack_axes) if model else layer.ndim > 2
+            except ImageLayoutError:
+                is_stack = layer.ndim > 2
+        for button in (self.whole_stack, self.current_plane):
+            button.setEnabled(is_stack)
+        if not is_stack:
+            self.current_plane.setToolTip("The image is a single plane; there is no stack to choose from.")
+        else:
+            self.current_plane.setToolTip(
+                "Segment only the plane shown in the viewer; the other planes of the result are left as they are.")
+        if self.is_running:
+            reason = "A segmentation is running; wait for it or press Cancel."
+        elif layer is None:
+            reason = "Add or open an image layer first."
+        elif model is None:
+            reason = "Choose a model first."
+        else:
+            reason = ""
+        self.segment_button.setEnabled(not reason)
+        self.segment_button.setToolTip(
+            reason or f"Segment {layer.name!r} with {model.description.name!r}.")  # type: ignore[union-attr]
+        self.cancel_button.setEnabled(self.is_running)
+
+    def segment(self) -> GeneratorWorker | None:
+        """Start segmenting the chosen image layer; returns the worker (None if refused).
+
+        The result goes to the layers of the image layer chosen now, whatever
+        is chosen when the job ends.
+        """
+        layer, model = self.image_layer, self.session.model
+        if self.is_running or layer is None or model is None:
+            return None
+        try:
+            layout = self._layout_of(layer, model)
+        except ImageLayoutError as exc:
+            show_error(f"Cannot segment {layer.name!r}: {exc}")
+            return None
+        image = _full_resolution(layer)
+        channel_axis = layout.channel_axis if not layer.rgb else None
+        plane = None
+        if self.current_plane.isChecked() and layout.stack_axes:
+            plane = shown_plane(self.viewer, layer, layout)
+            key: list[Any] = [slice(None)] * len(layout.shape)
+            for axis, index in zip(layout.stack_axes, plane):
+                key[axis] = index
+            image = image[tuple(key)]
+            if channel_axis is not None:
+                channel_axis -= sum(1 for axis in layout.stack_axes if axis < channel_axis)
+        options = {
+            "output": self.output_combo.currentData(),
+            "channel_axis": channel_axis,
+            "rgb": bool(layer.rgb),
+            "device": self.device_combo.currentData(),
+            "tile_size": self.tile_spin.value() or None,
+            "batch_size": self.batch_spin.value() or None,
+            "amp": self.amp_check.isChecked(),
+        }
+        where = f" (plane {', '.join(map(str, plane))})" if plane else ""
+        pbar = progress(total=100, desc=f"U-Net: {layer.name}{where}")
+        job = _RunningJob(make_target(layer, layout, plane), pbar)
+        worker = _segmentation_worker(image, model, options)
+        worker.yielded.connect(lambda report: self._on_progress(job, report))
+        worker.returned.connect(lambda result: self._on_returned(job, result))
+        worker.aborted.connect(lambda: self.status_label.setText("Cancelled; the previous result is unchanged."))
+        worker.finished.connect(lambda: self._on_finished(job))
+        self.worker = worker
+        self._job = job
+        self.status_label.setText(f"Segmenting {layer.name}{where}...")
+        self._update_state()
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the running job at its next step; its partial result is dropped."""
+        if self.worker is not None and self.is_running:
+            self.worker.quit()
+            self.cancel_button.setEnabled(False)
+            self.status_label.setText("Cancelling...")
+
+    def _on_progress(self, job: _RunningJob, report: Progress) -> None:
+        value = round(100 * report.fraction)
+        if value > job.pbar.n:
+            job.pbar.update(value - job.pbar.n)
+        if report.message and self._job is job:
+            self.status_label.setText(f"Segmenting {job.target.source.name}: {report.message}")
+        if report.stage == "notice":
+            show_info(report.message)
+
+    def _on_returned(self, job: _RunningJob, result: SegmentationResult | _JobFailed) -> None:
+        if isinstance(result, _JobFailed):
+            show_error(f"Cannot segment {job.target.source.name!r}: {result.message}")
+            self.status_label.setText(f"Failed: {result.message}")
+            return
+        self.session.results.show(self.viewer, job.target, result)
+        found = f"{result.n_objects} objects, " if result.output == "instances" else ""
+        self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}.")
+
+    def _on_finished(self, job: _RunningJob) -> None:
+        job.pbar.close()
+        if self._job is job:
+            self._job = None
+        self._update_state()
+
+
+def _row_label(text: str, width: int) -> QLabel:
+    label = QLabel(text)
+    label.setMinimumWidth(width)
+    return label
+
+
+def _disconnect(signal: Any, slot: Any, *_: Any) -> None:
+    signal.disconnect(slot)
+
+
+def _full_resolution(layer: Any) -> Any:
+    """The data of an image layer at full resolution (level 0 of a multiscale layer)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def _describe_layer(layer: Any) -> str:
+    shape = _full_resolution(layer).shape
+    kind = "RGB " if layer.rgb else ""
+    return f"{kind}image, shape {tuple(int(s) for s in shape)}, {layer.dtype}"

@@ -1,0 +1,345 @@
+"""The Segment widget in a real napari viewer (under Xvfb), with a tiny untrained model."""
+
+from __future__ import annotations
+
+import csv
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+import tifffile  # noqa: E402
+
+from napari_unet._widgets import segment_widget as sw  # noqa: E402
+from napari_unet._widgets.proxies import unwrap_proxy  # noqa: E402
+from napari_unet._widgets.session import session_for  # noqa: E402
+from napari_unet.core import new_model, save_model, segment, shipped_models  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+TIMEOUT_MS = 30_000
+
+
+def _dsb_train_image(shared_data: Path, kind: str) -> np.ndarray:
+    """The first training image of the DSB 2018 set of ``kind`` ("gray" or "color")."""
+    folder = shared_data / "dsb2018_nuclei"
+    with (folder / "images.csv").open() as fh:
+        files = sorted(r["file"] for r in csv.DictReader(fh) if r["split"] == "train" and r["kind"] == kind)
+    return tifffile.imread(folder / "train" / "images" / files[0])
+
+
+@pytest.fixture(autouse=True)
+def _seeded_model_weights():
+    """Seed torch before the tiny model is made: with seed 1 its (untrained) output has
+    hundreds of objects and all three classes on the nuclei crop, so comparisons bite."""
+    import torch
+
+    torch.manual_seed(1)
+
+
+@pytest.fixture(scope="module")
+def nuclei(shared_data) -> np.ndarray:
+    """A 96x96 crop of the first DSB 2018 training image (grayscale uint8 nuclei)."""
+    first = sorted((shared_data / "dsb2018_nuclei" / "train" / "images").glob("*.tif"))[0]
+    image = tifffile.imread(first)
+    assert image.ndim == 2
+    return np.ascontiguousarray(image[:96, :96])
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer, tiny_model_file):
+    """A viewer with the Segment widget docked, using the tiny model."""
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    assert isinstance(widget, sw.SegmentWidget)
+    assert widget.load_model_file(tiny_model_file)
+    return viewer, widget
+
+
+@pytest.fixture
+def errors(monkeypatch) -> list[str]:
+    """Messages the widget shows with napari's show_error."""
+    shown: list[str] = []
+    monkeypatch.setattr(sw, "show_error", shown.append)
+    return shown
+
+
+def run_segment(qtbot, widget) -> None:
+    """Click Segment and wait until the job is over (its result handled)."""
+    assert widget.segment_button.isEnabled(), widget.segment_button.toolTip()
+    widget.segment_button.click()
+    assert widget.worker is not None
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+
+
+class Gate:
+    """Wraps segment_job so that it stops after its first progress report until released."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self._job = sw.segment_job
+
+    def job(self, *args, **kwargs):
+        inner = self._job(*args, **kwargs)
+        first = next(inner)
+        self.reached.set()
+        yield first
+        self.release.wait(20)
+        return (yield from inner)
+
+
+def layer_named(viewer, name):
+    matches = [layer for layer in viewer.layers if layer.name == name]
+    assert len(matches) == 1, [layer.name for layer in viewer.layers]
+    return matches[0]
+
+
+def test_segment_makes_labels_layer_with_image_geometry(qtbot, viewer_widget, nuclei):
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei, name="nuclei", scale=(0.5, 0.25), translate=(10.0, -3.0))
+    run_segment(qtbot, widget)
+
+    labels = layer_named(viewer, "nuclei [U-Net]")
+    assert labels.__class__.__name__ == "Labels"
+    assert labels.data.shape == nuclei.shape
+    assert labels.data.dtype.kind == "u"
+    np.testing.assert_allclose(labels.scale, (0.5, 0.25))
+    np.testing.assert_allclose(labels.translate, (10.0, -3.0))
+    expected = segment(nuclei, widget.session.model, output="instances", device="cpu")
+    np.testing.assert_array_equal(labels.data, expected.labels)
+    assert widget.status_label.text().startswith("Done")
+    assert widget.segment_button.isEnabled()
+
+
+def test_second_run_replaces_the_result_even_after_renames(qtbot, viewer_widget, nuclei):
+    viewer, widget = viewer_widget
+    image = viewer.add_image(nuclei, name="nuclei")
+    run_segment(qtbot, widget)
+    first = unwrap_proxy(layer_named(viewer, "nuclei [U-Net]"))
+    first.name = "my labels"
+    image.name = "renamed image"
+    n_layers = len(viewer.layers)
+
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData("classes"))
+    run_segment(qtbot, widget)
+
+    assert len(viewer.layers) == n_layers
+    assert [unwrap_proxy(layer) for layer in viewer.layers if layer.name == "my labels"] == [first]
+    assert first.data.dtype == np.uint8
+    expected = segment(nuclei, widget.session.model, output="classes", device="cpu")
+    np.testing.assert_array_equal(first.data, expected.labels)
+
+    viewer.layers.remove(first)  # a deleted result is not resurrected: the next run adds a new one
+    run_segment(qtbot, widget)
+    assert layer_named(viewer, "renamed image [U-Net]").data.shape == nuclei.shape
+
+
+def test_cancel_leaves_the_previous_result_untouched(qtbot, viewer_widget, nuclei, monkeypatch):
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei, name="nuclei")
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData("classes"))
+    run_segment(qtbot, widget)
+    labels = layer_named(viewer, "nuclei [U-Net]")
+    labels.data = np.full(nuclei.shape, 7, np.uint8)  # unlike anything the model makes
+    before = labels.data.tobytes()
+    n_layers = len(viewer.layers)
+
+    gate = Gate()
+    monkeypatch.setattr(sw, "segment_job", gate.job)
+    widget.segment_button.click()
+    qtbot.waitUntil(gate.reached.is_set, timeout=TIMEOUT_MS)
+    assert widget.cancel_button.isEnabled()
+    widget.cancel_button.click()
+    gate.release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+
+    assert widget.worker.abort_requested
+    assert layer_named(viewer, "nuclei [U-Net]").data.tobytes() == before
+    assert len(viewer.layers) == n_layers
+    assert "Cancelled" in widget.status_label.text()
+
+
+def test_current_plane_writes_only_that_plane(qtbot, viewer_widget, nuclei):
+    viewer, widget = viewer_widget
+    stack = np.stack([nuclei[:64, :64], nuclei[32:, 32:], nuclei[:64, 32:]])
+    viewer.add_image(stack, name="stack")
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData("classes"))
+    run_segment(qtbot, widget)
+    labels = layer_named(viewer, "stack [U-Net]")
+    assert labels.data.shape == stack.shape
+    labels.data = np.full(stack.shape, 9, np.uint8)
+
+    assert widget.current_plane.isEnabled()
+    widget.current_plane.setChecked(True)
+    viewer.dims.set_current_step(0, 1)
+    run_segment(qtbot, widget)
+
+    data = layer_named(viewer, "stack [U-Net]").data
+    assert (data[0] == 9).all() and (data[2] == 9).all()
+    expected = segment(stack[1], widget.session.model, output="classes", device="cpu").labels
+    np.testing.assert_array_equal(data[1], expected)
+    other = segment(stack[0], widget.session.model, output="classes", device="cpu").labels
+    assert (expected != other).any()  # so the test can tell which plane was segmented
+
+
+def test_current_plane_instances_keep_ids_unique(qtbot, viewer_widget, nuclei):
+    viewer, widget = viewer_widget
+    stack = np.stack([nuclei[:64, :64], nuclei[32:, 32:]])
+    viewer.add_image(stack, name="stack")
+    labels = viewer.add_labels(np.zeros(stack.shape, np.uint8), name="placeholder")
+    widget.session.results.bind(widget.image_layer, "labels", [labels])
+    labels.data[0] = 250  # an object ID near the top of uint8
+    widget.current_plane.setChecked(True)
+    viewer.dims.set_current_step(0, 1)
+    run_segment(qtbot, widget)
+
+    expected = segment(stack[1], widget.session.model, output="instances", device="cpu").labels
+    assert expected.max() > 5
+    data = layer_named(viewer, "placeholder").data
+    assert (data[0] == 250).all()
+    assert ((data[1] > 250) == (expected > 0)).all()  # new IDs above the old ones
+    assert data.dtype.itemsize >= 2  # widened rather than wrapped around
+    assert len(np.unique(data[1][data[1] > 0])) == expected.max()
+
+
+def test_corrupt_or_missing_model_file_keeps_the_model(viewer_widget, tmp_path, errors):
+    _viewer, widget = viewer_widget
+    model = widget.session.model
+    text = widget.model_combo.currentText()
+    bad = tmp_path / "bad.unet.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+
+    assert widget.load_model_file(bad) is False
+    assert widget.load_model_file(tmp_path / "missing.unet.safetensors") is False
+
+    assert len(errors) == 2
+    assert "bad.unet.safetensors" in errors[0]
+    assert "does not exist" in errors[1]
+    assert widget.session.model is model
+    assert widget.model_combo.currentText() == text
+
+
+def test_segment_button_needs_an_image_layer(viewer_widget, nuclei):
+    viewer, widget = viewer_widget
+    assert not widget.segment_button.isEnabled()
+    assert "image layer" in widget.segment_button.toolTip()
+    viewer.add_labels(np.zeros((8, 8), np.uint8))
+    assert not widget.segment_button.isEnabled()
+    assert widget.image_combo.count() == 0
+
+    image = viewer.add_image(nuclei, name="nuclei")
+    assert widget.segment_button.isEnabled()
+    image.name = "renamed"
+    assert widget.image_combo.currentText() == "renamed"
+    viewer.layers.remove(image)
+    assert not widget.segment_button.isEnabled()
+
+
+def test_segment_button_needs_a_model(make_napari_viewer, nuclei):
+    if shipped_models():
+        pytest.skip("a shipped model is chosen by default")
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    viewer.add_image(nuclei)
+    assert not widget.segment_button.isEnabled()
+    assert "model" in widget.segment_button.toolTip()
+
+
+def test_result_goes_to_the_layer_the_job_started_from(qtbot, viewer_widget, nuclei, monkeypatch):
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei, name="a")
+    b = viewer.add_image(nuclei[:64, :80], name="b")
+    widget.image_layer = layer_named(viewer, "a")
+    gate = Gate()
+    monkeypatch.setattr(sw, "segment_job", gate.job)
+    widget.segment_button.click()
+    qtbot.waitUntil(gate.reached.is_set, timeout=TIMEOUT_MS)
+
+    assert not widget.segment_button.isEnabled()
+    assert "running" in widget.segment_button.toolTip()
+    widget.image_layer = b
+    viewer.layers.selection.active = b
+    gate.release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+
+    assert layer_named(viewer, "a [U-Net]").data.shape == nuclei.shape
+    assert not [layer for layer in viewer.layers if layer.name == "b [U-Net]"]
+
+
+def test_probabilities_are_one_layer_per_class(qtbot, viewer_widget, nuclei):
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei, name="nuclei", scale=(2.0, 2.0))
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData("probabilities"))
+    run_segment(qtbot, widget)
+    run_segment(qtbot, widget)
+
+    names = widget.session.model.description.class_names
+    layers = [layer for layer in viewer.layers if "[U-Net probabilities]" in layer.name]
+    assert [layer.name for layer in layers] == [f"nuclei [U-Net probabilities] {c}" for c in names]
+    total = sum(layer.data for layer in layers)
+    np.testing.assert_allclose(total, 1.0, atol=1e-4)
+    assert all(tuple(layer.scale) == (2.0, 2.0) for layer in layers)
+
+
+def test_rgb_layer_gives_a_2d_result(qtbot, viewer_widget, shared_data):
+    viewer, widget = viewer_widget
+    rgb = np.ascontiguousarray(_dsb_train_image(shared_data, "color")[:64, :80])
+    assert rgb.shape == (64, 80, 3)
+    layer = viewer.add_image(rgb, name="colour", scale=(0.5, 0.5))
+    assert layer.rgb
+    run_segment(qtbot, widget)
+    labels = layer_named(viewer, "colour [U-Net]")
+    assert labels.data.shape == (64, 80)
+    np.testing.assert_allclose(labels.scale, (0.5, 0.5))
+
+
+def test_multichannel_layer_uses_the_chosen_channel_axis(qtbot, viewer_widget, nuclei, tmp_path):
+    viewer, widget = viewer_widget
+    model = save_model(new_model(in_channels=2, depth=2, base_features=4), tmp_path / "two.unet.safetensors")
+    assert widget.load_model_file(model)
+    two_channels = np.stack([nuclei[:64, :64], nuclei[32:, 32:]])[None].repeat(3, axis=0)  # (Z, C, Y, X)
+    viewer.add_image(two_channels, name="zcyx", scale=(3.0, 1.0, 0.5, 0.5), translate=(0.0, 0.0, 5.0, 5.0))
+    widget.channel_spin.setValue(1)
+    run_segment(qtbot, widget)
+
+    labels = layer_named(viewer, "zcyx [U-Net]")
+    assert labels.data.shape == (3, 64, 64)
+    np.testing.assert_allclose(labels.scale, (3.0, 0.5, 0.5))
+    np.testing.assert_allclose(labels.translate, (0.0, 5.0, 5.0))
+
+
+def test_layout_error_is_a_notification_and_changes_no_layer(viewer_widget, nuclei, tmp_path, errors):
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei, name="nuclei")
+    rgb_model = save_model(new_model(in_channels=3, depth=2, base_features=4), tmp_path / "rgb.unet.safetensors")
+    assert widget.load_model_file(rgb_model)
+    names = [layer.name for layer in viewer.layers]
+
+    widget.segment_button.click()
+
+    assert widget.worker is None or not widget.is_running
+    assert len(errors) == 1 and "channels" in errors[0]
+    assert [layer.name for layer in viewer.layers] == names
+
+
+def test_widgets_of_one_viewer_share_one_session(viewer_widget):
+    viewer, widget = viewer_widget
+    assert session_for(viewer) is widget.session
+    other = sw.SegmentWidget(viewer)
+    assert other.session is widget.session
+    assert other.model_combo.currentText() == widget.model_combo.currentText()
+    previous = widget.session.model
+    widget.session.set_model(new_model(depth=2, base_features=4, name="fresh"), "fresh (unsaved)")
+    assert other.model_combo.currentText() == "fresh"
+    widget.session.revert()
+    assert other.session.model is previous
+    assert other.model_combo.currentText() == widget.model_combo.currentText() != "fresh"
+    widget.session.set_model(new_model(depth=2, base_features=4, name="newer"), "newer (unsaved)")
+    texts = [other.model_combo.itemText(row) for row in range(other.model_combo.count())]
+    assert "newer" in texts and "fresh" not in texts  # an in-memory model that can't come back is dropped
+    other.deleteLater()

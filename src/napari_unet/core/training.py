@@ -319,7 +319,10 @@ def train_job(
     ------
     Progress
         Stage ``"train"`` after every step, with ``data`` holding ``loss``
-        and, after validations, ``metric`` and ``best``.
+        and, after validations, ``metric`` and ``best``. ``data["model"]`` is
+        the model being trained: a consumer may predict with it for a preview
+        between steps (in the thread that runs the job; the next step puts
+        the network back into training mode).
 
     Returns
     -------
@@ -412,7 +415,7 @@ def train_job(
             entry["best"] = best
         log.append(entry)
         yield Progress("train", step, settings.steps, message=f"step {step}/{settings.steps}, loss {entry['loss']:.4f}",
-                       data={**entry, "metric_name": name})
+                       data={**entry, "metric_name": name, "model": work})
         if last:
             break
     if validation:

@@ -97,3 +97,37 @@ def test_console_script_runs_models_listing():
                           timeout=120)
     assert proc.returncode == 0
     assert proc.stdout.strip()
+
+
+def test_train_fine_tunes_and_writes_a_loadable_model(tmp_path, nuclei_crop, tiny_model_file, capsys):
+    from napari_unet.core import load_model
+
+    image, labels = nuclei_crop
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    tifffile.imwrite(tmp_path / "img" / "a.tif", image)
+    tifffile.imwrite(tmp_path / "lab" / "a.tif", labels)
+    out = tmp_path / "tuned.unet.safetensors"
+    code = main(["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--from", str(tiny_model_file),
+                 "-o", str(out), "--steps", "4", "--patch-size", "32", "--batch-size", "2", "--device", "cpu",
+                 "--quiet"])
+    assert code == 0
+    tuned = load_model(out)
+    history = tuned.description.training_history[-1]
+    assert history["kind"] == "fine-tune" and history["steps"] == 4
+    assert history["images"] == ["a.tif (top)"]
+    assert "F1@0.5" in capsys.readouterr().out
+    # a second run refuses to overwrite without --overwrite
+    assert main(["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(out), "--quiet"]) == 2
+
+
+def test_train_reports_missing_labels(tmp_path, nuclei_crop, capsys):
+    image, _ = nuclei_crop
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    (tmp_path / "lab").mkdir()
+    tifffile.imwrite(tmp_path / "lab" / "other.tif", image)
+    tifffile.imwrite(tmp_path / "lab" / "more.tif", image)
+    code = main(["train", str(tmp_path / "a.tif"), "--labels", str(tmp_path / "lab"), "-o",
+                 str(tmp_path / "m.unet.safetensors"), "--quiet"])
+    assert code == 2
+    assert "no labels found for a.tif" in capsys.readouterr().err

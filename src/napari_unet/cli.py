@@ -1,6 +1,7 @@
 """Command line: the same core jobs as the napari widgets, for scripts and clusters.
 
 ``napari-unet segment INPUT... --model M -o OUT`` segments TIFF files;
+``napari-unet train IMAGES... --labels LABELS... [--from M] -o MODEL`` fine-tunes;
 ``napari-unet models`` lists the shipped models.
 """
 
@@ -82,7 +83,123 @@ def _build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("models", help="list the shipped models")
+
+    train = sub.add_parser("train", help="fine-tune a model (or train one from scratch) on annotated TIFF images")
+    train.add_argument("images", nargs="+", metavar="IMAGE", help="TIFF images, folders or glob patterns")
+    train.add_argument("--labels", nargs="+", required=True, metavar="LABELS",
+                       help="label TIFFs (or a folder) with the same file names as the images")
+    train.add_argument("--from", dest="start", default=None,
+                       help="model to fine-tune: a shipped model's name or a file (default: a new nuclei-style model)")
+    train.add_argument("-o", "--output", required=True, help="where to write the trained model file")
+    train.add_argument("--mode", choices=["corrections", "scribbles"], default="corrections",
+                       help="labels are full instance/class labels (corrections) or sparse scribbles "
+                            "(0 = not annotated, 1 = background, k = class k-1)")
+    train.add_argument("--val", nargs="*", default=None, metavar="IMAGE",
+                       help="validation images (labels found by file name in --labels); "
+                            "default: hold back part of the training annotation")
+    train.add_argument("--steps", type=int, default=500)
+    train.add_argument("--minutes", type=float, default=None, help="stop after this much time")
+    train.add_argument("--learning-rate", type=float, default=None, help="default: 3e-4 fine-tuning, 1e-3 from scratch")
+    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--patch-size", type=int, default=128)
+    train.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    train.add_argument("--loss", choices=["ce", "dice_ce"], default="ce")
+    train.add_argument("--from-scratch", action="store_true", help="re-initialise the weights")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    train.add_argument("--overwrite", action="store_true", help="replace an existing output model")
+    train.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _labels_for(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Path]:
+    """Find each image's label file by name among the --labels inputs."""
+    candidates = expand_inputs(label_inputs)
+    by_name = {p.name: p for p in candidates}
+    if len(images) == len(candidates) and not all(i.name in by_name for i in images):
+        return list(candidates)  # same count, different names: pair in order
+    missing = [i.name for i in images if i.name not in by_name]
+    if missing:
+        raise InputError(f"no labels found for {missing[0]}; label files must have the same names as the images")
+    return [by_name[i.name] for i in images]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_unet.core import ModelFileError, load_named_model, new_model, save_model
+    from napari_unet.core.atomic import OutputError
+    from napari_unet.core.finetune import samples_from_arrays, split_validation
+    from napari_unet.core.progress import run_job
+    from napari_unet.core.tiff_io import ImageReadError, read_image
+    from napari_unet.core.training import TrainingSettings, train_job
+
+    out = Path(args.output).expanduser()
+    if out.exists() and not args.overwrite:
+        print(f"error: {out} exists; choose another name or pass --overwrite", file=sys.stderr)
+        return 2
+    if not out.parent.exists():
+        print(f"error: the folder {out.parent} does not exist", file=sys.stderr)
+        return 2
+    try:
+        model = load_named_model(args.start) if args.start else new_model(name=out.name.split(".")[0])
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def load(paths: Sequence[Path]):  # type: ignore[no-untyped-def]
+        label_paths = _labels_for(paths, args.labels)
+        samples = []
+        for image_path, label_path in zip(paths, label_paths):
+            image, info = read_image(image_path)
+            labels, _ = read_image(label_path)
+            channel_axis = info.axes.index("C") if "C" in info.axes and not info.rgb else None
+            samples += samples_from_arrays(image, labels, model, mode=args.mode, channel_axis=channel_axis,
+                                           rgb=info.rgb, name=image_path.name)
+        return samples
+
+    try:
+        train = load(expand_inputs(args.images))
+        if args.val:
+            val = load(expand_inputs(args.val))
+        else:
+            train, val = split_validation(train, fraction=0.2, seed=args.seed)
+        learning_rate = args.learning_rate or (1e-3 if args.from_scratch or not args.start else 3e-4)
+        settings = TrainingSettings(steps=args.steps, max_seconds=None if args.minutes is None else args.minutes * 60,
+                                    learning_rate=learning_rate, batch_size=args.batch_size,
+                                    patch_size=args.patch_size, optimizer=args.optimizer, loss=args.loss,
+                                    seed=args.seed, device=args.device)
+    except (InputError, ImageReadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"training on {len(train)} plane(s), validating on {len(val)}")
+    job = train_job(model, train, settings=settings, validation=val,
+                    from_scratch=args.from_scratch or not args.start,
+                    record={"command": "napari-unet train", "mode": args.mode})
+    with tqdm(total=settings.steps, unit="step", disable=args.quiet) as bar:
+        def update(report, bar=bar):  # type: ignore[no-untyped-def]
+            bar.n = report.done
+            metric = report.data.get("best")
+            bar.set_postfix(loss=f"{report.data.get('loss', float('nan')):.3f}",
+                            **({report.data.get("metric_name") or "metric": f"{metric:.3f}"} if metric is not None else {}))
+
+        try:
+            result = run_job(job, on_progress=update)
+        except (ValueError, FloatingPointError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    try:
+        save_model(result.model, out)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if result.best_metric is not None:
+        before = "n/a" if result.baseline_metric is None else f"{result.baseline_metric:.3f}"
+        print(f"{result.metric_name}: {before} before, {result.best_metric:.3f} after")
+        if result.baseline_metric is not None and result.best_metric < result.baseline_metric:
+            print("warning: the model got worse on the validation data; keep using the previous model", file=sys.stderr)
+    print(f"saved {out} after {result.steps_done} steps ({result.seconds:.0f} s)")
+    return 0
 
 
 def _cmd_models() -> int:
@@ -178,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _cmd_models()
+        if args.command == "train":
+            return _cmd_train(args)
         return _cmd_segment(args)
     except KeyboardInterrupt:
         print("\ncancelled; outputs written so far are complete, nothing half-written was left", file=sys.stderr)

@@ -68,7 +68,8 @@ def is_out_of_memory(exc: BaseException, /) -> bool:
     if isinstance(exc, MemoryError):
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "failed to allocate" in text)
+    phrases = ("out of memory", "failed to allocate", "can't allocate memory")
+    return isinstance(exc, RuntimeError) and any(phrase in text for phrase in phrases)
 
 
 def free_memory_bytes(device: torch.device, /) -> int:

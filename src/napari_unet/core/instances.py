@@ -155,13 +155,12 @@ def relabel_consecutive(labels: np.ndarray, *, start: int = 1) -> np.ndarray:
 
     Returns an int32 array (int64 if the IDs would not fit).
     """
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    top = start + len(ids)
-    dtype = np.int32 if top < 2**31 else np.int64
-    lut = np.zeros(int(labels.max(initial=0)) + 1, dtype=dtype)
-    lut[ids] = np.arange(start, start + len(ids), dtype=dtype)
-    return lut[labels]
+    ids, inverse = np.unique(labels, return_inverse=True)
+    n_objects = int((ids != 0).sum())
+    dtype = np.int32 if start + n_objects < 2**31 else np.int64
+    new_ids = np.zeros(len(ids), dtype=dtype)
+    new_ids[ids != 0] = np.arange(start, start + n_objects, dtype=dtype)
+    return new_ids[inverse.reshape(labels.shape)]
 
 
 def smallest_label_dtype(max_label: int) -> np.dtype:

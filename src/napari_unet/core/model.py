@@ -165,10 +165,16 @@ class UNet(nn.Module):
     def reset_parameters(self) -> None:
         """He-normal initialisation of every convolution, zero biases."""
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            if isinstance(m, nn.ConvTranspose2d):
+                # each output pixel of a stride-2, 2x2 up-convolution sees one tap per
+                # input channel, so N = in_channels (torch's fan_in would say 4 * out)
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / m.in_channels))
+            elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+            else:
+                continue
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map a batch (N, C_in, H, W) to class logits (N, n_classes, H', W')."""

@@ -279,17 +279,20 @@ def _read_header(path: Path) -> dict[str, Any]:
             start = fh.read(8)
             if len(start) < 8:
                 raise ModelFileError(f"{path.name} is empty or truncated; it is not a usable model file")
-            if start[:2] == b"PK" or start[:1] == b"\x80":
-                raise ModelFileError(
-                    f"{path.name} is a pickle/torch.save file; napari-unet never loads those because they can run "
-                    "code. Ask for a napari-unet model file (.unet.safetensors)"
-                )
             (size,) = struct.unpack("<Q", start)
-            if size > _MAX_HEADER or size > path.stat().st_size - 8:
-                raise ModelFileError(f"{path.name} is not a napari-unet model file, or it is truncated")
-            raw = fh.read(size)
+            plausible = 2 <= size <= min(_MAX_HEADER, path.stat().st_size - 8)
+            raw = fh.read(size) if plausible else b""
     except OSError as exc:
         raise ModelFileError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    if not raw.startswith(b"{"):
+        if start[:2] == b"PK" or start[:1] == b"\x80":
+            raise ModelFileError(
+                f"{path.name} is a pickle/torch.save file; napari-unet never loads those because they can run "
+                "code. Ask for a napari-unet model file (.unet.safetensors)"
+            )
+        if plausible:
+            raise ModelFileError(f"{path.name} is not a napari-unet model file (unreadable header)")
+        raise ModelFileError(f"{path.name} is not a napari-unet model file, or it is truncated")
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

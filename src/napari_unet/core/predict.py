@@ -125,7 +125,6 @@ def _run_grid(
 ) -> Job[np.ndarray]:
     height, width = plane.shape[:2]
     out = np.zeros((n_classes, height, width), dtype=np.float32)
-    weight_sum = np.zeros((height, width), dtype=np.float32) if grid.blend is not None else None
     tiles = grid.tiles
     n_tiles = len(tiles)
     for first in range(0, n_tiles, batch):
@@ -137,15 +136,7 @@ def _run_grid(
             logits = net(x)
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
         for tile, p in zip(chunk, probs):
-            kept = p[(slice(None), *tile.keep)]
-            if weight_sum is None:
-                out[(slice(None), *tile.write)] = kept
-            else:
-                w = grid.blend[tile.keep]
-                out[(slice(None), *tile.write)] += kept * w
-                weight_sum[tile.write] += w
+            out[(slice(None), *tile.write)] = p[(slice(None), *tile.keep)]
         yield Progress("tiles", done=min(first + batch, n_tiles), total=n_tiles, plane=plane_index,
                        n_planes=n_planes, message=f"tile {min(first + batch, n_tiles)}/{n_tiles}")
-    if weight_sum is not None:
-        out /= weight_sum
     return out

@@ -141,7 +141,7 @@ def segment_job(
                 plane_labels = np.where(plane_labels > 0, plane_labels + n_objects, 0)
             labels[index] = plane_labels  # type: ignore[index]
             n_objects += count
-        yield Progress("plane", done=i + 1, total=n_planes, plane=i + 1, n_planes=n_planes,
+        yield Progress("plane", done=1, total=1, plane=i, n_planes=n_planes,
                        message=f"plane {i + 1}/{n_planes} done")
     if labels is not None and output == "instances":
         labels = labels.astype(smallest_label_dtype(n_objects), copy=False)

@@ -11,9 +11,12 @@ every output pixel sees exactly the context it would see in one whole-image
 pass, and tiles start on multiples of the network's down-sampling factor, so
 max-pooling windows line up too. The result does not depend on the tile size.
 
-``same`` networks (padded convolutions) see zero padding at tile edges. Tiles
-therefore read a margin of mirrored or neighbouring context, and neighbouring
-tiles are blended with linear ramps over the overlap, so no seams show.
+``same`` networks (padded convolutions) see zero padding at tile edges, which
+changes every output pixel within the receptive-field radius of an edge.
+Tiles therefore read a margin of at least that radius (real neighbouring
+context, or mirrored context at the image border) and keep only their
+centre, so the zero padding never reaches a kept pixel: no seams, and the
+same result as one pass over the mirror-padded image.
 """
 
 from __future__ import annotations
@@ -61,15 +64,11 @@ class TileGrid:
         they batch).
     output_shape : tuple of int
         Network output size of every tile.
-    blend : numpy.ndarray or None
-        Weights (output_shape) for ``same`` networks, whose kept regions
-        overlap; ``None`` when kept regions partition the plane.
     """
 
     tiles: list[Tile]
     input_shape: tuple[int, int]
     output_shape: tuple[int, int]
-    blend: np.ndarray | None
 
 
 def _axis_valid(extent: int, config: UNetConfig, want_input: int) -> tuple[list[tuple[int, int, int, int]], int, int]:
@@ -118,38 +117,31 @@ def _axis_same(extent: int, config: UNetConfig, want_input: int, margin: int) ->
     step = config.downsampling
     margin = int(np.ceil(margin / step)) * step
     whole = int(np.ceil((extent + 2 * margin) / step)) * step
-    size = max(step * ((want_input // step) or 1), 2 * margin + step)
-    size = min(size, whole)
+    # a tile advances by its size minus both margins: keep that at least 2 margins
+    # (or one step) so small requested tiles do not explode into thousands
+    smallest = 2 * margin + max(step, 2 * margin)
+    size = min(max(step * (want_input // step), smallest), whole)
     stride = size - 2 * margin
     tiles = []
     start = 0
     while start < extent:
-        read = start - margin
-        lo = max(read, 0)
-        hi = min(read + size, extent)
-        tiles.append((read, lo - read, lo, hi))
+        stop = min(start + stride, extent)
+        tiles.append((start - margin, margin, start, stop))
         start += stride
     return tiles, size
 
 
-def ramp(size: int, margin: int, /) -> np.ndarray:
-    """1-D blending weights: linear ramps over ``margin`` pixels at each end.
+def same_margin(config: UNetConfig, /) -> int:
+    """Context a ``same`` network's tile must read around what it keeps.
 
-    The weights are strictly positive, so every pixel of a tile counts a
-    little, and rise linearly to 1 at ``margin`` pixels from each end.
-
-    Examples
-    --------
-    >>> [round(float(v), 2) for v in ramp(6, 2)]
-    [0.33, 0.67, 1.0, 1.0, 0.67, 0.33]
+    The receptive-field radius of the equivalent ``valid`` network plus one
+    pixel, rounded up to the down-sampling factor: beyond it, zero padding at
+    a tile's edge cannot reach a kept pixel. (Max-pooling rounds the reach of
+    the padding up, so the radius alone is one pixel short.)
     """
-    w = np.ones(size, dtype=np.float32)
-    if margin > 0:
-        up = (np.arange(1, margin + 1, dtype=np.float32)) / (margin + 1)
-        m = min(margin, size // 2)
-        w[:m] = up[:m]
-        w[size - m :] = up[:m][::-1]
-    return w
+    step = config.downsampling
+    radius = halo(UNetConfig(**{**config.to_dict(), "padding": "valid"}))
+    return int(np.ceil((radius + 1) / step)) * step
 
 
 def tile_grid(
@@ -173,9 +165,8 @@ def tile_grid(
         are shrunk when one tile covers the plane with less.
     margin : int, optional
         ``same`` networks only: context read on each side of the part a tile
-        is responsible for, blended with the neighbour. Defaults to a quarter
-        of the network's receptive-field radius, rounded to the down-sampling
-        factor, at least 16 px.
+        keeps. Defaults to :func:`same_margin`, which makes tiles seamless;
+        a smaller margin is faster but lets zero padding show at seams.
 
     Returns
     -------
@@ -183,9 +174,10 @@ def tile_grid(
 
     Notes
     -----
-    For ``valid`` networks each tile keeps a part of its output whose size is
-    a multiple of the down-sampling factor (``2**(depth-1)``), so all tiles
-    read from positions on the same pooling grid as one whole-image pass.
+    Each tile keeps a part of its output whose size is a multiple of the
+    down-sampling factor (``2**(depth-1)``), so all tiles read from
+    positions on the same pooling grid as one whole-image pass. Kept parts
+    partition the plane: every output pixel is written exactly once.
     """
     if len(plane_shape) != 2 or min(plane_shape) < 1:
         raise ValueError(f"a plane must be 2-D and non-empty, got shape {tuple(plane_shape)}")
@@ -201,13 +193,11 @@ def tile_grid(
             for ry, ky, wy0, wy1 in ys
             for rx, kx, wx0, wx1 in xs
         ]
-        return TileGrid(tiles, (in_h, in_w), (out_h, out_w), None)
+        return TileGrid(tiles, (in_h, in_w), (out_h, out_w))
     if margin is None:
-        margin = max(16, halo(UNetConfig(**{**config.to_dict(), "padding": "valid"})) // 4)
+        margin = same_margin(config)
     ys, in_h = _axis_same(plane_shape[0], config, tile_shape[0], margin)
     xs, in_w = _axis_same(plane_shape[1], config, tile_shape[1], margin)
-    step = config.downsampling
-    m = int(np.ceil(margin / step)) * step
     tiles = [
         Tile(
             read=(slice(ry, ry + in_h), slice(rx, rx + in_w)),
@@ -217,8 +207,7 @@ def tile_grid(
         for ry, ky, wy0, wy1 in ys
         for rx, kx, wx0, wx1 in xs
     ]
-    blend = np.outer(ramp(in_h, m), ramp(in_w, m))
-    return TileGrid(tiles, (in_h, in_w), (in_h, in_w), blend)
+    return TileGrid(tiles, (in_h, in_w), (in_h, in_w))
 
 
 def mirror_indices(start: int, stop: int, n: int, /) -> np.ndarray:

@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2015)
     parser.add_argument("--val-limit", type=int, default=12, help="val images used to pick the best checkpoint")
     parser.add_argument("-o", "--output", type=Path, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None, help="override the config's learning rate")
     parser.add_argument("--from", dest="start", type=Path, default=None,
                         help="continue training this model file instead of starting from scratch")
     args = parser.parse_args(argv)
@@ -120,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = new_model(name=cfg["title"], description=cfg["description"], normalization=cfg["normalization"],
                           class_names=cfg["class_names"], channel_names=["EM"], **cfg["architecture"])
+    recipe = dict(cfg["settings"])
+    if args.learning_rate is not None:
+        recipe["learning_rate"] = args.learning_rate
     settings = TrainingSettings(steps=args.steps, max_seconds=args.minutes * 60, seed=args.seed, device=args.device,
-                                **cfg["settings"])
+                                **recipe)
     record = {"script": "scripts/train_default_models.py", "config": args.config,
               "datasets": [d for d, _ in cfg["datasets"]], "split": "train", "checkpoint_selection": "val"}
     started = time.perf_counter()

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import tifffile
 
 from napari_unet.core import InstanceRule, Normalization, load_model, new_model, save_model

@@ -17,7 +17,7 @@ import tifffile  # noqa: E402
 from napari_unet._widgets import segment_widget as sw  # noqa: E402
 from napari_unet._widgets.proxies import unwrap_proxy  # noqa: E402
 from napari_unet._widgets.session import session_for  # noqa: E402
-from napari_unet.core import new_model, save_model, segment, shipped_models  # noqa: E402
+from napari_unet.core import new_model, save_model, segment  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -240,9 +240,9 @@ def test_segment_button_needs_an_image_layer(viewer_widget, nuclei):
     assert not widget.segment_button.isEnabled()
 
 
-def test_segment_button_needs_a_model(make_napari_viewer, nuclei):
-    if shipped_models():
-        pytest.skip("a shipped model is chosen by default")
+def test_segment_button_needs_a_model(make_napari_viewer, nuclei, monkeypatch):
+    # an installation without shipped models (they are chosen by default otherwise)
+    monkeypatch.setattr(sw, "shipped_models", lambda: [])
     viewer = make_napari_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     viewer.add_image(nuclei)

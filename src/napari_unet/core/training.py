@@ -11,6 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -375,49 +376,63 @@ def train_job(
     log: list[dict[str, Any]] = []
     stopped = False
     step = 0
-    for step in range(1, settings.steps + 1):
-        net.train()
-        patches = [sampler.patch() for _ in range(settings.batch_size)]
-        x = torch.from_numpy(np.stack([p[0] for p in patches])).permute(0, 3, 1, 2).to(device)
-        y = torch.from_numpy(np.stack([p[1] for p in patches]).astype(np.int64)).to(device)
-        w = torch.from_numpy(np.stack([p[2] for p in patches]).astype(np.float32)).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, enabled=settings.amp):
-            logits = net(x)
-        logits = logits.float()
-        if settings.loss == "dice_ce":
-            loss = dice_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
-        else:
-            loss = masked_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                "training diverged (the loss became NaN or Inf); lower the learning rate and try again"
-            )
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-        entry: dict[str, Any] = {"step": step, "loss": float(loss.detach()), "seconds": time.perf_counter() - started}
-        out_of_time = settings.max_seconds is not None and time.perf_counter() - started >= settings.max_seconds
-        stopped = should_stop()
-        last = step == settings.steps or out_of_time or stopped
-        if validation and (step % settings.validate_every == 0 or last):
-            net.eval()
-            metric = evaluate(work, validation, device=device)
-            entry["metric"] = metric
-            if metric > best:
-                best = metric
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            entry["best"] = best
-        log.append(entry)
-        yield Progress("train", step, settings.steps, message=f"step {step}/{settings.steps}, loss {entry['loss']:.4f}",
-                       data={**entry, "metric_name": name, "model": work})
-        if last:
-            break
+    # the next batch is cut and augmented in a helper thread while the network
+    # trains on this one (numpy/scipy release the GIL), so the device is not
+    # kept waiting; one thread keeps the random sequence reproducible
+    prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-patches")
+
+    def next_batch() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return [sampler.patch() for _ in range(settings.batch_size)]
+
+    pending = prefetcher.submit(next_batch)
+    try:
+        for step in range(1, settings.steps + 1):
+            net.train()
+            patches = pending.result()
+            if step < settings.steps:
+                pending = prefetcher.submit(next_batch)
+            x = torch.from_numpy(np.stack([p[0] for p in patches])).permute(0, 3, 1, 2).to(device)
+            y = torch.from_numpy(np.stack([p[1] for p in patches]).astype(np.int64)).to(device)
+            w = torch.from_numpy(np.stack([p[2] for p in patches]).astype(np.float32)).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, enabled=settings.amp):
+                logits = net(x)
+            logits = logits.float()
+            if settings.loss == "dice_ce":
+                loss = dice_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
+            else:
+                loss = masked_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    "training diverged (the loss became NaN or Inf); lower the learning rate and try again"
+                )
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            entry: dict[str, Any] = {"step": step, "loss": float(loss.detach()), "seconds": time.perf_counter() - started}
+            out_of_time = settings.max_seconds is not None and time.perf_counter() - started >= settings.max_seconds
+            stopped = should_stop()
+            last = step == settings.steps or out_of_time or stopped
+            if validation and (step % settings.validate_every == 0 or last):
+                net.eval()
+                metric = evaluate(work, validation, device=device)
+                entry["metric"] = metric
+                if metric > best:
+                    best = metric
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                entry["best"] = best
+            log.append(entry)
+            yield Progress("train", step, settings.steps, message=f"step {step}/{settings.steps}, loss {entry['loss']:.4f}",
+                           data={**entry, "metric_name": name, "model": work})
+            if last:
+                break
+    finally:
+        prefetcher.shutdown(wait=True, cancel_futures=True)
     if validation:
         net.load_state_dict(best_state)
     net.eval()

@@ -1,0 +1,96 @@
+"""Few-shot fine-tuning: how fast does a model learn a new dataset from k images?
+
+Starts from a model (the shipped nuclei model by default), fine-tunes it on
+k = 1, 3, 5 training images of a dataset in the shared layout, and scores the
+dataset's val split (matched-object F1 and AP at IoU 0.5, summed over images)
+at several points of the training time. k = 0 is the starting model.
+
+Usage (repository root)::
+
+    PYTHONPATH=src python benchmarks/few_shot.py --data ../shared/data/ctc_fluo_n2dh_sim_plus \\
+        --shots 1 3 5 --checkpoints 30 60 120 --device auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from napari_unet.core import load_named_model, segment
+from napari_unet.core.finetune import samples_from_arrays
+from napari_unet.core.metrics import match_objects
+from napari_unet.core.progress import run_job
+from napari_unet.core.training import TrainingSettings, train_job
+
+
+def read_pairs(folder: Path, limit: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    pairs = []
+    for path in sorted((folder / "images").glob("*.tif"))[:limit]:
+        pairs.append((path.name, tifffile.imread(path), tifffile.imread(folder / "labels" / path.name)))
+    return pairs
+
+
+def score(model, pairs, device: str) -> tuple[float, float]:
+    tp = fp = fn = 0
+    for _name, image, labels in pairs:
+        pred = segment(image, model, device=device, rgb=image.ndim == 3).labels
+        s = match_objects(labels, pred, threshold=0.5)
+        tp, fp, fn = tp + s.tp, fp + s.fp, fn + s.fn
+    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+    ap = tp / max(tp + fp + fn, 1)
+    return f1, ap
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and val/")
+    parser.add_argument("--model", default="nuclei", help="starting model: shipped name or file")
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 3, 5])
+    parser.add_argument("--checkpoints", type=float, nargs="+", default=[30, 60, 120],
+                        help="training seconds at which the val split is scored")
+    parser.add_argument("--val-limit", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    start = load_named_model(args.model)
+    train_pairs = read_pairs(args.data / "train")
+    val_pairs = read_pairs(args.data / "val", args.val_limit)
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(train_pairs))
+    f1, ap = score(start, val_pairs, args.device)
+    print(f"dataset {args.data.name}: {len(train_pairs)} train, {len(val_pairs)} val images; start model {args.model}")
+    print(f"{'shots':>5} {'train s':>8} {'steps':>6} {'F1@0.5':>7} {'AP@0.5':>7}")
+    print(f"{0:5d} {0:8.0f} {0:6d} {f1:7.3f} {ap:7.3f}", flush=True)
+    for k in args.shots:
+        chosen = [train_pairs[i] for i in order[:k]]
+        samples = []
+        for name, image, labels in chosen:
+            samples += samples_from_arrays(image, labels, start, rgb=image.ndim == 3, name=name)
+        # one continuous run; the val split is scored with the live model when the
+        # training time (scoring excluded) passes each checkpoint
+        stop = threading.Event()
+        pending = sorted(args.checkpoints)
+        clock = {"start": time.perf_counter(), "scoring": 0.0}
+
+        def at_step(report, k=k, pending=pending, clock=clock, stop=stop):  # type: ignore[no-untyped-def]
+            trained = time.perf_counter() - clock["start"] - clock["scoring"]
+            if pending and trained >= pending[0]:
+                pending.pop(0)
+                t0 = time.perf_counter()
+                f1, ap = score(report.data["model"], val_pairs, args.device)
+                clock["scoring"] += time.perf_counter() - t0
+                print(f"{k:5d} {trained:8.0f} {report.done:6d} {f1:7.3f} {ap:7.3f}", flush=True)
+            if not pending:
+                stop.set()
+
+        settings = TrainingSettings(steps=1_000_000, device=args.device, seed=args.seed, patch_size=128, batch_size=4)
+        run_job(train_job(start, samples, settings=settings, stop=stop), on_progress=at_step)
+
+if __name__ == "__main__":
+    main()

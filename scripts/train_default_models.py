@@ -41,7 +41,7 @@ CONFIGS = {
         "scheme": "instances",
         "architecture": {"depth": 4, "base_features": 16, "padding": "same", "norm": "batch"},
         "normalization": Normalization("percentile", 1.0, 99.8),
-        "min_size": 8,
+        "min_size": 30,
         "settings": {"patch_size": 128, "batch_size": 8, "learning_rate": 2e-3, "optimizer": "adamw",
                      "validate_every": 250, "mistake_weight": 1.0},
     },
@@ -114,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     elif cfg["scheme"] == "instances":
         model = new_model(name=cfg["title"], description=cfg["description"], normalization=cfg["normalization"],
                           channel_names=["nuclei"], **cfg["architecture"])
-        rule = model.description.instance_rule
-        model.description.instance_rule = InstanceRule(rule.method, rule.foreground_classes, rule.seed_classes,
-                                                       min_size=cfg["min_size"])
     else:
         model = new_model(name=cfg["title"], description=cfg["description"], normalization=cfg["normalization"],
                           class_names=cfg["class_names"], channel_names=["EM"], **cfg["architecture"])
+    rule = model.description.instance_rule
+    model.description.instance_rule = InstanceRule(rule.method, rule.foreground_classes, rule.seed_classes,
+                                                   min_size=cfg["min_size"])
     recipe = dict(cfg["settings"])
     if args.learning_rate is not None:
         recipe["learning_rate"] = args.learning_rate

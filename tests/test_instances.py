@@ -73,12 +73,17 @@ def test_components_use_four_connectivity():
     assert labels.max() == 2
 
 
-def test_boundary_only_object_without_seed_is_still_an_object():
-    classes = np.zeros((12, 12), np.uint8)
-    classes[3:6, 3:6] = 2  # a tiny object made of boundary only
+def test_foreground_without_a_seed_is_not_an_object():
+    # specks of boundary class (what a weak model paints on noise) must not become objects;
+    # measured on DSB 2018 val: counting them dropped F1@0.5 from 0.73 to 0.59
+    classes = np.zeros((12, 20), np.uint8)
+    classes[3:6, 3:6] = 2  # boundary only, no interior seed
+    classes[2:9, 10:17] = 2
+    classes[4:7, 12:15] = 1  # a real object: interior inside its boundary
     labels = instances_from_probabilities(_one_hot(classes, 3), WATERSHED)
     assert labels.max() == 1
-    np.testing.assert_array_equal(labels > 0, classes > 0)
+    assert (labels[3:6, 3:6] == 0).all()
+    np.testing.assert_array_equal(labels[2:9, 10:17] > 0, True)
 
 
 def test_min_size_removes_small_objects():

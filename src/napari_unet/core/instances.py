@@ -23,7 +23,9 @@ class InstanceRule:
         (e.g. object interiors) are seeds that grow, by watershed on the
         foreground probability, over all ``foreground_classes`` (interior and
         boundary); touching objects stay apart because their interiors are
-        separated by boundary pixels. ``"components"``: connected components
+        separated by boundary pixels. Foreground with no seed is not an
+        object (on noisy images a weak model paints specks of boundary
+        class; counting them would multiply false objects). ``"components"``: connected components
         of the foreground classes (the paper's two-class scheme, where the
         weight map teaches the network to leave a gap between touching cells;
         also the EM scheme, where cell interiors are separated by membranes).
@@ -129,12 +131,9 @@ def instances_from_probabilities(probabilities: np.ndarray, rule: InstanceRule) 
         if rule.min_size:
             seeds = _remove_small(seeds, rule.min_size)
         fg_prob = probabilities[rule.foreground_classes].sum(axis=0)
+        # every object grows from a seed: foreground without a seed (specks of
+        # boundary class on noise) is not an object
         labels = watershed(-fg_prob, markers=seeds, mask=foreground)
-        # foreground regions that received no seed (e.g. tiny objects made of
-        # boundary only) still are objects: label them too
-        orphan, n_orphan = ndi.label(foreground & (labels == 0), structure=structure)
-        if n_orphan:
-            labels = np.where(orphan > 0, orphan + labels.max(), labels)
     if rule.min_size:
         labels = _remove_small(labels, rule.min_size)
     return relabel_consecutive(labels)

@@ -82,17 +82,27 @@ def targets_from_instances(
         raise ValueError(f"instance labels must be 2-D, got shape {instances.shape}")
     if instances.dtype.kind not in "biu":
         raise ValueError(f"instance labels must be integers, got {instances.dtype}")
-    classes = np.zeros(instances.shape, np.int64)
-    objects = instances > 0
-    classes[objects] = 1
-    boundary = find_boundaries(instances, mode="inner") & objects
-    classes[boundary] = 2
+    classes = instance_classes(instances)
     ignore = None if annotated is None else ~annotated
     balance = class_balance_weights(classes, ignore_mask=ignore)
     weights = unet_weight_map(instances.astype(np.int64), w0=w0, sigma=sigma, class_weights=balance, ignore_mask=ignore)
     if annotated is not None:
         classes[~annotated] = IGNORE
     return TrainingTarget(classes, weights)
+
+
+def instance_classes(instances: np.ndarray, /) -> np.ndarray:
+    """Background (0), interior (1) and boundary (2) classes of an instance image.
+
+    Boundary pixels are object pixels touching another object or the
+    background. Returns int64, same shape.
+    """
+    instances = np.asarray(instances)
+    classes = np.zeros(instances.shape, np.int64)
+    objects = instances > 0
+    classes[objects] = 1
+    classes[find_boundaries(instances, mode="inner") & objects] = 2
+    return classes
 
 
 def targets_from_semantic(labels: np.ndarray, /, *, n_classes: int) -> TrainingTarget:

@@ -20,7 +20,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .annotations import IGNORE, TrainingTarget, targets_from_instances, targets_from_scribbles, targets_from_semantic
+from .annotations import (
+    IGNORE,
+    TrainingTarget,
+    instance_classes,
+    targets_from_instances,
+    targets_from_scribbles,
+    targets_from_semantic,
+)
 from .layout import infer_layout
 from .model_file import SegmentationModel
 from .training import TrainingSample, mistake_weights
@@ -131,7 +138,7 @@ def samples_from_arrays(
         if previous is not None and mistake_weight != 1.0:
             prev = np.asarray(previous[idx])
             if mode == "corrections" and rule.method == "seeded_watershed" and config.n_classes == 3:
-                prev_classes = targets_from_instances(prev.astype(np.int64)).classes
+                prev_classes = instance_classes(prev)
             else:
                 prev_classes = prev.astype(np.int64)
             target = mistake_weights(target, prev_classes, factor=mistake_weight)

@@ -351,7 +351,6 @@ def train_job(
     else:
         should_stop = stop
     device = resolve_device(settings.device)
-    started = time.perf_counter()
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     work = model.copy()
@@ -366,6 +365,7 @@ def train_job(
         yield Progress("train", 0, settings.steps, message=f"before training: {name} {baseline if baseline is not None else float('nan'):.3f}",
                        data={"metric": baseline, "best": baseline, "metric_name": name})
     sampler = _PatchSampler(samples, work, settings, rng)
+    started = time.perf_counter()  # the time budget is for training, not for the baseline check
     if settings.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(net.parameters(), lr=settings.learning_rate, momentum=0.99)
     else:

@@ -1,0 +1,657 @@
+"""The Fine-tune widget: teach the viewer's model from corrected or painted labels.
+
+The widget is thin: on the GUI thread it copies the painted labels and reads
+the settings; :func:`.finetune_job.finetune_job` builds the training samples
+and trains a copy of the model in a napari ``thread_worker``; the result is
+offered for Accept or Discard and never replaces the model by itself.
+The model is the one of the viewer's :class:`.session.ModelSession`, shared
+with the Segment widget.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import weakref
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import napari.layers
+import numpy as np
+from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_unet.core import Progress, SegmentationModel, load_named_model, save_model, shipped_models
+from napari_unet.core.layout import ImageLayout, ImageLayoutError, infer_layout
+from napari_unet.core.predict import OutOfMemoryError
+from napari_unet.core.training import TrainingResult, TrainingSettings
+
+from .curve_plot import CurvePlot
+from .finetune_job import AnnotatedImage, FineTuneRequest, PreviewSource, PreviewUpdate, finetune_job
+from .layer_pairs import LayerPairs, image_shape
+from .proxies import unwrap_proxy
+from .results import Target, make_target, shown_plane
+from .session import session_for
+from .training_options import TrainingOptions
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two previews of the model being trained.
+PREVIEW_SECONDS = 5.0
+#: Errors of the core that the user can act on; shown as a message, not a traceback.
+_USER_ERRORS = (ValueError, FloatingPointError, OutOfMemoryError, MemoryError)
+_MODES = (
+    ("corrections", "Corrections of a Segment result"),
+    ("scribbles", "Sparse scribbles"),
+)
+_FINE_TUNED = re.compile(r"( \(fine-tuned\))+$")
+
+
+def preview_name(image_name: str) -> str:
+    """Name of the preview Labels layer of image layer ``image_name``."""
+    return f"{image_name} [U-Net preview]"
+
+
+@dataclass
+class _JobFailed:
+    """What a job returns instead of a result when the core refused it."""
+
+    message: str
+
+
+@thread_worker
+def _finetune_worker(request: FineTuneRequest, stop: threading.Event, preview: PreviewSource | None,
+                     job_state: _RunningJob) -> Generator[Any, None, TrainingResult | _JobFailed]:
+    """Run :func:`finetune_job` in a worker thread, turning user errors into a message."""
+    try:
+        return (yield from finetune_job(request, stop=stop, preview=preview,
+                                        preview_plane=lambda: job_state.plane, preview_every=PREVIEW_SECONDS))
+    except _USER_ERRORS as exc:
+        log.info("fine-tuning failed", exc_info=True)
+        return _JobFailed(str(exc))
+
+
+@dataclass
+class _RunningJob:
+    """A started job: its progress bar, Stop flag and preview target.
+
+    ``plane`` is written on the GUI thread (when the user moves through a
+    stack) and read by the worker: one tuple assignment, no lock needed.
+    """
+
+    pbar: progress
+    stop: threading.Event
+    budget: float | None
+    preview: Target | None = None
+    plane: tuple[int, ...] = ()
+    metric_name: str = ""
+    last: dict[str, Any] = field(default_factory=dict)
+    over: bool = False  # the result (or failure) arrived
+
+
+class FineTuneWidget(QWidget):
+    """Fine-tune the viewer's U-Net on painted labels, with a live curve and Accept/Discard.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (napari passes it, possibly as a proxy).
+
+    Attributes
+    ----------
+    worker : napari.qt.threading.GeneratorWorker or None
+        The worker of the last job started (still set after it finished).
+    result : TrainingResult or None
+        The last training result; ``result.model`` is a new model, used only
+        after :meth:`accept`.
+    plot : CurvePlot
+        Loss and validation metric of the running or last job.
+    session : ModelSession
+        The viewer's model session, shared with the Segment widget.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.worker: GeneratorWorker | None = None
+        self.result: TrainingResult | None = None
+        self._job: _RunningJob | None = None
+        self._pending = False  # a result waits for Accept or Discard
+        self._saveable = False
+        self._previews: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._stops: list[threading.Event] = []  # set when the widget goes away: training ends
+        self._build()
+        self._connect_layers()
+        self.session.model_changed.connect(self._on_model_changed)
+        self.destroyed.connect(partial(_disconnect, self.session.model_changed, self._on_model_changed))
+        self.destroyed.connect(partial(_set_all, self._stops))
+        if self.session.model is None and shipped_models():
+            self.session.set_model(load_named_model(shipped_models()[0].key), shipped_models()[0].key)
+        self._on_model_changed()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.model_label.setToolTip("The model being fine-tuned: the one the Segment widget uses. "
+                                    "Choose another one there.")
+        self.pairs = LayerPairs(self.viewer, self.session, hidden=self._is_preview)
+        self.mode_combo = QComboBox()
+        for value, text in _MODES:
+            self.mode_combo.addItem(text, value)
+        self.mode_hint = QLabel()
+        self.mode_hint.setWordWrap(True)
+        self.all_planes = QRadioButton("All annotated planes")
+        self.all_planes.setToolTip("Train on every plane of the stack that has labels painted in it.")
+        self.current_plane = QRadioButton("Current plane")
+        self.current_plane.setToolTip("Train only on the plane shown in the viewer.")
+        self.all_planes.setChecked(True)
+        self._planes_group = QButtonGroup(self)
+        self._planes_group.addButton(self.all_planes)
+        self._planes_group.addButton(self.current_plane)
+        planes = QHBoxLayout()
+        planes.setContentsMargins(0, 0, 0, 0)
+        planes.addWidget(self.all_planes)
+        planes.addWidget(self.current_plane)
+        planes.addStretch()
+        self.budget_spin = QSpinBox()
+        self.budget_spin.setRange(0, 24 * 3600)
+        self.budget_spin.setValue(60)
+        self.budget_spin.setSingleStep(30)
+        self.budget_spin.setSuffix(" s")
+        self.budget_spin.setSpecialValueText("no limit (steps only)")
+        self.budget_spin.setToolTip(
+            "How long to train. Training stops at this time or after the maximum number of steps "
+            "(Advanced options), whichever comes first; Stop ends it earlier.")
+
+        self.options = TrainingOptions()
+
+        self.keep_preview_check = QCheckBox("Keep the preview layer after training")
+        self.keep_preview_check.setToolTip(
+            "While training, the layer '<image> [U-Net preview]' shows what the model being trained predicts "
+            "on the plane in view, every few seconds. Unchecked: it is removed when training ends.")
+        self.finetune_button = QPushButton("Fine-tune")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("End training after the current step and keep the best model so far.")
+        run_buttons = QHBoxLayout()
+        run_buttons.addWidget(self.finetune_button, stretch=2)
+        run_buttons.addWidget(self.stop_button, stretch=1)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.plot = CurvePlot()
+        self.metric_label = QLabel("")
+        self.metric_label.setWordWrap(True)
+        self.metric_label.setToolTip("The metric on the held-back annotation before training → of the result.")
+        self.warning_label = QLabel("")
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #ffb347; font-weight: bold;")
+        self.warning_label.hide()
+        self.accept_button = QPushButton("Accept")
+        self.accept_button.setToolTip("Use the fine-tuned model in Segment; the model before stays available (Revert).")
+        self.discard_button = QPushButton("Discard")
+        self.discard_button.setToolTip("Forget the fine-tuned model; the model in use does not change.")
+        self.revert_button = QPushButton("Revert to previous model")
+        self.save_button = QPushButton("Save model...")
+        self.save_button.setToolTip("Write the fine-tuned model to a .unet.safetensors file (to reuse or share).")
+        decide = QHBoxLayout()
+        decide.addWidget(self.accept_button)
+        decide.addWidget(self.discard_button)
+        more = QHBoxLayout()
+        more.addWidget(self.revert_button)
+        more.addWidget(self.save_button)
+
+        top = QFormLayout()
+        top.addRow("Model", self.model_label)
+        main = QFormLayout()
+        main.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        main.addRow("Annotation", self.mode_combo)
+        main.addRow("", self.mode_hint)
+        main.addRow("Planes", planes)
+        main.addRow("Time budget", self.budget_spin)
+        # Everything in a scroll area: a dock shared with other widgets then
+        # scrolls instead of squeezing the fields over each other.
+        content = QWidget()
+        scroll = _VerticalScrollArea(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        layout = QVBoxLayout(content)
+        layout.addLayout(top)
+        layout.addWidget(self.pairs)
+        layout.addLayout(main)
+        layout.addWidget(self.options)
+        layout.addWidget(self.keep_preview_check)
+        layout.addLayout(run_buttons)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.metric_label)
+        layout.addWidget(self.warning_label)
+        layout.addLayout(decide)
+        layout.addLayout(more)
+        layout.addStretch()
+
+        self.pairs.changed.connect(self._update_state)
+        self.mode_combo.currentIndexChanged.connect(self._update_mode_hint)
+        self.finetune_button.clicked.connect(self.fine_tune)
+        self.stop_button.clicked.connect(self.stop)
+        self.accept_button.clicked.connect(self.accept)
+        self.discard_button.clicked.connect(self.discard)
+        self.revert_button.clicked.connect(self.revert)
+        self.save_button.clicked.connect(self._on_save_clicked)
+
+    def _connect_layers(self) -> None:
+        events = self.viewer.layers.events
+        events.inserted.connect(self._on_layer_inserted)
+        events.removed.connect(self._on_layer_removed)
+        events.reordered.connect(self.pairs.refresh)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self.pairs.refresh)
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self.pairs.refresh)
+        self.pairs.refresh()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        event.value.events.name.disconnect(self.pairs.refresh)
+        self.pairs.refresh()
+
+    def _is_preview(self, layer: Any) -> bool:
+        return unwrap_proxy(layer) in self._previews
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_running(self) -> bool:
+        """True while a fine-tuning job runs."""
+        return self._job is not None
+
+    @property
+    def mode(self) -> str:
+        """``"corrections"`` or ``"scribbles"``."""
+        return self.mode_combo.currentData()
+
+    def settings(self) -> TrainingSettings:
+        """The training recipe the controls describe (time budget and advanced options)."""
+        budget = self.budget_spin.value()
+        return self.options.settings(max_seconds=float(budget) if budget else None)
+
+    def _on_model_changed(self, *_: Any) -> None:
+        model = self.session.model
+        if model is None:
+            self.model_label.setText("none: choose one in the Segment widget")
+        else:
+            self.model_label.setText(model.description.name)
+            self.model_label.setToolTip(f"{self.session.source}\nChoose another model in the Segment widget.")
+        self._update_mode_hint()
+
+    def _update_mode_hint(self, *_: Any) -> None:
+        model = self.session.model
+        names = model.description.class_names if model is not None else ["background", "class 1", "..."]
+        separates = model is not None and model.description.instance_rule.method != "none"
+        scribbles = ", ".join(f"{i + 1} = {name}" for i, name in enumerate(names))
+        classes = ", ".join(f"{i} = {name}" for i, name in enumerate(names))
+        if self.mode == "scribbles":
+            hint = f"Paint strokes: {scribbles}. Unpainted pixels (0) are ignored."
+        elif separates:
+            hint = ("Correct the Segment result: one label value per object, 0 = background. "
+                    "Every pixel of the planes used counts, so fix all mistakes there.")
+        else:
+            hint = f"Correct the classes: {classes}. Every pixel of the planes used counts."
+        self.mode_hint.setText(hint)
+        self.mode_combo.setToolTip(
+            "How your labels layer is read.\n"
+            "Corrections: a dense Segment result you corrected (paint, erase, fill). "
+            + ("Each object has its own value, 0 is background; " if separates else f"Values are classes ({classes}); ")
+            + "all pixels of the planes used are taken as right.\n"
+            f"Sparse scribbles: a few strokes; 0 = not annotated (ignored), {scribbles}.")
+        self._update_state()
+
+    def _layout_of(self, layer: Any, model: SegmentationModel) -> ImageLayout:
+        data = layer.data[0] if layer.multiscale else layer.data
+        return infer_layout(tuple(data.shape), in_channels=model.config.in_channels, rgb=bool(layer.rgb))
+
+    def _update_state(self, *_: Any) -> None:
+        model = self.session.model
+        pairs = self.pairs.pairs()
+        is_stack = False
+        for image, _labels in pairs:
+            if image is not None:
+                try:
+                    is_stack |= bool(self._layout_of(image, model).stack_axes) if model else image.ndim > 2
+                except ImageLayoutError:
+                    is_stack |= image.ndim > 2
+        for button in (self.all_planes, self.current_plane):
+            button.setEnabled(is_stack)
+        missing = [image.name for image, labels in pairs if image is not None and labels is None]
+        if self.is_running:
+            reason = "Fine-tuning is running; wait for it or press Stop."
+        elif model is None:
+            reason = "Choose a model in the Segment widget first."
+        elif not any(image is not None for image, _ in pairs):
+            reason = "Add or open an image layer first."
+        elif missing:
+            reason = (f"Choose the labels layer painted for {missing[0]!r} (or remove its row): "
+                      "segment it and correct the result, or add a Labels layer and paint scribbles.")
+        else:
+            reason = ""
+        self.finetune_button.setEnabled(not reason)
+        self.finetune_button.setToolTip(
+            reason or f"Train a copy of {model.description.name!r} on the labels; "  # type: ignore[union-attr]
+            "the model in use changes only when you press Accept.")
+        self.stop_button.setEnabled(self.is_running and not self._job.stop.is_set())  # type: ignore[union-attr]
+        self.accept_button.setEnabled(self._pending)
+        self.discard_button.setEnabled(self._pending)
+        self.save_button.setEnabled(self.result is not None and self._saveable)
+        self.revert_button.setEnabled(self.session.can_revert)
+        previous = self.session.previous_model
+        self.revert_button.setToolTip(
+            f"Go back to {previous.description.name!r} ({self.session.previous_source})." if previous is not None
+            else "There is no previous model to go back to.")
+
+    # ------------------------------------------------------------------ running
+    def fine_tune(self) -> GeneratorWorker | None:
+        """Start fine-tuning on the chosen layers; returns the worker (None if refused).
+
+        The labels are copied now, so painting during training changes
+        nothing; the session's model is not touched (see :meth:`accept`).
+        """
+        self._update_state()
+        model = self.session.model
+        if not self.finetune_button.isEnabled() or model is None:
+            return None
+        try:
+            settings = self.settings()
+            images, preview = self._annotated_images(model)
+        except (ValueError, ImageLayoutError) as exc:
+            show_error(f"Cannot fine-tune: {exc}")
+            return None
+        request = FineTuneRequest(model=model, images=images, mode=self.mode, settings=settings,
+                                  validation_fraction=self.options.validation_fraction,
+                                  from_scratch=self.options.scratch_check.isChecked())
+        stop = threading.Event()
+        self._stops[:] = [stop]
+        job = _RunningJob(progress(total=100, desc=f"Fine-tuning {model.description.name}"), stop,
+                          settings.max_seconds)
+        if preview is not None:
+            job.preview = make_target(preview[0], preview[1].layout)
+            job.plane = shown_plane(self.viewer, preview[0], preview[1].layout)
+            self.viewer.dims.events.current_step.connect(self._on_dims_changed)
+        worker = _finetune_worker(request, stop, preview[1] if preview else None, job)
+        worker.yielded.connect(lambda report: self._on_yielded(job, report))
+        worker.returned.connect(lambda result: self._on_returned(job, result))
+        worker.finished.connect(lambda: self._on_finished(job))
+        self.worker = worker
+        self._job = job
+        self.plot.clear()
+        self.metric_label.setText("")
+        self.warning_label.hide()
+        self.status_label.setText("Preparing the annotation...")
+        self._update_state()
+        worker.start()
+        return worker
+
+    def _annotated_images(self, model: SegmentationModel) -> tuple[list[AnnotatedImage], Any]:
+        """Copy the chosen layers' annotation (GUI thread); also what to preview."""
+        images = []
+        preview = None
+        for image_layer, labels_layer in self.pairs.pairs():
+            if image_layer is None:
+                continue
+            layout = self._layout_of(image_layer, model)
+            expected = image_shape(image_layer)
+            if tuple(labels_layer.data.shape) != expected:
+                raise ValueError(
+                    f"the labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)} but the "
+                    f"image {image_layer.name!r} needs {expected}; paint into a labels layer made for this image "
+                    "(e.g. its Segment result)")
+            plane = None
+            if self.current_plane.isChecked() and layout.stack_axes:
+                plane = shown_plane(self.viewer, image_layer, layout)
+            data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+            images.append(AnnotatedImage(
+                name=image_layer.name, image=data, labels=np.asarray(labels_layer.data).copy(),
+                channel_axis=layout.channel_axis if not image_layer.rgb else None, rgb=bool(image_layer.rgb),
+                plane=plane))
+            if preview is None:
+                preview = (image_layer, PreviewSource(data, layout))
+        return images, preview
+
+    def stop(self) -> None:
+        """End training after the current step; the best model so far becomes the result."""
+        if self._job is not None:
+            self._job.stop.set()
+            self.status_label.setText("Stopping after the current step...")
+            self._update_state()
+
+    def _on_dims_changed(self, *_: Any) -> None:
+        job = self._job
+        if job is not None and job.preview is not None:
+            job.plane = shown_plane(self.viewer, job.preview.source, job.preview.layout)
+
+    def _on_yielded(self, job: _RunningJob, report: Progress | PreviewUpdate) -> None:
+        if job.over:
+            # napari's progress bar can process events while it updates, so a
+            # report may arrive after the result: it must not undo the result's text
+            return
+        if isinstance(report, PreviewUpdate):
+            self._show_preview(job, report)
+            return
+        if report.stage == "notice":
+            show_info(report.message)
+            return
+        if report.stage == "prepare":
+            if not job.stop.is_set():
+                self.status_label.setText(f"Preparing: {report.message}...")
+            return
+        data = report.data
+        if data.get("metric_name") and not job.metric_name:
+            job.metric_name = data["metric_name"]
+            self.plot.metric_name = job.metric_name
+        self.plot.add_point(report.done, data.get("loss"), data.get("metric"))
+        job.last.update({k: v for k, v in data.items() if v is not None})
+        seconds = data.get("seconds", 0.0)
+        if "loss" in data and not job.stop.is_set():
+            text = f"Step {report.done}: loss {data['loss']:.4f}, {seconds:.0f} s"
+            text += f" of {job.budget:.0f} s" if job.budget else ""
+            if job.metric_name and job.last.get("best") is not None:
+                text += f"; best {job.metric_name} {job.last['best']:.3f}"
+            self.status_label.setText(text)
+        fraction = report.done / report.total if report.total else 0.0
+        if job.budget:
+            fraction = max(fraction, seconds / job.budget)
+        value = round(100 * min(fraction, 1.0))
+        if value > job.pbar.n:
+            job.pbar.update(value - job.pbar.n)
+
+    def _show_preview(self, job: _RunningJob, update: PreviewUpdate) -> None:
+        target = job.preview
+        if target is None or all(unwrap_proxy(layer) is not unwrap_proxy(target.source) for layer in self.viewer.layers):
+            return  # no preview for an image layer the user deleted
+        existing = self.session.results.find(self.viewer, target.source, "preview")
+        layer = existing[0] if existing else None
+        if layer is None or tuple(layer.data.shape) != target.shape:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            layer = napari.layers.Labels(np.zeros(target.shape, np.uint32), name=preview_name(target.source.name),
+                                         scale=target.scale, translate=target.translate, opacity=0.5)
+            self._previews.add(layer)  # before it is added, so the layer choosers never list it
+            selection = self.viewer.layers.selection
+            selected = [unwrap_proxy(chosen) for chosen in selection]
+            self.session.results.bind(target.source, "preview", [layer])
+            self.viewer.add_layer(layer)
+            # napari selects a new layer; give the selection back, so that painting
+            # during training goes on in the user's labels layer, not into the preview
+            selection.clear()
+            selection.update(selected)
+        if update.plane:
+            layer.data[update.plane] = update.labels
+            layer.refresh()
+        else:
+            layer.data = update.labels.astype(np.uint32, copy=False)
+
+    def _on_returned(self, job: _RunningJob, result: TrainingResult | _JobFailed) -> None:
+        job.over = True
+        if isinstance(result, _JobFailed):
+            show_error(f"Cannot fine-tune: {result.message}")
+            self.status_label.setText(f"Failed: {result.message}")
+            return
+        model = result.model
+        model.description.name = _FINE_TUNED.sub("", model.description.name) + " (fine-tuned)"
+        self.result = result
+        self._pending = True
+        self._saveable = True
+        how = "stopped" if result.stopped else "done"
+        self.status_label.setText(
+            f"Training {how}: {result.steps_done} steps in {result.seconds:.0f} s. "
+            "Accept to segment with the fine-tuned model, or Discard it.")
+        self._show_metrics(result)
+
+    def _show_metrics(self, result: TrainingResult) -> None:
+        base, best, name = result.baseline_metric, result.best_metric, result.metric_name
+        warning = ""
+        if best is None:
+            losses = [entry["loss"] for entry in result.log if "loss" in entry]
+            text = "Nothing was held back for validation"
+            if losses:
+                text += f"; loss {losses[0]:.3f} → {losses[-1]:.3f}"
+            self.metric_label.setText(text + ".")
+        elif base is None:
+            self.metric_label.setText(f"{name}: {best:.2f} (trained from scratch: no 'before')")
+        else:
+            self.metric_label.setText(f"{name}: {base:.2f} → {best:.2f}")
+            if best < base:
+                warning = (f"The fine-tuned model is worse than before ({name} {base:.2f} → {best:.2f}): "
+                           "press Discard.")
+            elif not best > base:
+                warning = ("No improvement on the held-back annotation, so the result is the model as it was. "
+                           "Discard it; annotate more or train longer.")
+        self.warning_label.setText(warning)
+        self.warning_label.setVisible(bool(warning))
+
+    def _on_finished(self, job: _RunningJob) -> None:
+        job.over = True
+        job.pbar.close()
+        if job.preview is not None:
+            self.viewer.dims.events.current_step.disconnect(self._on_dims_changed)
+            if not self.keep_preview_check.isChecked():
+                for layer in self.session.results.find(self.viewer, job.preview.source, "preview"):
+                    self.viewer.layers.remove(layer)
+        if self._job is job:
+            self._job = None
+        self._update_state()
+
+    # ----------------------------------------------------------------- results
+    def accept(self) -> None:
+        """Make the fine-tuned model the viewer's model (Segment uses it); Revert goes back."""
+        if not self._pending or self.result is None:
+            return
+        model = self.result.model
+        self._pending = False
+        self.session.set_model(model, f"{model.description.name}, {time.strftime('%H:%M:%S')} (not saved)")
+        self.status_label.setText(f"Segment now uses {model.description.name!r}. "
+                                  "Save it to keep it; Revert goes back to the previous model.")
+        self._update_state()
+
+    def discard(self) -> None:
+        """Forget the fine-tuned model; the model in use does not change."""
+        if not self._pending:
+            return
+        self._pending = False
+        self._saveable = False
+        self.status_label.setText("Discarded; the model in use is unchanged.")
+        self._update_state()
+
+    def revert(self) -> None:
+        """Go back to the session's previous model (pressing it again swaps back)."""
+        if self.session.can_revert:
+            self.session.revert()
+            self.status_label.setText(f"Segment now uses {self.session.model.description.name!r} again.")
+
+    def save_model_to(self, path: str | Path) -> Path | None:
+        """Save the fine-tuned model to ``path`` (atomically); None if it could not be written.
+
+        A missing or read-only folder or a full disk is shown as a notification;
+        the model stays in memory so it can be saved elsewhere.
+        """
+        if self.result is None or not self._saveable:
+            show_error("There is no fine-tuned model to save; run Fine-tune first.")
+            return None
+        path = Path(path)
+        if not path.name.endswith(".safetensors"):
+            path = path.with_name(path.name + ".unet.safetensors")
+        try:
+            written = save_model(self.result.model, path)
+        except OSError as exc:
+            show_error(f"Could not save the model: {exc}")
+            return None
+        self.status_label.setText(f"Saved to {written}.")
+        return written
+
+    def _on_save_clicked(self) -> None:
+        if self.result is None:
+            return
+        stem = re.sub(r"[^\w.-]+", "_", self.result.model.description.name).strip("_") or "fine-tuned"
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save the fine-tuned model", f"{stem}.unet.safetensors",
+            "napari-unet models (*.unet.safetensors);;All files (*)")
+        if path:
+            self.save_model_to(path)
+
+
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls ``content`` vertically when the dock is short; asks for its full size otherwise.
+
+    A plain QScrollArea asks for little room, so napari would give a shared
+    dock almost nothing, and it would cut the content off on the right.
+    """
+
+    def __init__(self, content: QWidget) -> None:
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(content)
+
+    def _bar(self) -> int:
+        return self.verticalScrollBar().sizeHint().width()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        hint = self.widget().sizeHint()
+        return QSize(hint.width() + self._bar(), hint.height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        least = self.widget().minimumSizeHint()
+        return QSize(least.width() + self._bar(), min(least.height(), 400))
+
+
+def _disconnect(signal: Any, slot: Any, *_: Any) -> None:
+    signal.disconnect(slot)
+
+
+def _set_all(events: list[threading.Event], *_: Any) -> None:
+    for event in events:
+        event.set()
+

@@ -354,3 +354,33 @@ def test_finetune_job_runs_without_a_gui(tiny_model, nuclei_crop):
     assert all("model" not in r.data for r in steps)  # the live network never leaves the worker
     assert [p.step for p in previews] == [1, 2, 3] and previews[0].labels.shape == image.shape
     assert result.steps_done == 3 and result.model is not tiny_model
+
+
+def test_a_shapes_layer_marks_the_reviewed_region(viewer_widget, nuclei_crop, monkeypatch, qtbot):
+    viewer, widget = viewer_widget
+    add_pair(viewer, nuclei_crop)  # image pixels are 0.5 world units, shifted by (3, 4)
+    # a rectangle in world coordinates over image pixels rows 10..49, columns 20..59
+    shapes = viewer.add_shapes([np.array([[8.0, 14.0], [8.0, 34.0], [28.0, 34.0], [28.0, 14.0]])],
+                               shape_type="rectangle", name="checked")
+    assert widget.reviewed_combo.count() == 2
+    widget.reviewed_combo.setCurrentIndex(1)
+    assert unwrap_proxy(widget.reviewed_layer()) is unwrap_proxy(shapes)
+    seen = []
+    original = fj.samples_from_arrays
+    monkeypatch.setattr(fj, "samples_from_arrays", lambda *a, **k: seen.append(k["reviewed"]) or original(*a, **k))
+    run_finetune(qtbot, widget)
+    (mask,) = seen
+    assert mask.shape == nuclei_crop[1].shape
+    rows, cols = np.nonzero(mask)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 50, 20, 60)
+    assert widget.result is not None
+
+
+def test_a_reviewed_region_off_the_image_is_an_error(viewer_widget, nuclei_crop, errors):
+    viewer, widget = viewer_widget
+    add_pair(viewer, nuclei_crop)
+    viewer.add_shapes([np.array([[900.0, 900.0], [900.0, 950.0], [950.0, 950.0], [950.0, 900.0]])],
+                      shape_type="rectangle")
+    widget.reviewed_combo.setCurrentIndex(1)
+    assert widget.fine_tune() is None
+    assert errors and "no shape" in errors[0]

@@ -50,6 +50,8 @@ class AnnotatedImage:
         The image layer is RGB(A).
     plane : tuple of int or None
         Train on this stack plane only; None: every annotated plane.
+    reviewed : numpy.ndarray of bool or None
+        Corrections only: the pixels the user reviewed; None: whole planes.
     """
 
     name: str
@@ -58,6 +60,7 @@ class AnnotatedImage:
     channel_axis: int | None = None
     rgb: bool = False
     plane: tuple[int, ...] | None = None
+    reviewed: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,8 @@ def _samples_of(item: AnnotatedImage, model: SegmentationModel, mode: Mode,
             previous[idx] = _predict(layout.plane(item.image, idx), model, kind, settings.device)
     return samples_from_arrays(
         item.image, item.labels, model, mode=mode, channel_axis=item.channel_axis, rgb=item.rgb,
-        planes=planes, previous=previous, mistake_weight=settings.mistake_weight, name=item.name,
+        planes=planes, reviewed=item.reviewed if mode == "corrections" else None, previous=previous,
+        mistake_weight=settings.mistake_weight, name=item.name,
     )
 
 

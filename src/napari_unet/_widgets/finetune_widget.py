@@ -54,6 +54,7 @@ from .finetune_job import AnnotatedImage, FineTuneRequest, PreviewSource, Previe
 from .layer_pairs import LayerPairs, image_shape
 from .proxies import unwrap_proxy
 from .results import Target, make_target, shown_plane
+from .reviewed import reviewed_mask
 from .session import session_for
 from .training_options import TrainingOptions
 
@@ -170,6 +171,11 @@ class FineTuneWidget(QWidget):
         self.current_plane = QRadioButton("Current plane")
         self.current_plane.setToolTip("Train only on the plane shown in the viewer.")
         self.all_planes.setChecked(True)
+        self.reviewed_combo = QComboBox()
+        self.reviewed_combo.setToolTip(
+            "Corrections only. 'Whole planes': every pixel of the planes used is ground truth. Or choose a "
+            "Shapes layer: only pixels inside its rectangles/polygons count as reviewed; the rest is ignored.")
+        self._refresh_reviewed()
         self._planes_group = QButtonGroup(self)
         self._planes_group.addButton(self.all_planes)
         self._planes_group.addButton(self.current_plane)
@@ -231,6 +237,7 @@ class FineTuneWidget(QWidget):
         main.addRow("Annotation", self.mode_combo)
         main.addRow("", self.mode_hint)
         main.addRow("Planes", planes)
+        main.addRow("Reviewed", self.reviewed_combo)
         main.addRow("Time budget", self.budget_spin)
         # Everything in a scroll area: a dock shared with other widgets then
         # scrolls instead of squeezing the fields over each other.
@@ -273,11 +280,33 @@ class FineTuneWidget(QWidget):
 
     def _on_layer_inserted(self, event: Any) -> None:
         event.value.events.name.connect(self.pairs.refresh)
+        event.value.events.name.connect(self._refresh_reviewed)
         self.pairs.refresh()
+        self._refresh_reviewed()
 
     def _on_layer_removed(self, event: Any) -> None:
         event.value.events.name.disconnect(self.pairs.refresh)
+        event.value.events.name.disconnect(self._refresh_reviewed)
         self.pairs.refresh()
+        self._refresh_reviewed()
+
+    def _refresh_reviewed(self, *_: Any) -> None:
+        """List 'Whole planes' and every Shapes layer, keeping the current choice."""
+        current = self.reviewed_combo.currentData()
+        self.reviewed_combo.blockSignals(True)
+        self.reviewed_combo.clear()
+        self.reviewed_combo.addItem("Whole planes", None)
+        for layer in self.viewer.layers:
+            if isinstance(layer, napari.layers.Shapes):
+                self.reviewed_combo.addItem(f"Inside shapes of '{layer.name}'", weakref.ref(unwrap_proxy(layer)))
+                if current is not None and current() is unwrap_proxy(layer):
+                    self.reviewed_combo.setCurrentIndex(self.reviewed_combo.count() - 1)
+        self.reviewed_combo.blockSignals(False)
+
+    def reviewed_layer(self) -> Any:
+        """The Shapes layer marking reviewed regions, or None for whole planes."""
+        ref = self.reviewed_combo.currentData()
+        return None if ref is None else ref()
 
     def _is_preview(self, layer: Any) -> bool:
         return unwrap_proxy(layer) in self._previews
@@ -431,10 +460,15 @@ class FineTuneWidget(QWidget):
             if self.current_plane.isChecked() and layout.stack_axes:
                 plane = shown_plane(self.viewer, image_layer, layout)
             data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+            shapes = self.reviewed_layer() if self.mode == "corrections" else None
+            reviewed = None if shapes is None else reviewed_mask(shapes, image_layer, expected)
+            if reviewed is not None and not reviewed.any():
+                raise ValueError(f"no shape of {shapes.name!r} lies on {image_layer.name!r}; draw a rectangle "
+                                 "over the part you checked, or choose 'Whole planes'")
             images.append(AnnotatedImage(
                 name=image_layer.name, image=data, labels=np.asarray(labels_layer.data).copy(),
                 channel_axis=layout.channel_axis if not image_layer.rgb else None, rgb=bool(image_layer.rgb),
-                plane=plane))
+                plane=plane, reviewed=reviewed))
             if preview is None:
                 preview = (image_layer, PreviewSource(data, layout))
         return images, preview

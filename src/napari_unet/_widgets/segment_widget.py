@@ -46,10 +46,10 @@ from napari_unet.core import (
     segment_job,
     shipped_models,
 )
-from napari_unet.core.device import mps_available
 from napari_unet.core.layout import ImageLayout, ImageLayoutError, infer_layout
 from napari_unet.core.predict import OutOfMemoryError
 
+from .devices import device_combo
 from .proxies import unwrap_proxy
 from .results import Target, make_target, shown_plane
 from .session import session_for
@@ -65,12 +65,6 @@ _OUTPUTS = (
     ("probabilities", "Probabilities", "One image layer per class with the class probability (0 to 1) of every pixel."),
 )
 _ROW_LABELS = ("Image", "Model", "Output", "Planes", "Device", "Tile size", "Batch size", "Channel axis")
-_DEVICES = (
-    ("auto", "the GPU if there is one (CUDA, then Apple MPS), otherwise the CPU"),
-    ("cpu", "the CPU: always available, slower"),
-    ("cuda", "an NVIDIA GPU"),
-    ("mps", "an Apple-silicon GPU"),
-)
 #: Errors of the core that the user can act on; shown as a message, not a traceback.
 _USER_ERRORS = (ValueError, OutOfMemoryError, MemoryError)
 
@@ -164,12 +158,7 @@ class SegmentWidget(QWidget):
         planes.addWidget(self.current_plane)
         planes.addStretch()
 
-        self.device_combo = QComboBox()
-        for name, tip in _DEVICES:
-            self.device_combo.addItem(name, name)
-            self.device_combo.setItemData(self.device_combo.count() - 1, f"Run on {tip}.",
-                                          Qt.ItemDataRole.ToolTipRole)
-        self._disable_missing_devices()
+        self.device_combo = device_combo("Run")
         self.device_combo.setToolTip("Where the network runs; a missing GPU falls back to the CPU.")
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 8192)
@@ -239,18 +228,6 @@ class SegmentWidget(QWidget):
         self.model_combo.activated.connect(self._on_model_activated)
         self.segment_button.clicked.connect(self.segment)
         self.cancel_button.clicked.connect(self.cancel)
-
-    def _disable_missing_devices(self) -> None:
-        import torch
-
-        available = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": mps_available()}
-        model = self.device_combo.model()
-        for row in range(self.device_combo.count()):
-            name = self.device_combo.itemData(row)
-            if not available[name]:
-                model.item(row).setEnabled(False)
-                self.device_combo.setItemData(row, f"No {name} device on this computer.",
-                                              Qt.ItemDataRole.ToolTipRole)
 
     # ------------------------------------------------------------- image layers
     def _connect_layers(self) -> None:

@@ -123,3 +123,19 @@ def test_a_trained_model_segments_the_disks():
     image, labels = _disks(9)
     found = segment(image[..., 0], result.model, device="cpu")
     assert abs(found.n_objects - len(np.unique(labels)) + 1) <= 1
+
+
+def test_training_resumes_from_a_stopped_result():
+    stop = threading.Event()
+    settings = TrainingSettings(steps=1000, **FAST)
+    job = train_job(new_model(depth=2, base_features=8), [_sample(0)], settings=settings, stop=stop)
+    next(job)
+    stop.set()
+    first = run_job(job)
+    assert first.stopped
+    resumed = run_job(train_job(first.model, [_sample(0)], settings=TrainingSettings(steps=20, **FAST)))
+    assert resumed.steps_done == 20
+    history = resumed.model.description.training_history
+    assert [h["kind"] for h in history] == ["fine-tune", "fine-tune"]
+    assert history[0]["steps"] <= 2 and history[1]["steps"] == 20
+    assert np.mean([e["loss"] for e in resumed.log[-5:]]) < first.log[0]["loss"]

@@ -384,3 +384,15 @@ def test_a_reviewed_region_off_the_image_is_an_error(viewer_widget, nuclei_crop,
     widget.reviewed_combo.setCurrentIndex(1)
     assert widget.fine_tune() is None
     assert errors and "no shape" in errors[0]
+
+
+def test_reviewed_list_follows_shapes_layers_added_before_the_widget(make_napari_viewer, tiny_model_file):
+    viewer = make_napari_viewer()
+    shapes = viewer.add_shapes(name="before")
+    session_for(viewer).set_model(load_model(tiny_model_file), str(tiny_model_file))
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    assert widget.reviewed_combo.itemText(1) == "Inside shapes of 'before'"
+    shapes.name = "renamed"
+    assert widget.reviewed_combo.itemText(1) == "Inside shapes of 'renamed'"
+    viewer.layers.remove(shapes)
+    assert widget.reviewed_combo.count() == 1

@@ -276,17 +276,17 @@ class FineTuneWidget(QWidget):
         events.removed.connect(self._on_layer_removed)
         events.reordered.connect(self.pairs.refresh)
         for layer in self.viewer.layers:
-            layer.events.name.connect(self.pairs.refresh)
+            layer.events.name.connect(self._on_layer_renamed)
 
     def _on_layer_inserted(self, event: Any) -> None:
-        event.value.events.name.connect(self.pairs.refresh)
-        event.value.events.name.connect(self._refresh_reviewed)
-        self.pairs.refresh()
-        self._refresh_reviewed()
+        event.value.events.name.connect(self._on_layer_renamed)
+        self._on_layer_renamed()
 
     def _on_layer_removed(self, event: Any) -> None:
-        event.value.events.name.disconnect(self.pairs.refresh)
-        event.value.events.name.disconnect(self._refresh_reviewed)
+        event.value.events.name.disconnect(self._on_layer_renamed)
+        self._on_layer_renamed()
+
+    def _on_layer_renamed(self, *_: Any) -> None:
         self.pairs.refresh()
         self._refresh_reviewed()
 

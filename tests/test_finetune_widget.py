@@ -12,6 +12,7 @@ pytest.importorskip("pytestqt")
 
 from napari_unet._widgets import finetune_job as fj  # noqa: E402
 from napari_unet._widgets import finetune_widget as fw  # noqa: E402
+from job_gates import Gate  # noqa: E402
 from napari_unet._widgets.proxies import unwrap_proxy  # noqa: E402
 from napari_unet._widgets.session import session_for  # noqa: E402
 from napari_unet.core import load_model  # noqa: E402
@@ -78,23 +79,6 @@ def weights(model) -> dict[str, np.ndarray]:
 
 def same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-
-
-class Gate:
-    """Wraps train_job so that it pauses after its first progress report until released."""
-
-    def __init__(self) -> None:
-        self.reached = threading.Event()
-        self.release = threading.Event()
-        self._job = fj.train_job
-
-    def job(self, *args, **kwargs):
-        inner = self._job(*args, **kwargs)
-        first = next(inner)
-        self.reached.set()
-        yield first
-        self.release.wait(20)
-        return (yield from inner)
 
 
 def test_result_is_a_new_model_used_only_after_accept(qtbot, viewer_widget, nuclei_crop, tmp_path, errors):
@@ -174,7 +158,7 @@ def test_stop_ends_early_and_still_gives_a_result(qtbot, viewer_widget, nuclei_c
     viewer, widget = viewer_widget
     add_pair(viewer, nuclei_crop)
     widget.options.steps_spin.setValue(500)
-    gate = Gate()
+    gate = Gate(fj.train_job)
     monkeypatch.setattr(fj, "train_job", gate.job)
     widget.finetune_button.click()
     qtbot.waitUntil(gate.reached.is_set, timeout=TIMEOUT_MS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ pytest.importorskip("pytestqt")
 import tifffile  # noqa: E402
 
 from napari_unet._widgets import segment_widget as sw  # noqa: E402
+from job_gates import Gate  # noqa: E402
 from napari_unet._widgets.proxies import unwrap_proxy  # noqa: E402
 from napari_unet._widgets.session import session_for  # noqa: E402
 from napari_unet.core import new_model, save_model, segment  # noqa: E402
@@ -76,23 +76,6 @@ def run_segment(qtbot, widget) -> None:
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
 
 
-class Gate:
-    """Wraps segment_job so that it stops after its first progress report until released."""
-
-    def __init__(self) -> None:
-        self.reached = threading.Event()
-        self.release = threading.Event()
-        self._job = sw.segment_job
-
-    def job(self, *args, **kwargs):
-        inner = self._job(*args, **kwargs)
-        first = next(inner)
-        self.reached.set()
-        yield first
-        self.release.wait(20)
-        return (yield from inner)
-
-
 def layer_named(viewer, name):
     matches = [layer for layer in viewer.layers if layer.name == name]
     assert len(matches) == 1, [layer.name for layer in viewer.layers]
@@ -149,7 +132,7 @@ def test_cancel_leaves_the_previous_result_untouched(qtbot, viewer_widget, nucle
     before = labels.data.tobytes()
     n_layers = len(viewer.layers)
 
-    gate = Gate()
+    gate = Gate(sw.segment_job)
     monkeypatch.setattr(sw, "segment_job", gate.job)
     widget.segment_button.click()
     qtbot.waitUntil(gate.reached.is_set, timeout=TIMEOUT_MS)
@@ -255,7 +238,7 @@ def test_result_goes_to_the_layer_the_job_started_from(qtbot, viewer_widget, nuc
     viewer.add_image(nuclei, name="a")
     b = viewer.add_image(nuclei[:64, :80], name="b")
     widget.image_layer = layer_named(viewer, "a")
-    gate = Gate()
+    gate = Gate(sw.segment_job)
     monkeypatch.setattr(sw, "segment_job", gate.job)
     widget.segment_button.click()
     qtbot.waitUntil(gate.reached.is_set, timeout=TIMEOUT_MS)

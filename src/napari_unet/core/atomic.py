@@ -7,7 +7,7 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -98,9 +98,3 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, /, *, overwrite: bo
     """Write ``data`` to ``path`` atomically (see :func:`atomic_output`)."""
     with atomic_output(path, overwrite=overwrite) as fh:
         fh.write(data)
-
-
-def atomic_write_with(path: str | os.PathLike, writer: Callable[[BinaryIO], None], /, *, overwrite: bool = True) -> None:
-    """Call ``writer(file_object)`` on a temporary file, then move it to ``path``."""
-    with atomic_output(path, overwrite=overwrite) as fh:
-        writer(fh)

@@ -254,20 +254,6 @@ def valid_input_size(config: UNetConfig, at_least: int) -> int:
         size += step
 
 
-def receptive_field(config: UNetConfig) -> int:
-    """Approximate receptive field (pixels along one axis) of an output pixel.
-
-    For ``valid`` networks this is exactly ``2 * halo + 1``; for ``same``
-    networks it is the same geometric quantity, used to size tile overlaps.
-    """
-    return 2 * halo(UNetConfig(**{**config.to_dict(), "padding": "valid"})) + 1
-
-
-def build_model(config: UNetConfig) -> UNet:
-    """Create a freshly initialised U-Net for ``config``."""
-    return UNet(config)
-
-
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -24,11 +24,11 @@ from .device import autocast, resolve_device
 from .instances import class_map, instances_from_probabilities
 from .losses import dice_cross_entropy, masked_cross_entropy
 from .metrics import class_iou, match_objects
-from .model import halo, valid_input_size
+from .model import halo, output_size, valid_input_size
 from .model_file import SegmentationModel
 from .normalization import apply_normalization
 from .predict import predict_plane_job
-from .progress import Job, Progress
+from .progress import Job, Progress, run_job
 from .tiling import read_mirrored
 
 
@@ -194,8 +194,6 @@ class _PatchSampler:
         if config.padding == "valid":
             self.input_size = valid_input_size(config, settings.patch_size)
             self.margin = halo(config)
-            from .model import output_size
-
             self.output_size = output_size(config, self.input_size)
         else:
             self.input_size = max(step, int(math.ceil(settings.patch_size / step)) * step)
@@ -258,7 +256,7 @@ def evaluate(model: SegmentationModel, samples: Sequence[TrainingSample], /, *, 
     scores = []
     for sample in samples:
         job = predict_plane_job(sample.image, model, device=device, amp=False)
-        probs = _drain(job)
+        probs = run_job(job)
         if use_f1:
             pred = instances_from_probabilities(probs, model.description.instance_rule)
             scores.append(match_objects(sample.instances, pred, threshold=0.5).f1)  # type: ignore[arg-type]
@@ -274,14 +272,6 @@ def metric_name(model: SegmentationModel, samples: Sequence[TrainingSample]) -> 
     if model.description.instance_rule.method != "none" and all(s.instances is not None for s in samples):
         return "F1@0.5"
     return "mean IoU"
-
-
-def _drain(job: Job[Any]) -> Any:
-    while True:
-        try:
-            next(job)
-        except StopIteration as stop:
-            return stop.value
 
 
 def train_job(

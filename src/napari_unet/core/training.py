@@ -10,6 +10,7 @@ import datetime as _dt
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -100,6 +101,16 @@ class TrainingSettings:
         Mixed precision on CUDA.
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    schedule : {"constant", "cosine"}
+        Learning rate after a 20-step warm-up: constant (suits interactive
+        fine-tuning, which the user stops), or a cosine decay to zero at the
+        end of ``steps`` or ``max_seconds``, whichever comes first (suits
+        training with a fixed budget).
+    loader_threads : int
+        Threads that cut and augment patches while the network trains. Each
+        has its own random stream derived from ``seed`` and batches are
+        consumed in a fixed order, so a run is reproducible for a given
+        number of threads.
     """
 
     steps: int = 200
@@ -117,6 +128,8 @@ class TrainingSettings:
     seed: int = 0
     amp: bool = True
     device: str = "auto"
+    schedule: Literal["constant", "cosine"] = "constant"
+    loader_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -129,6 +142,10 @@ class TrainingSettings:
             raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
         if self.loss not in ("ce", "dice_ce"):
             raise ValueError(f"loss must be ce or dice_ce, got {self.loss!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be constant or cosine, got {self.schedule!r}")
+        if self.loader_threads < 1:
+            raise ValueError("loader_threads must be at least 1")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
 
@@ -184,10 +201,8 @@ def mistake_weights(target: TrainingTarget, previous: np.ndarray, /, *, factor: 
 class _PatchSampler:
     """Random training patches that favour annotated pixels."""
 
-    def __init__(self, samples: Sequence[TrainingSample], model: SegmentationModel, settings: TrainingSettings,
-                 rng: np.random.Generator) -> None:
+    def __init__(self, samples: Sequence[TrainingSample], model: SegmentationModel, settings: TrainingSettings) -> None:
         self.samples = samples
-        self.rng = rng
         self.settings = settings
         config = model.config
         step = config.downsampling
@@ -205,19 +220,19 @@ class _PatchSampler:
         sizes = np.array([max(len(a), 1) for a in self.annotated], dtype=np.float64)
         self.choice_p = sizes / sizes.sum()
 
-    def patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        i = int(self.rng.choice(len(self.samples), p=self.choice_p))
+    def patch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        i = int(rng.choice(len(self.samples), p=self.choice_p))
         sample = self.samples[i]
         h, w = sample.target.classes.shape
         out = self.output_size
         annotated = self.annotated[i]
-        if len(annotated) and self.rng.random() < self.settings.annotated_fraction:
-            cy, cx = np.unravel_index(int(self.rng.choice(annotated)), (h, w))
-            y0 = int(cy) - int(self.rng.integers(0, out))
-            x0 = int(cx) - int(self.rng.integers(0, out))
+        if len(annotated) and rng.random() < self.settings.annotated_fraction:
+            cy, cx = np.unravel_index(int(rng.choice(annotated)), (h, w))
+            y0 = int(cy) - int(rng.integers(0, out))
+            x0 = int(cx) - int(rng.integers(0, out))
         else:
-            y0 = int(self.rng.integers(min(0, h - out), max(h - out, 0) + 1))
-            x0 = int(self.rng.integers(min(0, w - out), max(w - out, 0) + 1))
+            y0 = int(rng.integers(min(0, h - out), max(h - out, 0) + 1))
+            x0 = int(rng.integers(min(0, w - out), max(w - out, 0) + 1))
         m = self.margin
         region = (slice(y0 - m, y0 - m + self.input_size), slice(x0 - m, x0 - m + self.input_size))
         image = apply_normalization(read_mirrored(sample.image, region), self.stats[i])
@@ -227,7 +242,7 @@ class _PatchSampler:
             # the paper warps whole 512 px images with sigma 10 px on a 3x3 grid;
             # on a smaller patch the same grid needs proportionally smaller shifts
             sigma = float(np.clip(10.0 * self.input_size / 512, 2.0, 10.0))
-            image, classes, weights = augment_sample(image, classes, weights, rng=self.rng, elastic_sigma=sigma)
+            image, classes, weights = augment_sample(image, classes, weights, rng=rng, elastic_sigma=sigma)
         if m:
             classes = classes[m : m + out, m : m + out]
             weights = weights[m : m + out, m : m + out]
@@ -354,33 +369,46 @@ def train_job(
     if validation:
         yield Progress("train", 0, settings.steps, message=f"before training: {name} {baseline if baseline is not None else float('nan'):.3f}",
                        data={"metric": baseline, "best": baseline, "metric_name": name})
-    sampler = _PatchSampler(samples, work, settings, rng)
+    sampler = _PatchSampler(samples, work, settings)
     started = time.perf_counter()  # the time budget is for training, not for the baseline check
     if settings.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(net.parameters(), lr=settings.learning_rate, momentum=0.99)
     else:
         optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20))
+    def lr_factor(done: int) -> float:
+        warm_up = min(1.0, (done + 1) / 20)
+        if settings.schedule == "constant":
+            return warm_up
+        progress = done / settings.steps
+        if settings.max_seconds:
+            progress = max(progress, (time.perf_counter() - started) / settings.max_seconds)
+        return warm_up * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     use_scaler = settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     log: list[dict[str, Any]] = []
     stopped = False
     step = 0
-    # the next batch is cut and augmented in a helper thread while the network
-    # trains on this one (numpy/scipy release the GIL), so the device is not
-    # kept waiting; one thread keeps the random sequence reproducible
-    prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-patches")
+    # the next batches are cut and augmented in helper threads while the
+    # network trains on this one (numpy/scipy release the GIL), so the device
+    # is not kept waiting. Batch k uses stream k mod n and at most n batches
+    # are in flight, so no stream is used by two threads at once and the
+    # sequence of batches is reproducible.
+    n_loaders = settings.loader_threads
+    streams = [np.random.default_rng([settings.seed, i]) for i in range(n_loaders)] if n_loaders > 1 else [rng]
+    prefetcher = ThreadPoolExecutor(max_workers=n_loaders, thread_name_prefix="napari-unet-patches")
 
-    def next_batch() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        return [sampler.patch() for _ in range(settings.batch_size)]
+    def next_batch(stream: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return [sampler.patch(stream) for _ in range(settings.batch_size)]
 
-    pending = prefetcher.submit(next_batch)
+    pending = deque(prefetcher.submit(next_batch, streams[k]) for k in range(min(n_loaders, settings.steps)))
     try:
         for step in range(1, settings.steps + 1):
             net.train()
-            patches = pending.result()
-            if step < settings.steps:
-                pending = prefetcher.submit(next_batch)
+            patches = pending.popleft().result()
+            if step + len(pending) < settings.steps:
+                pending.append(prefetcher.submit(next_batch, streams[(step + len(pending)) % n_loaders]))
             x = torch.from_numpy(np.stack([p[0] for p in patches])).permute(0, 3, 1, 2).to(device)
             y = torch.from_numpy(np.stack([p[1] for p in patches]).astype(np.int64)).to(device)
             w = torch.from_numpy(np.stack([p[2] for p in patches]).astype(np.float32)).to(device)

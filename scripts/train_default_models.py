@@ -17,33 +17,55 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import tifffile
+from skimage import measure
 
 from napari_unet.core import InstanceRule, Normalization, load_model, new_model, save_model
-from napari_unet.core.annotations import targets_from_instances, targets_from_semantic
+from napari_unet.core.annotations import TrainingTarget, targets_from_instances
 from napari_unet.core.progress import run_job
 from napari_unet.core.training import TrainingSample, TrainingSettings, train_job
+from napari_unet.core.weight_map import class_balance_weights, unet_weight_map
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 MODELS = ROOT / "src" / "napari_unet" / "models"
+
+SETTINGS_GPU = {"patch_size": 256, "batch_size": 8, "learning_rate": 2e-3, "optimizer": "adamw",
+                "validate_every": 500, "mistake_weight": 1.0, "schedule": "cosine", "loader_threads": 4}
 
 CONFIGS = {
     "nuclei": {
         "title": "Nuclei (fluorescence)",
         "description": (
             "Segments nuclei in fluorescence images (DAPI/Hoechst-like stains), 2-D, any bit depth. "
-            "Trained on the grayscale images of the DSB 2018 stage1_train set (train split). "
+            "Trained on the grayscale images of the DSB 2018 stage1_train set and the fully annotated "
+            "frames of the Cell Tracking Challenge sets Fluo-N2DH-GOWT1 and Fluo-N2DH-SIM+ (train splits). "
             "Three classes (background, interior, boundary); objects by seeded watershed."
         ),
-        "datasets": [("dsb2018_nuclei", "gray")],
+        "datasets": [("dsb2018_nuclei", "gray"), ("ctc_fluo_n2dh_gowt1", None), ("ctc_fluo_n2dh_sim_plus", None)],
         "val_datasets": [("dsb2018_nuclei", "gray")],
         "scheme": "instances",
         "architecture": {"depth": 4, "base_features": 16, "padding": "same", "norm": "batch"},
         "normalization": Normalization("percentile", 1.0, 99.8),
         "min_size": 30,
-        "settings": {"patch_size": 128, "batch_size": 8, "learning_rate": 2e-3, "optimizer": "adamw",
-                     "validate_every": 250, "mistake_weight": 1.0},
+        "settings": SETTINGS_GPU,
+    },
+    "cells": {
+        "title": "Whole cells (fluorescence)",
+        "description": (
+            "Segments whole cells in fluorescence images (cytoplasmic GFP-like stains), 2-D, any bit depth. "
+            "Trained on the fully annotated frames of the Cell Tracking Challenge set Fluo-C2DL-MSC "
+            "(rat mesenchymal stem cells, sequence 01, train split). "
+            "Three classes (background, interior, boundary); objects by seeded watershed."
+        ),
+        "datasets": [("ctc_fluo_c2dl_msc", None)],
+        "val_datasets": [("ctc_fluo_c2dl_msc", None)],
+        "scheme": "instances",
+        "architecture": {"depth": 5, "base_features": 16, "padding": "same", "norm": "batch"},
+        "normalization": Normalization("percentile", 1.0, 99.8),
+        "min_size": 200,
+        "settings": SETTINGS_GPU,
     },
     "em": {
         "title": "EM membranes (ISBI 2012)",
@@ -53,39 +75,60 @@ CONFIGS = {
         ),
         "datasets": [("isbi2012_em", None)],
         "val_datasets": [("isbi2012_em", None)],
-        "scheme": "semantic",
+        "scheme": "membranes",
         "class_names": ["membrane", "cell"],
-        "architecture": {"depth": 4, "base_features": 16, "padding": "same", "norm": "batch"},
+        "architecture": {"depth": 5, "base_features": 16, "padding": "same", "norm": "batch"},
         "normalization": Normalization("range", 0.0, 255.0),
         "min_size": 0,
-        "settings": {"patch_size": 128, "batch_size": 8, "learning_rate": 2e-3, "optimizer": "adamw",
-                     "validate_every": 250, "mistake_weight": 1.0},
+        "settings": SETTINGS_GPU,
     },
 }
 
 
-def load_split(dataset: str, split: str, kind: str | None, scheme: str, *, limit: int | None = None) -> list[TrainingSample]:
-    """Annotated samples of one split of a shared dataset."""
-    folder = DATA / dataset / split
+def fully_annotated(dataset_folder: Path) -> dict[str, bool]:
+    """``frames.csv``'s ``fully_annotated`` flag per file (Cell Tracking Challenge sets)."""
+    table = dataset_folder / "frames.csv"
+    if not table.exists():
+        return {}
+    with table.open() as fh:
+        return {row["file"]: row.get("fully_annotated", "True") == "True" for row in csv.DictReader(fh)}
+
+
+def membrane_target(labels: np.ndarray) -> tuple[TrainingTarget, np.ndarray]:
+    """Membrane (0) / cell (1) classes with the paper's weight map on touching cells."""
+    cells = labels > 0
+    instances = measure.label(cells, connectivity=1)
+    classes = cells.astype(np.int64)
+    weights = unet_weight_map(instances, w0=10.0, sigma=5.0, class_weights=class_balance_weights(classes))
+    return TrainingTarget(classes, weights), instances
+
+
+def load_split(data: Path, dataset: str, split: str, kind: str | None, scheme: str, *,
+               limit: int | None = None) -> list[TrainingSample]:
+    """Annotated samples of one split of a shared dataset (complete frames only)."""
+    folder = data / dataset / split
     kinds = {}
-    meta = DATA / dataset / "images.csv"
+    meta = data / dataset / "images.csv"
     if kind is not None and meta.exists():
         with meta.open() as fh:
             kinds = {row["file"]: row.get("kind") for row in csv.DictReader(fh)}
+    complete = fully_annotated(data / dataset)
     samples = []
     for path in sorted((folder / "images").glob("*.tif")):
         if kind is not None and kinds.get(path.name, kind) != kind:
             continue
+        if not complete.get(path.name, True):
+            continue  # partly labelled frame: unlabelled cells would be taught as background
         image = tifffile.imread(path)
         labels = tifffile.imread(folder / "labels" / path.name)
         if image.ndim == 2:
             image = image[..., None]
+        name = f"{dataset}/{split}/{path.name}"
         if scheme == "instances":
-            target = targets_from_instances(labels)
-            samples.append(TrainingSample(image, target, instances=labels, name=f"{dataset}/{split}/{path.name}"))
+            samples.append(TrainingSample(image, targets_from_instances(labels), instances=labels, name=name))
         else:
-            target = targets_from_semantic(labels, n_classes=2)
-            samples.append(TrainingSample(image, target, name=f"{dataset}/{split}/{path.name}"))
+            target, cells = membrane_target(labels)
+            samples.append(TrainingSample(image, target, instances=cells, name=name))
         if limit and len(samples) >= limit:
             break
     return samples
@@ -94,11 +137,13 @@ def load_split(dataset: str, split: str, kind: str | None, scheme: str, *, limit
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("config", choices=sorted(CONFIGS))
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding the shared datasets")
     parser.add_argument("--minutes", type=float, default=20.0, help="training time budget")
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=2015)
-    parser.add_argument("--val-limit", type=int, default=12, help="val images used to pick the best checkpoint")
+    parser.add_argument("--loader-threads", type=int, default=None, help="override the config's patch threads")
+    parser.add_argument("--val-limit", type=int, default=16, help="val images used to pick the best checkpoint")
     parser.add_argument("-o", "--output", type=Path, default=None)
     parser.add_argument("--learning-rate", type=float, default=None, help="override the config's learning rate")
     parser.add_argument("--from", dest="start", type=Path, default=None,
@@ -106,14 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = CONFIGS[args.config]
 
-    train = [s for ds, kind in cfg["datasets"] for s in load_split(ds, "train", kind, cfg["scheme"])]
-    val = [s for ds, kind in cfg["val_datasets"] for s in load_split(ds, "val", kind, cfg["scheme"], limit=args.val_limit)]
+    train = [s for ds, kind in cfg["datasets"] for s in load_split(args.data, ds, "train", kind, cfg["scheme"])]
+    val = [s for ds, kind in cfg["val_datasets"]
+           for s in load_split(args.data, ds, "val", kind, cfg["scheme"], limit=args.val_limit)]
     print(f"{len(train)} training images, {len(val)} validation images", flush=True)
     if args.start is not None:
         model = load_model(args.start)
     elif cfg["scheme"] == "instances":
         model = new_model(name=cfg["title"], description=cfg["description"], normalization=cfg["normalization"],
-                          channel_names=["nuclei"], **cfg["architecture"])
+                          channel_names=[cfg.get("channel", "fluorescence")], **cfg["architecture"])
     else:
         model = new_model(name=cfg["title"], description=cfg["description"], normalization=cfg["normalization"],
                           class_names=cfg["class_names"], channel_names=["EM"], **cfg["architecture"])
@@ -123,10 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     recipe = dict(cfg["settings"])
     if args.learning_rate is not None:
         recipe["learning_rate"] = args.learning_rate
+    if args.loader_threads is not None:
+        recipe["loader_threads"] = args.loader_threads
     settings = TrainingSettings(steps=args.steps, max_seconds=args.minutes * 60, seed=args.seed, device=args.device,
                                 **recipe)
     record = {"script": "scripts/train_default_models.py", "config": args.config,
-              "datasets": [d for d, _ in cfg["datasets"]], "split": "train", "checkpoint_selection": "val"}
+              "datasets": [d if k is None else f"{d} ({k} images)" for d, k in cfg["datasets"]],
+              "split": "train (fully annotated frames)", "checkpoint_selection": f"val (first {args.val_limit})",
+              "architecture": cfg["architecture"], "min_size": cfg["min_size"], "seed": args.seed}
     started = time.perf_counter()
 
     def report(p):  # type: ignore[no-untyped-def]

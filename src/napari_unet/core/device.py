@@ -76,7 +76,10 @@ def free_memory_bytes(device: torch.device, /) -> int:
     """Memory that a job may use on ``device``, in bytes (an estimate)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        # memory torch has cached but holds no tensor in is free for us too;
+        # without it the estimate (and the tile size) would shrink after every job
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(cached, 0))
     if device.type == "mps":
         try:
             return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
@@ -113,6 +116,9 @@ def auto_tile_size(config: UNetConfig, device: torch.device, /, *, budget_fracti
     cap = 1024 if device.type == "cpu" else 4096
     step = config.downsampling
     side = max(step * 4, min(cap, side))
+    if device.type != "cpu" and side >= 512:
+        # few distinct tile shapes: cuDNN tunes its algorithms once per shape
+        side = side // 256 * 256
     return side // step * step
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from .device import auto_batch_size, auto_tile_size, autocast, empty_cache, is_out_of_memory
+from .device import auto_batch_size, auto_tile_size, autocast, empty_cache, free_memory_bytes, is_out_of_memory
 from .model_file import SegmentationModel
 from .normalization import apply_normalization
 from .progress import Job, Progress
@@ -75,6 +77,9 @@ def predict_plane_job(
     """
     config = model.config
     net = model.network.to(device).eval()
+    if device.type == "cuda":
+        # tensor cores read NHWC: keep weights in the layout the tiles arrive in
+        net = net.to(memory_format=torch.channels_last)
     if stats is None:
         stats = model.description.normalization.statistics(plane)
     if tile_size is None:
@@ -124,19 +129,74 @@ def _run_grid(
     n_planes: int,
 ) -> Job[np.ndarray]:
     height, width = plane.shape[:2]
-    out = np.zeros((n_classes, height, width), dtype=np.float32)
     tiles = grid.tiles
     n_tiles = len(tiles)
-    for first in range(0, n_tiles, batch):
-        chunk = tiles[first : first + batch]
-        inputs = np.stack([apply_normalization(read_mirrored(plane, t.read), stats) for t in chunk])
-        x = torch.from_numpy(inputs).permute(0, 3, 1, 2).to(device, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast(device, enabled=amp):
-            logits = net(x)
-        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        for tile, p in zip(chunk, probs):
-            out[(slice(None), *tile.write)] = p[(slice(None), *tile.keep)]
-        yield Progress("tiles", done=min(first + batch, n_tiles), total=n_tiles, plane=plane_index,
-                       n_planes=n_planes, message=f"tile {min(first + batch, n_tiles)}/{n_tiles}")
+    # on an accelerator the tiles are normalised and stitched there and the
+    # probabilities cross to the host once, when the output fits beside the
+    # network's activations; on the CPU everything stays in numpy
+    out_bytes = 4 * n_classes * height * width
+    stitch_on_device = device.type != "cpu" and out_bytes <= _DEVICE_OUTPUT_FRACTION * free_memory_bytes(device)
+    if stitch_on_device:
+        out_dev = torch.empty((n_classes, height, width), dtype=torch.float32, device=device)
+        offset = torch.as_tensor(stats[:, 0], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        scale = torch.as_tensor(stats[:, 1], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    else:
+        out = np.zeros((n_classes, height, width), dtype=np.float32)
+    with _cudnn_autotune(device):
+        for first in range(0, n_tiles, batch):
+            chunk = tiles[first : first + batch]
+            if stitch_on_device:
+                raw = np.stack([_transferable(read_mirrored(plane, t.read)) for t in chunk])
+                x = torch.from_numpy(raw).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+                x = torch.nan_to_num((x - offset) / scale, nan=0.0, posinf=0.0, neginf=0.0)
+            else:
+                inputs = np.stack([apply_normalization(read_mirrored(plane, t.read), stats) for t in chunk])
+                x = torch.from_numpy(inputs).permute(0, 3, 1, 2).to(device)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), autocast(device, enabled=amp):
+                logits = net(x)
+            with torch.inference_mode():
+                probs = torch.softmax(logits.float(), dim=1)
+                if stitch_on_device:
+                    for tile, p in zip(chunk, probs):
+                        out_dev[(slice(None), *tile.write)] = p[(slice(None), *tile.keep)]
+                else:
+                    for tile, p in zip(chunk, probs.cpu().numpy()):
+                        out[(slice(None), *tile.write)] = p[(slice(None), *tile.keep)]
+            yield Progress("tiles", done=min(first + batch, n_tiles), total=n_tiles, plane=plane_index,
+                           n_planes=n_planes, message=f"tile {min(first + batch, n_tiles)}/{n_tiles}")
+    if stitch_on_device:
+        out = np.empty((n_classes, height, width), dtype=np.float32)
+        torch.from_numpy(out).copy_(out_dev)
     return out
+
+
+#: Largest share of free accelerator memory the stitched output may take.
+_DEVICE_OUTPUT_FRACTION = 0.2
+
+
+def _transferable(tile: np.ndarray) -> np.ndarray:
+    """A tile in a dtype torch can take, as small as possible for the copy to the device."""
+    if tile.dtype in (np.uint8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64):
+        return np.ascontiguousarray(tile)
+    if tile.dtype == np.bool_:
+        return tile.astype(np.uint8)
+    if tile.dtype in (np.int8,):
+        return tile.astype(np.int16)
+    if tile.dtype == np.uint16:
+        return tile.astype(np.int32)
+    return tile.astype(np.float32)
+
+
+@contextlib.contextmanager
+def _cudnn_autotune(device: torch.device) -> Iterator[None]:
+    """Let cuDNN pick its fastest convolution algorithms for the (repeated) tile shape."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -88,6 +88,16 @@ def _axis_valid(extent: int, config: UNetConfig, want_input: int) -> tuple[list[
     assert out is not None
     stride = out if size == whole else (out // step) * step
     stride = max(stride, 1)
+    if size < whole and stride >= step:
+        # as many tiles as the largest size needs, but each only as large as
+        # an even share of the axis: less computed twice
+        share = -(-extent // -(-extent // stride))
+        balanced = _smallest_valid_input(config, -(-share // step) * step)
+        if balanced < size:
+            size = balanced
+            out = output_size(config, size)
+            assert out is not None
+            stride = (out // step) * step
     tiles = []
     start = 0
     while start < extent:
@@ -122,6 +132,12 @@ def _axis_same(extent: int, config: UNetConfig, want_input: int, margin: int) ->
     smallest = 2 * margin + max(step, 2 * margin)
     size = min(max(step * (want_input // step), smallest), whole)
     stride = size - 2 * margin
+    if size < whole:
+        # as many tiles as this size needs, each only as large as an even
+        # share of the axis (on the pooling grid): less computed twice
+        share = -(-extent // -(-extent // stride))
+        stride = max(-(-share // step) * step, smallest - 2 * margin)
+        size = stride + 2 * margin
     tiles = []
     start = 0
     while start < extent:

@@ -14,13 +14,20 @@ pytestmark = [
 ]
 
 
+@pytest.fixture
+def exact_float32(monkeypatch):
+    """Plain float32 convolutions: CUDA's default TF32 rounds to ~1e-3."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
 def _model(padding: str):
     torch.manual_seed(0)
     return new_model(depth=3, base_features=8, padding=padding, norm="batch")
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
-def test_cuda_mixed_precision_matches_the_cpu(padding):
+def test_cuda_mixed_precision_matches_the_cpu(padding, exact_float32):
     model = _model(padding)
     image = np.random.default_rng(0).random((300, 257)).astype(np.float32)
     cpu = segment(image, model, output="probabilities", device="cpu").probabilities
@@ -31,7 +38,7 @@ def test_cuda_mixed_precision_matches_the_cpu(padding):
     assert np.abs(fp32 - cpu).max() < 1e-3
 
 
-def test_cuda_out_of_memory_retries_with_smaller_tiles(monkeypatch):
+def test_cuda_out_of_memory_retries_with_smaller_tiles(monkeypatch, exact_float32):
     model = _model("valid")
     image = np.random.default_rng(1).random((400, 400)).astype(np.float32)
     expected = segment(image, model, output="probabilities", device="cuda", amp=False).probabilities
@@ -48,3 +55,39 @@ def test_cuda_out_of_memory_retries_with_smaller_tiles(monkeypatch):
                      on_progress=reports.append)
     assert any(r.stage == "notice" for r in reports)
     assert np.abs(result.probabilities - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int8, np.float64, bool])
+def test_cuda_normalises_every_dtype_like_the_cpu(dtype, exact_float32):
+    model = _model("same")
+    rng = np.random.default_rng(2)
+    if dtype is bool:
+        image = rng.random((130, 170)) > 0.5
+    elif np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        image = rng.integers(info.min, info.max, (130, 170), endpoint=True).astype(dtype)
+    else:
+        image = rng.normal(0, 1e3, (130, 170)).astype(dtype)
+    cpu = segment(image, model, output="probabilities", device="cpu").probabilities
+    gpu = segment(image, model, output="probabilities", device="cuda", amp=False).probabilities
+    assert np.abs(gpu - cpu).max() < 1e-4
+
+
+def test_cuda_non_finite_pixels_do_not_spread(exact_float32):
+    model = _model("same")
+    image = np.random.default_rng(3).random((96, 96)).astype(np.float32)
+    image[10:20, 10:20] = np.nan
+    image[50, 50] = np.inf
+    cpu = segment(image, model, output="probabilities", device="cpu").probabilities
+    gpu = segment(image, model, output="probabilities", device="cuda", amp=False).probabilities
+    assert np.isfinite(gpu).all()
+    assert np.abs(gpu - cpu).max() < 1e-4
+
+
+@pytest.mark.parametrize("tile", [64, 160])
+def test_cuda_stitched_tiles_match_one_pass(tile, exact_float32):
+    model = _model("same")
+    image = np.random.default_rng(4).random((517, 389)).astype(np.float32)
+    whole = segment(image, model, output="probabilities", device="cuda", amp=False, tile_size=1024).probabilities
+    tiled = segment(image, model, output="probabilities", device="cuda", amp=False, tile_size=tile).probabilities
+    assert np.abs(tiled - whole).max() < 1e-4

@@ -219,3 +219,31 @@ def test_smallest_label_dtype_edges(max_label, dtype):
 def test_smallest_label_dtype_refuses_more_than_64_bits():
     with pytest.raises(ValueError, match="does not fit"):
         smallest_label_dtype(2**64)
+
+
+def _two_cells_with_a_faint_membrane() -> np.ndarray:
+    """Membrane (0) / cell (1) probabilities: two cells whose shared membrane is faint in the middle."""
+    cell = np.full((20, 30), 0.95)
+    cell[:, 14:16] = 0.05  # the membrane between them
+    cell[8:12, 14:16] = 0.6  # a gap the network is unsure about
+    cell[0, :] = cell[-1, :] = cell[:, 0] = cell[:, -1] = 0.05
+    return np.stack([1 - cell, cell])
+
+
+def test_seed_threshold_keeps_a_faint_membrane_from_merging_two_cells():
+    probabilities = _two_cells_with_a_faint_membrane()
+    merged = instances_from_probabilities(probabilities, InstanceRule("components", [1]))
+    assert merged.max() == 1
+    rule = InstanceRule("seeded_watershed", [1], [1], seed_threshold=0.9)
+    separated = instances_from_probabilities(probabilities, rule)
+    assert separated.max() == 2
+    assert separated[10, 5] != separated[10, 25]
+    assert (separated[probabilities[1] < 0.5] == 0).all()  # membranes stay 0
+
+
+def test_seed_threshold_round_trips_and_is_left_out_when_unset():
+    rule = InstanceRule("seeded_watershed", [1], [1], seed_threshold=0.9)
+    assert InstanceRule.from_dict(rule.to_dict()) == rule
+    assert "seed_threshold" not in InstanceRule("seeded_watershed", [1, 2], [1]).to_dict()
+    with pytest.raises(ValueError, match="seed_threshold"):
+        InstanceRule("seeded_watershed", [1], [1], seed_threshold=1.5)

@@ -22,3 +22,13 @@ def nuclei_sample_with_labels() -> list[tuple[Any, dict[str, Any], str]]:
     """The nuclei image with its ground-truth instance labels, to try Fine-tune."""
     labels = tifffile.imread(_FOLDER / "nuclei_labels.tif")
     return [*nuclei_sample(), (labels, {"name": "nuclei ground truth", "metadata": {"source": _CREDIT}}, "labels")]
+
+
+def crowded_nuclei_sample() -> list[tuple[Any, dict[str, Any], str]]:
+    """A crowded field of 260 small nuclei (520 x 696, uint8) with its ground-truth labels."""
+    image = tifffile.imread(_FOLDER / "nuclei_crowded.tif")
+    labels = tifffile.imread(_FOLDER / "nuclei_crowded_labels.tif")
+    return [
+        (image, {"name": "crowded nuclei", "metadata": {"source": _CREDIT}}, "image"),
+        (labels, {"name": "crowded nuclei ground truth", "metadata": {"source": _CREDIT}}, "labels"),
+    ]

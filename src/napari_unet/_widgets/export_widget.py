@@ -10,6 +10,7 @@ stops between files) and errors never leave a partial file.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,7 @@ class ExportWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.worker: GeneratorWorker | None = None
         self._running = False
+        self._cancelled = False
         self._written = 0
         self._build()
         events = self.viewer.layers.events
@@ -112,6 +114,8 @@ class ExportWidget(QWidget):
         events.removed.connect(self._on_layer_removed)
         for layer in self.viewer.layers:
             layer.events.name.connect(self._refresh_layers)
+        self.session.results.changed.connect(self._refresh_layers)
+        self.destroyed.connect(partial(_disconnect, self.session.results.changed, self._refresh_layers))
         self._refresh_layers()
 
     # ------------------------------------------------------------------ layout
@@ -325,6 +329,7 @@ class ExportWidget(QWidget):
         worker = _export_worker(items, overwrite)
         pbar = progress(total=len(items), desc="Exporting TIFF files")
         self._written = 0
+        self._cancelled = False
         worker.yielded.connect(lambda report: self._on_progress(pbar, report))
         worker.returned.connect(lambda result: self._on_returned(folder, result))
         worker.aborted.connect(self._on_aborted)
@@ -340,6 +345,7 @@ class ExportWidget(QWidget):
         """Stop after the file being written (it is completed; the rest are not started)."""
         if self.worker is not None and self._running:
             self.worker.quit()
+            self._cancelled = True
             self.cancel_button.setEnabled(False)
             self.status_label.setText("Cancelling...")
 
@@ -349,10 +355,11 @@ class ExportWidget(QWidget):
         return None
 
     def _on_progress(self, pbar: progress, report: Progress) -> None:
-        self._written = report.done
+        self._written = max(self._written, report.done)
         if report.done > pbar.n:
             pbar.update(report.done - pbar.n)
-        self.status_label.setText(f"Exporting: {report.message}")
+        if not self._cancelled:
+            self.status_label.setText(f"Exporting: {report.message}")
 
     def _on_returned(self, folder: Path, result: list[ExportedFile] | _ExportFailed) -> None:
         if isinstance(result, _ExportFailed):
@@ -368,13 +375,19 @@ class ExportWidget(QWidget):
         self.status_label.setText(message)
 
     def _on_aborted(self) -> None:
-        self.status_label.setText(
-            f"Cancelled: {self._written} file(s) were written completely; the others were not started.")
+        self._cancelled = True
 
     def _on_finished(self, pbar: progress) -> None:
         pbar.close()
         self._running = False
+        if self._cancelled:
+            self.status_label.setText(
+                f"Cancelled: {self._written} file(s) were written completely; the others were not started.")
         self._update_state()
+
+
+def _disconnect(signal: Any, slot: Any, *_: Any) -> None:
+    signal.disconnect(slot)
 
 
 def _level0(data: Any) -> Any:

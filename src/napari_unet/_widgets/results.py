@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from psygnal import Signal
 
 from napari_unet.core import SegmentationResult
 from napari_unet.core.instances import smallest_label_dtype
@@ -92,8 +93,11 @@ class ResultLayers:
     """The result layers of every image layer of one viewer.
 
     Holds only weak references: a deleted layer is forgotten, and nothing here
-    keeps a viewer or a layer alive.
+    keeps a viewer or a layer alive. :attr:`changed` is emitted after every
+    :meth:`bind`, so other widgets (Export) can refresh what they offer.
     """
+
+    changed = Signal()
 
     def __init__(self) -> None:
         self._bindings: dict[tuple[int, str], tuple[weakref.ref, list[weakref.ref]]] = {}
@@ -134,6 +138,7 @@ class ResultLayers:
             weakref.ref(unwrap_proxy(source)),
             [weakref.ref(unwrap_proxy(layer)) for layer in layers],
         )
+        self.changed.emit()
 
     def _forget_dead(self) -> None:
         dead = [key for key, (source, _) in self._bindings.items() if source() is None]

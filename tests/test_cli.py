@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,12 +42,18 @@ def test_segment_folder_keeps_names_and_skips_done(tmp_path, images, tiny_model_
     out = tmp_path / "out"
     args = ["segment", str(images), "--model", str(tiny_model_file), "-o", str(out), "--device", "cpu", "--quiet"]
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "napari-unet-summary.csv"]
     before = (out / "a.tif").read_bytes()
     capsys.readouterr()
     assert main(args) == 0
     assert "0 segmented, 2 skipped" in capsys.readouterr().out
     assert (out / "a.tif").read_bytes() == before
+    # the summary describes the latest run: both files skipped, with the reason
+    with (out / "napari-unet-summary.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["file"], r["status"]) for r in rows] == [(str(images / "a.tif"), "skipped"),
+                                                         (str(images / "b.tif"), "skipped")]
+    assert all("exists" in r["message"] for r in rows)
 
 
 def test_unreadable_file_is_reported_and_the_rest_done(tmp_path, images, tiny_model_file, capsys):
@@ -51,10 +61,53 @@ def test_unreadable_file_is_reported_and_the_rest_done(tmp_path, images, tiny_mo
     out = tmp_path / "out"
     code = main(["segment", str(images), "--model", str(tiny_model_file), "-o", str(out), "--device", "cpu", "--quiet"])
     assert code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "napari-unet-summary.csv"]
     captured = capsys.readouterr()
     assert "2 segmented, 0 skipped, 1 failed" in captured.out
     assert "broken.tif" in captured.err
+
+
+def test_default_summary_csv_has_one_row_per_input_with_status(tmp_path, images, tiny_model_file):
+    (images / "broken.tif").write_bytes(b"this is not a tiff")
+    out = tmp_path / "out"
+    assert main(["segment", str(images), "-m", str(tiny_model_file), "-o", str(out), "--device", "cpu",
+                 "--quiet"]) == 1
+    with (out / "napari-unet-summary.csv").open() as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["file", "output", "status", "objects", "seconds", "message"]
+        rows = {Path(r["file"]).name: r for r in reader}
+    assert sorted(rows) == ["a.tif", "b.tif", "broken.tif"]
+    assert rows["broken.tif"]["status"] == "failed" and "not a TIFF" in rows["broken.tif"]["message"]
+    assert rows["broken.tif"]["objects"] == ""
+    for name in ("a.tif", "b.tif"):
+        row = rows[name]
+        assert row["status"] == "ok" and row["message"] == ""
+        assert row["output"] == str(out / name)
+        assert int(row["objects"]) == len(np.unique(tifffile.imread(out / name))) - 1
+        assert float(row["seconds"]) >= 0
+
+
+def test_summary_json_for_one_file_and_none_by_default(tmp_path, images, tiny_model_file):
+    out = tmp_path / "one.tif"
+    base = ["segment", str(images / "a.tif"), "-m", str(tiny_model_file), "-o", str(out), "--device", "cpu",
+            "--quiet"]
+    assert main(base) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".csv", ".json")) == []
+    summary = tmp_path / "report" / "summary.json"
+    summary.parent.mkdir()
+    assert main([*base, "--summary", str(summary)]) == 0  # the output exists now: skipped
+    rows = json.loads(summary.read_text())
+    assert rows == [{"file": str(images / "a.tif"), "output": str(out), "status": "skipped", "objects": None,
+                     "seconds": 0.0, "message": f"{out} exists (overwrite to redo it)"}]
+
+
+def test_summary_with_another_suffix_is_refused_before_segmenting(tmp_path, images, tiny_model_file, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", str(images), "-m", str(tiny_model_file), "-o", str(out), "--summary",
+                 str(tmp_path / "s.txt"), "--quiet"])
+    assert code == 2
+    assert ".csv or .json" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_classes_and_probabilities_outputs(tmp_path, images, tiny_model_file):

@@ -1,6 +1,7 @@
 """Command line: the same core jobs as the napari widgets, for scripts and clusters.
 
-``napari-unet segment INPUT... --model M -o OUT`` segments TIFF files;
+``napari-unet segment INPUT... --model M -o OUT [--summary S]`` segments TIFF files (the
+engine is :func:`napari_unet.core.batch.segment_files`, which notebooks can call);
 ``napari-unet train IMAGES... --labels LABELS... [--from M] -o MODEL`` fine-tunes;
 ``napari-unet models`` lists the shipped models.
 """
@@ -8,60 +9,17 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-TIFF_SUFFIXES = (".tif", ".tiff")
+from napari_unet.core.batch import TIFF_SUFFIXES, InputError, expand_inputs, output_paths
 
+__all__ = ["InputError", "expand_inputs", "main", "output_paths"]
 
-class InputError(ValueError):
-    """Command-line inputs that cannot be used."""
-
-
-def expand_inputs(inputs: Sequence[str], /) -> list[Path]:
-    """Turn files, folders and glob patterns into a sorted list of TIFF files.
-
-    Paths are data: patterns are expanded with :mod:`glob`, never by a shell.
-    """
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and p.is_file()))
-        elif path.is_file():
-            files.append(path)
-        elif glob.has_magic(item):
-            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-            files.extend(p for p in matches if p.is_file())
-        else:
-            raise InputError(f"no such file or folder: {item}")
-    unique = list(dict.fromkeys(files))
-    if not unique:
-        raise InputError("no TIFF images found in the inputs given")
-    return unique
-
-
-def output_paths(inputs: Sequence[Path], output: str, /) -> list[Path]:
-    """Where each input's result goes.
-
-    With one input, ``output`` may name a file (ending in .tif/.tiff) or a
-    folder; with several, it is a folder and each result keeps its input's
-    file name.
-    """
-    out = Path(output).expanduser()
-    if len(inputs) == 1 and out.suffix.lower() in TIFF_SUFFIXES:
-        return [out]
-    if out.suffix.lower() in TIFF_SUFFIXES:
-        raise InputError(f"{len(inputs)} inputs need an output folder, not the file name {output}")
-    names = [p.name for p in inputs]
-    clashes = {n for n in names if names.count(n) > 1}
-    if clashes:
-        raise InputError(f"several inputs are named {sorted(clashes)[0]}; segment them into separate folders")
-    return [out / (p.stem + ".tif") for p in inputs]
+#: Summary file written into the output folder when --summary is not given.
+DEFAULT_SUMMARY = "napari-unet-summary.csv"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -80,6 +38,9 @@ def _build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch-size", type=int, default=None, help="tiles per network call (default: from free memory)")
     seg.add_argument("--channel-axis", type=int, default=None, help="axis holding channels in multichannel images")
     seg.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: skip them)")
+    seg.add_argument("--summary", default=None, metavar="PATH",
+                     help="write file, objects, seconds and status (ok/skipped/failed) of every input to this "
+                          f".csv or .json file (default with an output folder: OUTPUT/{DEFAULT_SUMMARY})")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("models", help="list the shipped models")
@@ -218,11 +179,10 @@ def _cmd_models() -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_unet.core import ModelFileError, load_named_model, segment_job
+    from napari_unet.core import ModelFileError, load_named_model
     from napari_unet.core.atomic import OutputError
-    from napari_unet.core.layout import ImageLayoutError
+    from napari_unet.core.batch import segment_files_job, write_summary
     from napari_unet.core.progress import run_job
-    from napari_unet.core.tiff_io import ImageReadError, read_image, write_labels, write_probabilities
 
     try:
         files = expand_inputs(args.inputs)
@@ -230,63 +190,68 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    folder = targets[0].parent
-    if not folder.exists():
-        if len(files) > 1 or Path(args.output).suffix.lower() not in TIFF_SUFFIXES:
-            folder.mkdir(parents=True, exist_ok=True)
-        else:
-            print(f"error: the output folder {folder} does not exist", file=sys.stderr)
-            return 2
+    to_file = len(files) == 1 and Path(args.output).suffix.lower() in TIFF_SUFFIXES
+    if to_file and not targets[0].parent.exists():
+        print(f"error: the output folder {targets[0].parent} does not exist", file=sys.stderr)
+        return 2
+    summary = Path(args.summary).expanduser() if args.summary else None
+    if summary is None and not to_file:
+        summary = Path(args.output).expanduser() / DEFAULT_SUMMARY
+    if summary is not None and summary.suffix.lower() not in (".csv", ".json"):
+        print(f"error: --summary must end in .csv or .json, got {summary.name}", file=sys.stderr)
+        return 2
     try:
         model = load_named_model(args.model)
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    failures: list[tuple[Path, str]] = []
-    done = skipped = 0
-    for source, target in zip(files, targets):
-        if target.exists() and not args.overwrite:
-            print(f"skipped {source.name}: {target} exists (use --overwrite to redo it)")
-            skipped += 1
-            continue
-        started = time.perf_counter()
-        try:
-            image, info = read_image(source)
-            channel_axis = args.channel_axis
-            if channel_axis is None and not info.rgb and "C" in info.axes:
-                channel_axis = info.axes.index("C")
-            job = segment_job(image, model, output=args.kind, device=args.device, tile_size=args.tile_size,
-                              batch_size=args.batch_size, channel_axis=channel_axis, rgb=info.rgb)
-            with tqdm(total=100, desc=source.name, unit="%", disable=args.quiet, leave=False) as bar:
-                def update(report, bar=bar):  # type: ignore[no-untyped-def]
-                    bar.n = round(100 * report.fraction)
-                    bar.refresh()
-                    if report.stage == "notice":
-                        tqdm.write(f"{source.name}: {report.message}")
 
-                with warnings.catch_warnings():
-                    warnings.simplefilter("default")
-                    result = run_job(job, on_progress=update)
-            spatial_axes = "".join(a for a in info.axes if a not in "CS")
-            scale = info.pixel_size
-            if result.output == "probabilities":
-                write_probabilities(target, result.probabilities, axes=spatial_axes[:-2] + "CYX",
-                                    scale=scale, unit=info.unit or "um", overwrite=True)
-            else:
-                write_labels(target, result.labels, axes=spatial_axes, scale=scale, unit=info.unit or "um",
-                             overwrite=True)
-        except (ImageReadError, ImageLayoutError, OutputError, ValueError, RuntimeError, OSError) as exc:
-            failures.append((source, str(exc)))
-            print(f"failed {source.name}: {exc}", file=sys.stderr)
-            continue
-        done += 1
-        seconds = time.perf_counter() - started
-        what = f"{result.n_objects} objects" if result.output == "instances" else result.output
-        print(f"{source.name} -> {target} ({what}, {seconds:.1f} s on {result.device})")
-    print(f"{done} segmented, {skipped} skipped, {len(failures)} failed")
-    for source, reason in failures:
-        print(f"  {source}: {reason}", file=sys.stderr)
-    return 1 if failures else 0
+    bars: list[tqdm] = []
+
+    def report(progress) -> None:  # type: ignore[no-untyped-def]
+        if progress.stage == "file-start":
+            bars.append(tqdm(total=100, desc=progress.message, unit="%", disable=args.quiet, leave=False))
+        elif progress.stage == "file-done":
+            bars.pop().close()
+            _print_row(progress.data["summary"])
+        elif bars:
+            bars[-1].n = round(100 * progress.fraction)
+            bars[-1].refresh()
+            if progress.stage == "notice":
+                tqdm.write(progress.message)
+
+    job = segment_files_job(files, model=model, outputs=targets, output=args.kind, device=args.device,
+                            tile_size=args.tile_size, batch_size=args.batch_size,
+                            channel_axis=args.channel_axis, overwrite=args.overwrite)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        rows = run_job(job, on_progress=report)
+    counts = {status: sum(row.status == status for row in rows) for status in ("ok", "skipped", "failed")}
+    print(f"{counts['ok']} segmented, {counts['skipped']} skipped, {counts['failed']} failed")
+    for row in rows:
+        if row.status == "failed":
+            print(f"  {row.file}: {row.message}", file=sys.stderr)
+    if summary is not None:
+        try:
+            write_summary(rows, summary)
+        except OutputError as exc:
+            print(f"error: the summary could not be written: {exc}", file=sys.stderr)
+            return 1
+        print(f"summary: {summary}")
+    return 1 if counts["failed"] else 0
+
+
+def _print_row(row) -> None:  # type: ignore[no-untyped-def]
+    name = Path(row.file).name
+    if row.status == "skipped":
+        print(f"skipped {name}: {row.message}")
+    elif row.status == "failed":
+        print(f"failed {name}: {row.message}", file=sys.stderr)
+    else:
+        what = f"{row.objects} objects" if row.objects is not None else "written"
+        print(f"{name} -> {row.output} ({what}, {row.seconds:.1f} s)")
+        if row.message:
+            print(f"warning: {row.message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

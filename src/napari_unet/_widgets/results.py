@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from psygnal import Signal
 
 from napari_unet.core import SegmentationResult
 from napari_unet.core.instances import smallest_label_dtype
@@ -25,6 +26,11 @@ from .proxies import unwrap_proxy
 
 #: Colormaps of the per-class probability layers after the background class.
 _CLASS_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
+#: Key of the ``layer.metadata`` entry that marks a napari-unet result layer.
+#: Its value is a dict: ``output`` ("instances", "classes" or "probabilities"),
+#: ``source`` (the image layer's name when segmented), ``class_names`` and,
+#: for probability layers, ``class_index``.
+RESULT_KEY = "napari_unet"
 
 
 def labels_name(image_name: str) -> str:
@@ -87,8 +93,11 @@ class ResultLayers:
     """The result layers of every image layer of one viewer.
 
     Holds only weak references: a deleted layer is forgotten, and nothing here
-    keeps a viewer or a layer alive.
+    keeps a viewer or a layer alive. :attr:`changed` is emitted after every
+    :meth:`bind`, so other widgets (Export) can refresh what they offer.
     """
+
+    changed = Signal()
 
     def __init__(self) -> None:
         self._bindings: dict[tuple[int, str], tuple[weakref.ref, list[weakref.ref]]] = {}
@@ -107,6 +116,21 @@ class ResultLayers:
         found = [in_viewer.get(id(ref())) for ref in binding[1] if ref() is not None]
         return [layer for layer in found if layer is not None]
 
+    def source_of(self, viewer: Any, layer: Any) -> Any | None:
+        """The image layer (as ``viewer.layers`` gives it) whose result ``layer`` is, or None."""
+        self._forget_dead()
+        wanted = unwrap_proxy(layer)
+        for source_ref, layer_refs in self._bindings.values():
+            if any(ref() is wanted for ref in layer_refs):
+                source = source_ref()
+                return next((s for s in viewer.layers if unwrap_proxy(s) is source), None)
+        return None
+
+    def sources(self, viewer: Any) -> list[Any]:
+        """Image layers of ``viewer`` that have result layers in it, in layer-list order."""
+        return [layer for layer in viewer.layers
+                if self.find(viewer, layer, "labels") or self.find(viewer, layer, "probabilities")]
+
     def bind(self, source: Any, kind: str, layers: Sequence[Any]) -> None:
         """Remember ``layers`` as the ``kind`` results of ``source``."""
         self._forget_dead()
@@ -114,6 +138,7 @@ class ResultLayers:
             weakref.ref(unwrap_proxy(source)),
             [weakref.ref(unwrap_proxy(layer)) for layer in layers],
         )
+        self.changed.emit()
 
     def _forget_dead(self) -> None:
         dead = [key for key, (source, _) in self._bindings.items() if source() is None]
@@ -126,9 +151,11 @@ class ResultLayers:
             assert result.probabilities is not None
             return self._show_probabilities(viewer, target, result.probabilities, result.class_names)
         assert result.labels is not None
-        return [self._show_labels(viewer, target, result.labels, instances=result.output == "instances")]
+        return [self._show_labels(viewer, target, result.labels, result.class_names,
+                                  instances=result.output == "instances")]
 
-    def _show_labels(self, viewer: Any, target: Target, labels: np.ndarray, *, instances: bool) -> Any:
+    def _show_labels(self, viewer: Any, target: Target, labels: np.ndarray, class_names: Sequence[str], *,
+                     instances: bool) -> Any:
         existing = self.find(viewer, target.source, "labels")
         layer = existing[0] if existing else None
         if target.plane is not None:
@@ -142,6 +169,11 @@ class ResultLayers:
                 viewer.layers.remove(layer)
             layer = viewer.add_labels(labels, name=labels_name(target.source.name),
                                       scale=target.scale, translate=target.translate)
+        unwrap_proxy(layer).metadata[RESULT_KEY] = {
+            "output": "instances" if instances else "classes",
+            "source": target.source.name,
+            "class_names": list(class_names),
+        }
         self.bind(target.source, "labels", [layer])
         return layer
 
@@ -172,6 +204,13 @@ class ResultLayers:
                     colormap="gray" if c == 0 else _CLASS_COLORMAPS[(c - 1) % len(_CLASS_COLORMAPS)],
                     blending="additive", visible=c != 0,
                 ))
+        for c, layer in enumerate(layers):
+            unwrap_proxy(layer).metadata[RESULT_KEY] = {
+                "output": "probabilities",
+                "source": target.source.name,
+                "class_names": list(class_names),
+                "class_index": c,
+            }
         self.bind(target.source, "probabilities", layers)
         return layers
 

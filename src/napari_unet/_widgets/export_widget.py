@@ -1,0 +1,405 @@
+"""The Export widget: result layers out as TIFF files that Fiji opens.
+
+Thin: it turns layers into a list of :class:`~napari_unet.core.export.ExportItem`
+(on the GUI thread, copying the data), refuses to replace existing files
+unless told to, and runs :func:`~napari_unet.core.export.export_job` in a
+napari ``thread_worker``. Every file is written atomically, so Cancel (which
+stops between files) and errors never leave a partial file.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import napari.layers
+import numpy as np
+from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_unet._writer import DEFAULT_UNIT, label_axes, spatial_calibration
+from napari_unet.core import Progress
+from napari_unet.core.export import ExportedFile, ExportItem, class_mask, existing_outputs, export_job, file_stem
+
+from .proxies import unwrap_proxy
+from .results import RESULT_KEY
+from .session import session_for
+
+log = logging.getLogger(__name__)
+
+#: Item data of the "All result layers" entry of the layer chooser.
+ALL_RESULTS = "\x00all-results"
+#: File name suffix of each kind of file.
+_SUFFIXES = {"instances": "_labels.tif", "classes": "_classes.tif", "probabilities": "_probabilities.tif"}
+
+
+@dataclass
+class _Entry:
+    """What can be exported for one image (or one plain Labels layer)."""
+
+    stem: str
+    labels: Any = None
+    output: str | None = None  # "instances", "classes", or None: not made by napari-unet
+    probabilities: list[Any] = field(default_factory=list)
+
+    def has(self, what: str) -> bool:
+        if what == "instances":
+            return self.labels is not None and self.output in ("instances", None)
+        if what == "classes":
+            return (self.labels is not None and self.output == "classes") or len(self.probabilities) >= 2
+        return bool(self.probabilities)
+
+
+@dataclass
+class _ExportFailed:
+    """What the worker returns when a file could not be written."""
+
+    message: str
+
+
+@thread_worker
+def _export_worker(items: list[ExportItem], overwrite: bool) -> Generator[Progress, None, Any]:
+    """Run :func:`export_job` in a worker thread, turning write errors into a message."""
+    try:
+        return (yield from export_job(items, overwrite=overwrite))
+    except (OSError, ValueError, TypeError) as exc:
+        log.info("export failed", exc_info=True)
+        return _ExportFailed(str(exc))
+
+
+class ExportWidget(QWidget):
+    """Export labels, class masks and probabilities as ImageJ TIFF files.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (napari passes it, possibly as a proxy).
+
+    Attributes
+    ----------
+    worker : napari.qt.threading.GeneratorWorker or None
+        The worker of the last export started (still set after it finished).
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.worker: GeneratorWorker | None = None
+        self._running = False
+        self._cancelled = False
+        self._written = 0
+        self._build()
+        events = self.viewer.layers.events
+        events.inserted.connect(self._on_layer_inserted)
+        events.removed.connect(self._on_layer_removed)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_layers)
+        self.session.results.changed.connect(self._refresh_layers)
+        self.destroyed.connect(partial(_disconnect, self.session.results.changed, self._refresh_layers))
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.layer_combo = QComboBox()
+        self.layer_combo.setToolTip("One Labels layer, or every result layer that Segment made.")
+        self.instances_radio = QRadioButton("Objects (instance labels)")
+        self.classes_radio = QRadioButton("Classes (class mask)")
+        self.instances_radio.setChecked(True)
+        self._what_group = QButtonGroup(self)
+        self._what_group.addButton(self.instances_radio)
+        self._what_group.addButton(self.classes_radio)
+        what = QVBoxLayout()
+        what.setContentsMargins(0, 0, 0, 0)
+        what.addWidget(self.instances_radio)
+        what.addWidget(self.classes_radio)
+        self.probabilities_check = QCheckBox("Probabilities (float32, classes as channels)")
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("choose a folder")
+        self.folder_edit.setToolTip("The folder the files are written to.")
+        self.browse_button = QPushButton("Browse...")
+        folder = QHBoxLayout()
+        folder.setContentsMargins(0, 0, 0, 0)
+        folder.addWidget(self.folder_edit, stretch=1)
+        folder.addWidget(self.browse_button)
+        self.overwrite_check = QCheckBox("Overwrite existing files")
+        self.overwrite_check.setToolTip("Off: an export that would replace a file is refused, naming the files.")
+        self.files_label = QLabel()
+        self.files_label.setWordWrap(True)
+        self.files_label.setToolTip("The files an export writes.")
+        self.export_button = QPushButton("Export")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the file being written; no partial file is left.")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.export_button, stretch=2)
+        buttons.addWidget(self.cancel_button, stretch=1)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Layers", self.layer_combo)
+        form.addRow("Labels", what)
+        form.addRow("", self.probabilities_check)
+        form.addRow("Folder", folder)
+        form.addRow("", self.overwrite_check)
+        form.addRow("Files", self.files_label)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status_label)
+        layout.addStretch()
+
+        self.layer_combo.currentIndexChanged.connect(self._update_state)
+        self._what_group.buttonToggled.connect(self._update_state)
+        self.probabilities_check.toggled.connect(self._update_state)
+        self.folder_edit.textChanged.connect(self._update_state)
+        self.browse_button.clicked.connect(self._browse)
+        self.export_button.clicked.connect(self.export)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder_edit.text())
+        if folder:
+            self.folder_edit.setText(folder)
+
+    # ------------------------------------------------------------------ layers
+    def _on_layer_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        event.value.events.name.disconnect(self._refresh_layers)
+        self._refresh_layers()
+
+    def _refresh_layers(self, *_: Any) -> None:
+        """List "All result layers" and every Labels layer, keeping the choice if it is still there."""
+        chosen = self.layer_combo.currentData()
+        chosen = chosen if chosen == ALL_RESULTS else unwrap_proxy(chosen)
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItem("All result layers", ALL_RESULTS)
+        for layer in self.viewer.layers:
+            if isinstance(layer, napari.layers.Labels):
+                self.layer_combo.addItem(layer.name, layer)
+                if unwrap_proxy(layer) is chosen:
+                    self.layer_combo.setCurrentIndex(self.layer_combo.count() - 1)
+        self.layer_combo.blockSignals(False)
+        self._update_state()
+
+    def choose_layer(self, layer: Any) -> None:
+        """Export only ``layer`` (a Labels layer of the viewer)."""
+        for row in range(1, self.layer_combo.count()):
+            if unwrap_proxy(self.layer_combo.itemData(row)) is unwrap_proxy(layer):
+                self.layer_combo.setCurrentIndex(row)
+                return
+        raise ValueError(f"{layer!r} is not a Labels layer of this viewer")
+
+    def _entries(self) -> list[_Entry]:
+        chosen = self.layer_combo.currentData()
+        results = self.session.results
+        if chosen is None:
+            return []
+        if chosen == ALL_RESULTS:
+            return [self._entry_of(source) for source in results.sources(self.viewer)]
+        source = results.source_of(self.viewer, chosen)
+        if source is not None:
+            return [self._entry_of(source)]
+        mark = unwrap_proxy(chosen).metadata.get(RESULT_KEY) or {}
+        return [_Entry(file_stem(str(mark.get("source") or chosen.name)), chosen, mark.get("output"))]
+
+    def _entry_of(self, source: Any) -> _Entry:
+        labels = self.session.results.find(self.viewer, source, "labels")
+        probabilities = self.session.results.find(self.viewer, source, "probabilities")
+        output = (unwrap_proxy(labels[0]).metadata.get(RESULT_KEY) or {}).get("output") if labels else None
+        return _Entry(file_stem(source.name), labels[0] if labels else None, output or "instances", probabilities)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_running(self) -> bool:
+        """True while an export runs."""
+        return self._running
+
+    def _what(self) -> str:
+        return "instances" if self.instances_radio.isChecked() else "classes"
+
+    def _update_state(self, *_: Any) -> None:
+        entries = self._entries()
+        can = {what: any(e.has(what) for e in entries) for what in ("instances", "classes", "probabilities")}
+        self.instances_radio.setEnabled(can["instances"])
+        self.instances_radio.setToolTip(
+            "Write the Labels layer as it is: one ID per object." if can["instances"] else
+            "Not available: this layer holds classes, not objects. Segment with Output 'Objects' for them.")
+        self.classes_radio.setEnabled(can["classes"])
+        self.classes_radio.setToolTip(
+            "Write the most likely class of every pixel (0 = background)." if can["classes"] else
+            "Not available: no class mask for this layer. Segment with Output 'Classes' or 'Probabilities' "
+            "to get one.")
+        if not can[self._what()] and can["instances" if self._what() == "classes" else "classes"]:
+            (self.classes_radio if self._what() == "instances" else self.instances_radio).setChecked(True)
+            return  # the toggle calls this again
+        self.probabilities_check.setEnabled(can["probabilities"])
+        self.probabilities_check.setToolTip(
+            "Also write the class probabilities as a float32 file." if can["probabilities"] else
+            "Not available: there are no probability layers. Segment with Output 'Probabilities' first.")
+        folder = self.folder_edit.text().strip()
+        names = [item.path.name for item in self._plan(Path(folder or "."))] if entries else []
+        self.files_label.setText(", ".join(names) if names else "nothing to export")
+        if self._running:
+            reason = "An export is running; wait for it or press Cancel."
+        elif not entries:
+            reason = "There are no result layers; segment an image or choose a Labels layer."
+        elif not names:
+            reason = "Nothing of the chosen kind to export."
+        elif not folder:
+            reason = "Choose a folder first."
+        else:
+            reason = ""
+        self.export_button.setEnabled(not reason)
+        self.export_button.setToolTip(reason or f"Write {len(names)} file(s) to {folder}.")
+        self.cancel_button.setEnabled(self._running)
+
+    # ------------------------------------------------------------------ plan
+    def _plan(self, folder: Path, *, copy: bool = False) -> list[ExportItem]:
+        """The files to write for the current choices (data copied when ``copy``)."""
+        what = self._what()
+        items: list[ExportItem] = []
+        for entry in self._entries():
+            if entry.has(what):
+                if entry.labels is not None and entry.output in (what, None):
+                    data = np.array(_level0(entry.labels.data)) if copy else None
+                    items.append(_item(folder / f"{entry.stem}{_SUFFIXES[what]}", entry.labels, data, "labels"))
+                else:
+                    data = class_mask([_level0(p.data) for p in entry.probabilities]) if copy else None
+                    items.append(_item(folder / f"{entry.stem}{_SUFFIXES[what]}", entry.probabilities[0],
+                                       data, "labels"))
+            if self.probabilities_check.isChecked() and entry.has("probabilities"):
+                data = np.stack([np.array(_level0(p.data), np.float32) for p in entry.probabilities], axis=-3) \
+                    if copy else None
+                items.append(_item(folder / f"{entry.stem}{_SUFFIXES['probabilities']}", entry.probabilities[0],
+                                   data, "probabilities"))
+        return items
+
+    # ------------------------------------------------------------------ running
+    def export(self) -> GeneratorWorker | None:
+        """Start writing the files; returns the worker, or None if the export was refused.
+
+        Refused (with a message, nothing written) when the folder is missing,
+        two files would get the same name, or files exist and "Overwrite
+        existing files" is off.
+        """
+        if self._running:
+            return None
+        text = self.folder_edit.text().strip()
+        folder = Path(text).expanduser()
+        if not text or not folder.is_dir():
+            return self._refuse(f"The folder {text!r} does not exist; choose an existing folder.")
+        items = self._plan(folder, copy=True)
+        if not items:
+            return self._refuse("Nothing to export: choose a layer and what to write.")
+        names = [item.path.name for item in items]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            return self._refuse(f"Several images would be written to {', '.join(twice)}; rename their layers.")
+        overwrite = self.overwrite_check.isChecked()
+        existing = existing_outputs(items)
+        if existing and not overwrite:
+            return self._refuse(
+                f"Nothing exported: {', '.join(p.name for p in existing)} already exist in {folder}. "
+                "Tick 'Overwrite existing files' to replace them, or choose another folder.")
+        worker = _export_worker(items, overwrite)
+        pbar = progress(total=len(items), desc="Exporting TIFF files")
+        self._written = 0
+        self._cancelled = False
+        worker.yielded.connect(lambda report: self._on_progress(pbar, report))
+        worker.returned.connect(lambda result: self._on_returned(folder, result))
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(lambda: self._on_finished(pbar))
+        self.worker = worker
+        self._running = True
+        self.status_label.setText(f"Exporting {len(items)} file(s)...")
+        self._update_state()
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop after the file being written (it is completed; the rest are not started)."""
+        if self.worker is not None and self._running:
+            self.worker.quit()
+            self._cancelled = True
+            self.cancel_button.setEnabled(False)
+            self.status_label.setText("Cancelling...")
+
+    def _refuse(self, message: str) -> None:
+        show_error(message)
+        self.status_label.setText(message)
+        return None
+
+    def _on_progress(self, pbar: progress, report: Progress) -> None:
+        self._written = max(self._written, report.done)
+        if report.done > pbar.n:
+            pbar.update(report.done - pbar.n)
+        if not self._cancelled:
+            self.status_label.setText(f"Exporting: {report.message}")
+
+    def _on_returned(self, folder: Path, result: list[ExportedFile] | _ExportFailed) -> None:
+        if isinstance(result, _ExportFailed):
+            message = f"Export failed after {self._written} file(s): {result.message}"
+            show_error(message)
+            self.status_label.setText(message)
+            return
+        for exported in result:
+            if exported.warning:
+                show_warning(exported.warning)
+        message = f"Exported {len(result)} file(s) to {folder}: {', '.join(f.path.name for f in result)}"
+        show_info(message)
+        self.status_label.setText(message)
+
+    def _on_aborted(self) -> None:
+        self._cancelled = True
+
+    def _on_finished(self, pbar: progress) -> None:
+        pbar.close()
+        self._running = False
+        if self._cancelled:
+            self.status_label.setText(
+                f"Cancelled: {self._written} file(s) were written completely; the others were not started.")
+        self._update_state()
+
+
+def _disconnect(signal: Any, slot: Any, *_: Any) -> None:
+    signal.disconnect(slot)
+
+
+def _level0(data: Any) -> Any:
+    """Full-resolution data of a (possibly multiscale) layer."""
+    return data[0] if isinstance(data, (list, tuple)) else data
+
+
+def _item(path: Path, layer: Any, data: Any, kind: str) -> ExportItem:
+    """An export item with the geometry (axes, pixel size, unit) of ``layer``."""
+    axes = label_axes(layer.ndim, axis_labels=getattr(layer, "axis_labels", None), units=getattr(layer, "units", None))
+    scale, unit = spatial_calibration(tuple(layer.scale), getattr(layer, "units", None), axes)
+    if kind == "probabilities":
+        axes = axes[:-2] + "CYX"
+    return ExportItem(path=path, data=data, kind=kind, axes=axes, scale=scale,  # type: ignore[arg-type]
+                      unit=unit or DEFAULT_UNIT)

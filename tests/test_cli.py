@@ -268,3 +268,19 @@ def test_train_full_disk_keeps_the_previous_model_file(tmp_path, nuclei_crop, ti
     assert "disk is full" in capsys.readouterr().err
     assert tiny_model_file.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_cuda_without_a_gpu_falls_back_to_the_cpu_with_a_notice(tmp_path, images, tiny_model_file, capsys,
+                                                                 monkeypatch):
+    import torch
+
+    from napari_unet.core.device import DeviceWarning
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "labels.tif"
+    args = _segment_args(images / "a.tif", tiny_model_file, out)
+    args[args.index("--device") + 1] = "cuda"
+
+    with pytest.warns(DeviceWarning, match="running on the CPU"):  # printed to stderr outside pytest
+        assert main(args) == 0
+    assert tifffile.imread(out).shape == (128, 128)

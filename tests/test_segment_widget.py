@@ -491,3 +491,22 @@ def test_odd_images_give_the_core_result_without_an_error(qtbot, viewer_widget, 
     assert labels.data.shape == data.shape
     np.testing.assert_array_equal(labels.data, expected.labels)
 
+
+
+def test_a_notice_of_the_job_reaches_the_user(qtbot, viewer_widget, nuclei, monkeypatch, notices):
+    from napari_unet.core import Progress
+
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei, name="nuclei")
+    real_job = sw.segment_job
+
+    def out_of_memory_once(*args, **kwargs):
+        yield Progress("notice", message="Out of memory on cuda: retrying with 256-pixel tiles")
+        return (yield from real_job(*args, **kwargs))
+
+    monkeypatch.setattr(sw, "segment_job", out_of_memory_once)
+    run_segment(qtbot, widget)
+
+    assert notices["info"] == ["Out of memory on cuda: retrying with 256-pixel tiles"]
+    assert notices["error"] == []
+    assert layer_named(viewer, "nuclei [U-Net]").data.shape == nuclei.shape

@@ -28,3 +28,13 @@ class Gate:
         yield first
         self.release.wait(20)
         return (yield from inner)
+
+
+def close_dock_of(viewer, widget) -> None:
+    """Click the close button of the dock that holds ``widget``, as a user closes a panel."""
+    from qtpy.QtWidgets import QDockWidget
+
+    docks = [dock for dock in viewer.window._qt_window.findChildren(QDockWidget) if dock.widget() is widget]
+    assert len(docks) == 1, "the widget is not docked"
+    docks[0].title.close_button.click()
+    assert widget.parent() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import subprocess
 import sys
@@ -184,3 +185,102 @@ def test_train_reports_missing_labels(tmp_path, nuclei_crop, capsys):
                  str(tmp_path / "m.unet.safetensors"), "--quiet"])
     assert code == 2
     assert "no labels found for a.tif" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- output faults: nothing is lost
+
+
+def _segment_args(source, model, out):
+    return ["segment", str(source), "--model", str(model), "-o", str(out), "--device", "cpu", "--quiet"]
+
+
+def _no_space(file, *args, **kwargs):
+    """A tifffile.imwrite that gets some bytes out, then finds the disk full."""
+    file.write(b"II*\x00" + b"\x00" * 100)
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_missing_output_folder_is_refused_before_segmenting(tmp_path, images, tiny_model_file, capsys):
+    out = tmp_path / "missing" / "labels.tif"
+    assert main(_segment_args(images / "a.tif", tiny_model_file, out)) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.parent.exists()
+
+
+def test_full_disk_keeps_the_previous_output_and_leaves_no_partial_file(tmp_path, images, tiny_model_file,
+                                                                         capsys, monkeypatch):
+    out = tmp_path / "labels.tif"
+    assert main(_segment_args(images / "a.tif", tiny_model_file, out)) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+
+    monkeypatch.setattr(tifffile, "imwrite", _no_space)
+    code = main([*_segment_args(images / "a.tif", tiny_model_file, out), "--overwrite"])
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "disk is full" in err and "a.tif" in err
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "labels.tif", "tiny.unet.safetensors"]
+
+
+def test_unwritable_output_folder_fails_each_file_and_keeps_previous_outputs(tmp_path, images, tiny_model_file,
+                                                                              capsys, monkeypatch):
+    from napari_unet.core import atomic
+
+    out = tmp_path / "out"
+    assert main(_segment_args(images, tiny_model_file, out)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    def read_only(folder, name):  # what a read-only folder does (root ignores the mode bits)
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(atomic, "_create_temporary", read_only)
+    code = main([*_segment_args(images, tiny_model_file, out), "--overwrite"])
+
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "0 segmented, 0 skipped, 2 failed" in captured.out
+    assert captured.err.count("no permission to write") >= 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_train_full_disk_keeps_the_previous_model_file(tmp_path, nuclei_crop, tiny_model_file, capsys,
+                                                      monkeypatch):
+    from napari_unet.core import atomic
+
+    image, labels = nuclei_crop
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    (tmp_path / "lab").mkdir()
+    tifffile.imwrite(tmp_path / "lab" / "a.tif", labels)
+    before = tiny_model_file.read_bytes()
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", no_space)
+    code = main(["train", str(tmp_path / "a.tif"), "--labels", str(tmp_path / "lab"), "--from",
+                 str(tiny_model_file), "-o", str(tiny_model_file), "--overwrite", "--steps", "1",
+                 "--patch-size", "32", "--batch-size", "1", "--device", "cpu", "--quiet"])
+
+    assert code == 1
+    assert "disk is full" in capsys.readouterr().err
+    assert tiny_model_file.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_cuda_without_a_gpu_falls_back_to_the_cpu_with_a_notice(tmp_path, images, tiny_model_file, capsys,
+                                                                 monkeypatch):
+    import torch
+
+    from napari_unet.core.device import DeviceWarning
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "labels.tif"
+    args = _segment_args(images / "a.tif", tiny_model_file, out)
+    args[args.index("--device") + 1] = "cuda"
+
+    with pytest.warns(DeviceWarning, match="running on the CPU"):  # printed to stderr outside pytest
+        assert main(args) == 0
+    assert tifffile.imread(out).shape == (128, 128)

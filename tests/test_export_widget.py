@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 
 import numpy as np
@@ -17,7 +16,7 @@ import tifffile  # noqa: E402
 from napari_unet._widgets import export_widget as ew  # noqa: E402
 from napari_unet._widgets.results import RESULT_KEY, make_target  # noqa: E402
 from napari_unet._widgets.session import session_for  # noqa: E402
-from napari_unet.core import SegmentationResult  # noqa: E402
+from napari_unet.core import SegmentationResult, atomic  # noqa: E402
 from napari_unet.core.layout import infer_layout  # noqa: E402
 from napari_unet.core.tiff_io import LabelsDtypeWarning, read_imagej_metadata  # noqa: E402
 
@@ -199,7 +198,7 @@ def test_unwritable_folder_is_a_message_and_leaves_no_file(qtbot, viewer_widget,
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(atomic, "_create_temporary", refuse)
     widget.folder_edit.setText(str(folder))
     try:
         run_export(qtbot, widget)
@@ -249,3 +248,87 @@ def test_layers_save_above_65535_labels_warns_and_writes_uint32(make_napari_view
     assert back.dtype == np.uint32
     np.testing.assert_array_equal(back, labels)
     assert [p.name for p in tmp_path.iterdir()] == ["many.tiff"]
+
+
+# --------------------------------------------------------------------------- closing, full disk
+
+
+def _two_results_paused(qtbot, viewer, widget, tmp_path, monkeypatch):
+    """Two result layers, an old b_labels.tif, and an export paused while it writes the first file."""
+    for name in ("a", "b"):
+        image = viewer.add_image(np.zeros((8, 8), np.uint8), name=name)
+        add_result(viewer, image, "instances", _labels((8, 8)))
+    (tmp_path / "b_labels.tif").write_bytes(b"previous export")
+    reached, release = threading.Event(), threading.Event()
+    real_job = ew.export_job
+
+    def paused_job(items, **kwargs):
+        inner = real_job(items, **kwargs)
+        yield next(inner)
+        reached.set()
+        release.wait(20)
+        return (yield from inner)
+
+    monkeypatch.setattr(ew, "export_job", paused_job)
+    widget.folder_edit.setText(str(tmp_path))
+    widget.overwrite_check.setChecked(True)
+    widget.export_button.click()
+    assert reached.wait(10)
+    return release
+
+
+def test_closing_the_dock_stops_the_export_between_files(qtbot, viewer_widget, tmp_path, monkeypatch):
+    from job_gates import close_dock_of
+
+    viewer, widget = viewer_widget
+    release = _two_results_paused(qtbot, viewer, widget, tmp_path, monkeypatch)
+
+    close_dock_of(viewer, widget)
+
+    assert widget.worker.abort_requested
+    release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_labels.tif", "b_labels.tif"]
+    assert tifffile.imread(tmp_path / "a_labels.tif").shape == (8, 8)  # complete
+    assert (tmp_path / "b_labels.tif").read_bytes() == b"previous export"  # never started
+    assert widget.export() is None
+
+
+def test_closing_the_viewer_while_exporting_raises_nothing(qtbot, viewer_widget, tmp_path, monkeypatch):
+    viewer, widget = viewer_widget
+    release = _two_results_paused(qtbot, viewer, widget, tmp_path, monkeypatch)
+    worker = widget.worker
+
+    viewer.close()
+    qtbot.wait(50)  # the window is deleted later: that stops the export
+
+    assert worker.abort_requested
+    release.set()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
+    qtbot.wait(50)  # let queued signals of the worker arrive (pytest-qt fails on exceptions in them)
+    assert (tmp_path / "b_labels.tif").read_bytes() == b"previous export"
+
+
+def test_full_disk_keeps_the_previous_files_and_leaves_no_partial_file(qtbot, viewer_widget, tmp_path,
+                                                                         monkeypatch, notices):
+    import errno
+
+    viewer, widget = viewer_widget
+    image = viewer.add_image(np.zeros((8, 8), np.uint8), name="img")
+    add_result(viewer, image, "instances", _labels((8, 8)))
+    old = tmp_path / "img_labels.tif"
+    tifffile.imwrite(old, np.ones((3, 3), np.uint8))
+    before = old.read_bytes()
+
+    def no_space(file, *args, **kwargs):
+        file.write(b"II*\x00" + b"\x00" * 100)  # some bytes reach the disk, then it is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tifffile, "imwrite", no_space)
+    widget.folder_edit.setText(str(tmp_path))
+    widget.overwrite_check.setChecked(True)
+    run_export(qtbot, widget)
+
+    assert len(notices["error"]) == 1 and "disk is full" in notices["error"][0]
+    assert old.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["img_labels.tif"]

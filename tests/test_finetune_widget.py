@@ -380,3 +380,102 @@ def test_reviewed_list_follows_shapes_layers_added_before_the_widget(make_napari
     assert widget.reviewed_combo.itemText(1) == "Inside shapes of 'renamed'"
     viewer.layers.remove(shapes)
     assert widget.reviewed_combo.count() == 1
+
+
+# --------------------------------------------------------------------------- closing, faults while saving
+
+
+def _start_paused(qtbot, widget, monkeypatch) -> Gate:
+    """Click Fine-tune with training paused after its first report."""
+    widget.options.steps_spin.setValue(500)
+    gate = Gate(fj.train_job)
+    monkeypatch.setattr(fj, "train_job", gate.job)
+    widget.finetune_button.click()
+    qtbot.waitUntil(gate.reached.is_set, timeout=TIMEOUT_MS)
+    assert widget.is_running
+    return gate
+
+
+def test_closing_the_dock_ends_training_and_changes_nothing(qtbot, viewer_widget, nuclei_crop, monkeypatch):
+    from job_gates import close_dock_of
+
+    viewer, widget = viewer_widget
+    _image, labels = add_pair(viewer, nuclei_crop)
+    start = widget.session.model
+    start_weights = weights(start)
+    labels_before = labels.data.tobytes()
+    names = [layer.name for layer in viewer.layers]
+    gate = _start_paused(qtbot, widget, monkeypatch)
+    job = widget._job
+
+    close_dock_of(viewer, widget)
+
+    assert job.stop.is_set() and widget.worker.abort_requested
+    gate.release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+    assert widget.result is None  # nobody can Accept it: dropped
+    assert widget.session.model is start and same_weights(weights(start), start_weights)
+    assert labels.data.tobytes() == labels_before
+    assert [layer.name for layer in viewer.layers] == names
+
+
+def test_closing_the_viewer_while_training_raises_nothing(qtbot, viewer_widget, nuclei_crop, monkeypatch):
+    viewer, widget = viewer_widget
+    add_pair(viewer, nuclei_crop)
+    start = widget.session.model
+    start_weights = weights(start)
+    gate = _start_paused(qtbot, widget, monkeypatch)
+    worker = widget.worker
+
+    viewer.close()
+    qtbot.wait(50)  # the window is deleted later: that stops the job
+    assert worker.abort_requested
+    gate.release.set()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
+    qtbot.wait(50)  # let queued signals of the worker arrive (pytest-qt fails on exceptions in them)
+    assert len(viewer.layers) == 0
+    assert same_weights(weights(start), start_weights)
+
+
+def test_full_disk_while_saving_keeps_the_previous_model_file(qtbot, viewer_widget, nuclei_crop, tmp_path,
+                                                              monkeypatch, errors):
+    import errno
+
+    from napari_unet.core import atomic, save_model
+
+    viewer, widget = viewer_widget
+    add_pair(viewer, nuclei_crop)
+    run_finetune(qtbot, widget)
+    previous = save_model(widget.session.model, tmp_path / "tuned.unet.safetensors")
+    before = previous.read_bytes()
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(atomic.os, "fsync", no_space)
+        assert widget.save_model_to(previous) is None
+
+    assert len(errors) == 1 and "disk is full" in errors[0]
+    assert previous.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".tuned", "tuned"))) == [previous.name]
+    assert widget.save_button.isEnabled()  # still in memory: save it elsewhere
+
+
+def test_only_one_painted_class_is_a_notice_and_training_goes_on(qtbot, viewer_widget, nuclei_crop, monkeypatch,
+                                                                  errors):
+    viewer, widget = viewer_widget
+    infos: list[str] = []
+    monkeypatch.setattr(fw, "show_info", infos.append)
+    _image, truth = nuclei_crop
+    scribbles = np.zeros(truth.shape, np.uint8)
+    scribbles[::6][truth[::6] == 0] = 1  # background strokes only
+    add_pair(viewer, nuclei_crop, labels=scribbles, name="scribbled")
+    widget.mode_combo.setCurrentIndex(widget.mode_combo.findData("scribbles"))
+    start = widget.session.model
+
+    run_finetune(qtbot, widget)
+
+    assert errors == []
+    assert len(infos) == 1 and "Only the class 'background' is annotated" in infos[0]
+    assert widget.result is not None and widget.session.model is start

@@ -13,7 +13,7 @@ import torch
 
 from core_helpers import tiny_model
 from napari_unet.core import atomic
-from napari_unet.core.model_file import ModelFileError, load_model, read_description, save_model
+from napari_unet.core.model_file import FORMAT_VERSION, ModelFileError, load_model, read_description, save_model
 
 
 @pytest.fixture
@@ -330,3 +330,51 @@ def test_successful_save_leaves_no_temporary(tmp_path, model, saved):
     save_model(model, saved)  # overwrite
     assert _leftovers(tmp_path) == []
     assert load_model(saved).description == model.description
+
+
+# --- every refusal says what to do ------------------------------------------------------------
+
+#: Phrases that tell the user what to do about a refused file.
+_ADVICE = ("check the path", "copy or download it again", "choose a model file saved by napari-unet",
+           "update napari-unet", "Ask for a napari-unet model file")
+
+
+def _break(kind, path, model):
+    """Turn the saved model file ``path`` into a broken file of ``kind``; returns the path to load."""
+    raw = path.read_bytes()
+    if kind == "missing":
+        path.unlink()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated-weights":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif kind == "truncated-header":
+        path.write_bytes(raw[:100])
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    elif kind == "another-tool":
+        from safetensors.torch import save_file
+
+        save_file({"weight": torch.zeros(2)}, str(path), metadata={"producer": "another tool"})
+    elif kind == "newer-version":
+        _edit_description(path, format_version=FORMAT_VERSION + 1)
+    elif kind == "another-format":
+        _edit_description(path, format="something-else")
+    elif kind == "nan-weights":
+        with torch.no_grad():
+            next(model.network.parameters()).fill_(float("nan"))
+        save_model(model, path)
+    elif kind == "pickle":
+        torch.save(model.network.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "truncated-weights", "truncated-header", "random-bytes",
+                                  "another-tool", "newer-version", "another-format", "nan-weights", "pickle"])
+def test_every_refused_file_gets_a_message_that_says_what_to_do(saved, model, kind):
+    path = _break(kind, saved, model)
+    with pytest.raises(ModelFileError) as refused:
+        load_model(path)
+    message = str(refused.value)
+    assert any(advice in message for advice in _ADVICE), message
+    assert "Traceback" not in message

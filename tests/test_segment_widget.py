@@ -326,3 +326,187 @@ def test_widgets_of_one_viewer_share_one_session(viewer_widget):
     texts = [other.model_combo.itemText(row) for row in range(other.model_combo.count())]
     assert "newer" in texts and "fresh" not in texts  # an in-memory model that can't come back is dropped
     other.deleteLater()
+
+
+# --------------------------------------------------------------------------- closing, deleting, clicking twice
+
+
+@pytest.fixture
+def notices(monkeypatch) -> dict[str, list[str]]:
+    """Messages the widget shows as napari notifications, by kind."""
+    shown: dict[str, list[str]] = {"error": [], "info": [], "warning": []}
+    for kind in shown:
+        monkeypatch.setattr(sw, f"show_{kind}", shown[kind].append)
+    return shown
+
+
+def _start_paused(qtbot, widget, monkeypatch) -> Gate:
+    """Click Segment with the job paused after its first progress report."""
+    gate = Gate(sw.segment_job)
+    monkeypatch.setattr(sw, "segment_job", gate.job)
+    widget.segment_button.click()
+    qtbot.waitUntil(gate.reached.is_set, timeout=TIMEOUT_MS)
+    assert widget.is_running
+    return gate
+
+
+def _previous_result(qtbot, viewer, widget, nuclei):
+    """Segment once (classes) and overwrite the result with values unlike any the model makes."""
+    viewer.add_image(nuclei, name="nuclei")
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData("classes"))
+    run_segment(qtbot, widget)
+    labels = layer_named(viewer, "nuclei [U-Net]")
+    labels.data = np.full(nuclei.shape, 7, np.uint8)
+    return labels
+
+
+def test_closing_the_dock_cancels_the_job_and_keeps_the_previous_result(qtbot, viewer_widget, nuclei,
+                                                                         monkeypatch):
+    from job_gates import close_dock_of
+
+    viewer, widget = viewer_widget
+    labels = _previous_result(qtbot, viewer, widget, nuclei)
+    before = labels.data.tobytes()
+    names = [layer.name for layer in viewer.layers]
+    gate = _start_paused(qtbot, widget, monkeypatch)
+
+    close_dock_of(viewer, widget)
+
+    assert widget.worker.abort_requested  # stopped at once, before the job went on
+    gate.release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+    assert [layer.name for layer in viewer.layers] == names
+    assert layer_named(viewer, "nuclei [U-Net]").data.tobytes() == before
+    assert widget.segment() is None  # a closed widget starts nothing
+
+
+def test_closing_the_viewer_while_segmenting_adds_nothing_and_raises_nothing(qtbot, viewer_widget, nuclei,
+                                                                             monkeypatch):
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei, name="nuclei")
+    gate = _start_paused(qtbot, widget, monkeypatch)
+    worker = widget.worker
+
+    viewer.close()
+
+    assert worker.abort_requested
+    gate.release.set()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
+    qtbot.wait(50)  # let queued signals of the worker arrive (pytest-qt fails on exceptions in them)
+    assert len(viewer.layers) == 0
+
+
+def test_deleting_the_image_during_the_job_cancels_it_and_adds_no_layer(qtbot, viewer_widget, nuclei,
+                                                                        monkeypatch, notices):
+    viewer, widget = viewer_widget
+    labels = _previous_result(qtbot, viewer, widget, nuclei)
+    before = labels.data.tobytes()
+    other = viewer.add_image(nuclei[:64, :64], name="other")
+    widget.image_layer = layer_named(viewer, "nuclei")
+    gate = _start_paused(qtbot, widget, monkeypatch)
+
+    viewer.layers.remove(layer_named(viewer, "nuclei"))
+
+    assert widget.worker.abort_requested
+    gate.release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+    assert [layer.name for layer in viewer.layers] == ["nuclei [U-Net]", "other"]
+    assert layer_named(viewer, "nuclei [U-Net]").data.tobytes() == before
+    assert other.data.shape == (64, 64) and not [la for la in viewer.layers if la.name == "other [U-Net]"]
+    assert len(notices["warning"]) == 1 and "'nuclei' was deleted" in notices["warning"][0]
+    assert "deleted" in widget.status_label.text()
+    assert notices["error"] == []
+
+
+def test_image_deleted_as_the_job_ends_gets_no_result(qtbot, viewer_widget, nuclei, notices):
+    viewer, widget = viewer_widget
+    image = viewer.add_image(nuclei, name="nuclei")
+    target = sw.make_target(image, widget._layout_of(image, widget.session.model))
+    job = sw._RunningJob(target, sw.progress(total=1))
+    result = segment(nuclei, widget.session.model, output="instances", device="cpu")
+    viewer.layers.remove(image)  # not the running job's layer from the widget's view: no job is running
+
+    widget._on_returned(job, result)
+    job.pbar.close()
+
+    assert len(viewer.layers) == 0
+    assert len(notices["warning"]) == 1 and "not added" in notices["warning"][0]
+
+
+def test_second_segment_while_running_is_refused_with_a_message(qtbot, viewer_widget, nuclei, monkeypatch,
+                                                                notices):
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei, name="nuclei")
+    gate = _start_paused(qtbot, widget, monkeypatch)
+    first = widget.worker
+
+    assert not widget.segment_button.isEnabled()
+    assert widget.segment() is None
+    assert widget.worker is first
+    assert len(notices["info"]) == 1 and "running" in notices["info"][0]
+    gate.release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+
+    expected = segment(nuclei, widget.session.model, output="instances", device="cpu")
+    np.testing.assert_array_equal(layer_named(viewer, "nuclei [U-Net]").data, expected.labels)
+
+
+# --------------------------------------------------------------------------- odd images through the GUI
+
+
+def _odd_images() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    raw = rng.random((24, 20))
+    nan_inf = raw.astype(np.float32)
+    nan_inf[3, :] = np.nan
+    nan_inf[5, 2] = np.inf
+    nan_inf[7, 4] = -np.inf
+    return {
+        "bool": raw > 0.5,
+        "int8": (raw * 200 - 100).astype(np.int8),
+        "int16": (raw * 2000 - 1000).astype(np.int16),
+        "int64": (raw * 1e12).astype(np.int64),
+        "uint32": (raw * 4e9).astype(np.uint32),
+        "float16": raw.astype(np.float16),
+        "float64": raw,
+        "nan-inf": nan_inf,
+        "constant": np.full((24, 20), 42, np.uint16),
+        "one-pixel-wide": (raw[:, :1] * 255).astype(np.uint8),
+        "one-pixel-high": (raw[:1] * 255).astype(np.uint8),
+        "five-d": rng.random((2, 1, 2, 12, 10)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_odd_images()))
+def test_odd_images_give_the_core_result_without_an_error(qtbot, viewer_widget, kind, notices):
+    viewer, widget = viewer_widget
+    data = _odd_images()[kind]
+    viewer.add_image(data, name="odd")
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData("classes"))
+    run_segment(qtbot, widget)
+
+    assert notices["error"] == [], notices["error"]
+    labels = layer_named(viewer, "odd [U-Net]")
+    expected = segment(data, widget.session.model, output="classes", device="cpu")
+    assert labels.data.shape == data.shape
+    np.testing.assert_array_equal(labels.data, expected.labels)
+
+
+
+def test_a_notice_of_the_job_reaches_the_user(qtbot, viewer_widget, nuclei, monkeypatch, notices):
+    from napari_unet.core import Progress
+
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei, name="nuclei")
+    real_job = sw.segment_job
+
+    def out_of_memory_once(*args, **kwargs):
+        yield Progress("notice", message="Out of memory on cuda: retrying with 256-pixel tiles")
+        return (yield from real_job(*args, **kwargs))
+
+    monkeypatch.setattr(sw, "segment_job", out_of_memory_once)
+    run_segment(qtbot, widget)
+
+    assert notices["info"] == ["Out of memory on cuda: retrying with 256-pixel tiles"]
+    assert notices["error"] == []
+    assert layer_named(viewer, "nuclei [U-Net]").data.shape == nuclei.shape

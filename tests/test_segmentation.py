@@ -172,11 +172,14 @@ def test_dask_rgb_input_gives_the_same_as_numpy(gray_model):
 # --- dtypes and odd values -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float16, np.float64, np.bool_])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int8, np.int16, np.int32, np.int64,
+                                   np.float16, np.float32, np.float64, np.bool_])
 def test_every_pixel_dtype_works(gray_model, dtype):
     raw = np.random.default_rng(11).random((30, 34))
     if dtype == np.bool_:
         image = raw > 0.5
+    elif np.issubdtype(dtype, np.signedinteger):
+        image = (raw * 200 - 100).astype(dtype)  # negative values too
     elif np.issubdtype(dtype, np.integer):
         image = (raw * 200).astype(dtype)
     else:
@@ -380,3 +383,48 @@ def test_rgb_flag_on_a_grayscale_image_is_refused(gray_model):
 def test_missing_channel_axis_is_refused(rgb_model):
     with pytest.raises(ImageLayoutError, match="does not exist"):
         segment(np.zeros((3, 20, 20), np.float32), rgb_model, channel_axis=3, device="cpu")
+
+
+@pytest.mark.parametrize(("dtype", "low", "high"), [(np.uint32, 0, 4_000_000_000),
+                                                     (np.int64, -10**12, 10**12)])
+def test_wide_integer_values_match_their_float_copy(gray_model, dtype, low, high):
+    image = np.random.default_rng(13).integers(low, high, size=(30, 34)).astype(dtype)
+    np.testing.assert_allclose(_probs(image, gray_model), _probs(image.astype(np.float64), gray_model), atol=1e-5)
+
+
+def test_five_dimensional_image_gives_one_result_per_plane(gray_model):
+    image = np.random.default_rng(14).random((2, 2, 2, 24, 20)).astype(np.float32)
+    result = segment(image, gray_model, output="classes", device="cpu")
+    assert result.labels.shape == (2, 2, 2, 24, 20)
+    plane = segment(image[1, 0, 1], gray_model, output="classes", device="cpu")
+    np.testing.assert_array_equal(result.labels[1, 0, 1], plane.labels)
+
+
+def test_five_dimensional_multichannel_image_drops_its_channel_axis(rgb_model):
+    image = np.random.default_rng(15).random((2, 2, 3, 24, 20)).astype(np.float32)  # (T, Z, C, Y, X)
+    result = segment(image, rgb_model, output="classes", channel_axis=2, device="cpu")
+    assert result.labels.shape == (2, 2, 24, 20)
+
+
+@pytest.mark.parametrize("shape", [(1, 37), (37, 1), (1, 1), (5, 7)])
+def test_one_pixel_wide_and_smaller_than_a_tile_images_match_untiled(valid_model, shape):
+    image = np.random.default_rng(16).random(shape).astype(np.float32)
+    tiled = _probs(image, valid_model, tile_size=64)
+    assert tiled.shape == (3, *shape)
+    np.testing.assert_allclose(tiled, _probs(image, valid_model), atol=1e-5)
+    np.testing.assert_allclose(tiled.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_ambiguous_rgb_or_multichannel_image_asks_which_axis(rgb_model):
+    image = np.zeros((3, 20, 3), np.float32)  # colours last (RGB) or first (channels)?
+    with pytest.raises(ImageLayoutError, match="say which axis"):
+        segment(image, rgb_model, device="cpu")
+    assert segment(image, rgb_model, channel_axis=0, device="cpu").labels.shape == (20, 3)
+    assert segment(image, rgb_model, rgb=True, device="cpu").labels.shape == (3, 20)
+
+
+def test_inf_only_image_gives_finite_probabilities(gray_model):
+    image = np.full((20, 22), np.inf, np.float32)
+    image[::2] = -np.inf
+    probs = _probs(image, gray_model)
+    assert np.isfinite(probs).all()

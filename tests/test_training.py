@@ -139,3 +139,67 @@ def test_training_resumes_from_a_stopped_result():
     assert [h["kind"] for h in history] == ["fine-tune", "fine-tune"]
     assert history[0]["steps"] <= 2 and history[1]["steps"] == 20
     assert np.mean([e["loss"] for e in resumed.log[-5:]]) < first.log[0]["loss"]
+
+
+def test_only_one_annotated_class_is_a_notice_that_says_what_to_paint():
+    image, labels = _disks(0)
+    only_background = targets_from_scribbles(np.where(labels == 0, 1, 0).astype(np.uint8), n_classes=3)
+    model = new_model(depth=2, base_features=4)
+    job = train_job(model, [TrainingSample(image, only_background)], settings=TrainingSettings(steps=1, **FAST))
+    first = next(job)
+    names = model.description.class_names
+    assert first.stage == "notice"
+    assert f"Only the class {names[0]!r} is annotated" in first.message
+    assert f"Paint some pixels of {names[1]!r}, {names[2]!r} too" in first.message
+    assert run_job(job).steps_done == 1  # a notice, not a refusal: training goes on
+
+
+def test_two_annotated_classes_give_no_notice():
+    job = train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=TrainingSettings(steps=1, **FAST))
+    assert next(job).stage != "notice"
+    job.close()
+
+
+# --- out of memory while training ----------------------------------------------------------------
+
+
+def _oom_above(monkeypatch, limit: int) -> list[int]:
+    """Make every UNet raise a CUDA out-of-memory error for batches of more than ``limit`` patches."""
+    from napari_unet.core.model import UNet
+
+    real = UNet.forward
+    sizes: list[int] = []
+
+    def forward(self, x):
+        sizes.append(int(x.shape[0]))
+        if x.shape[0] > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, x)
+
+    monkeypatch.setattr(UNet, "forward", forward)
+    return sizes
+
+
+def test_out_of_memory_while_training_retries_with_fewer_patches_at_once_and_says_so(monkeypatch):
+    sizes = _oom_above(monkeypatch, 1)
+    settings = TrainingSettings(steps=3, **{**FAST, "batch_size": 4})
+    reports: list = []
+    result = run_job(train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=settings),
+                     on_progress=reports.append)
+
+    assert result.steps_done == 3
+    notices = [r.message for r in reports if r.stage == "notice"]
+    assert len(notices) == 2  # 4 -> 2 -> 1 patches at a time
+    assert "Out of memory" in notices[0] and "2 patch(es) at a time" in notices[0]
+    assert "1 patch(es) at a time" in notices[1]
+    assert sizes[:3] == [4, 2, 1] and set(sizes[3:]) == {1}
+    assert all(np.isfinite(entry["loss"]) for entry in result.log)
+
+
+def test_out_of_memory_for_a_single_patch_is_a_clear_error(monkeypatch):
+    from napari_unet.core.predict import OutOfMemoryError
+
+    _oom_above(monkeypatch, 0)
+    settings = TrainingSettings(steps=2, **{**FAST, "batch_size": 2})
+    with pytest.raises(OutOfMemoryError, match="lower the patch size"):
+        run_job(train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=settings))

@@ -166,3 +166,39 @@ def test_invalid_arguments_raise(kwargs):
 def test_rejects_float_instances():
     with pytest.raises(TypeError):
         unet_weight_map(np.zeros((4, 4)))
+
+
+# --- properties (hypothesis) ---------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), height=st.integers(1, 40), width=st.integers(1, 40),
+       n=st.integers(0, 6), unannotated=st.floats(0.0, 0.5))
+def test_weight_map_properties_hold_for_any_instances(seed, height, width, n, unannotated):
+    rng = np.random.default_rng(seed)
+    instances = np.zeros((height, width), np.int32)
+    for i in range(n):
+        rr, cc = disk(tuple(int(c) for c in rng.integers(0, max(height, width), 2)), int(rng.integers(1, 6)),
+                      shape=instances.shape)
+        instances[rr, cc] = 5 * i + 2
+    ignore = rng.random(instances.shape) < unannotated
+
+    weights = unet_weight_map(instances, ignore_mask=ignore)
+
+    assert weights.shape == instances.shape and weights.dtype == np.float32
+    assert np.isfinite(weights).all() and (weights >= 0).all()
+    assert (weights[ignore] == 0).all()  # unannotated pixels carry no weight
+    balance = class_balance_weights((instances > 0).astype(int), ignore_mask=ignore)
+    inside = (instances > 0) & ~ignore
+    np.testing.assert_allclose(weights[inside], balance[inside], rtol=1e-6)  # no border term inside objects
+    outside = (instances == 0) & ~ignore
+    assert (weights[outside] >= balance[outside] - 1e-6).all()  # the border term only adds
+    # object IDs are names: renaming them changes nothing
+    ids = [i for i in np.unique(instances) if i > 0]
+    renamed = np.zeros_like(instances)
+    for new, old in zip(rng.permutation(len(ids)) + 100, ids):
+        renamed[instances == old] = new
+    np.testing.assert_allclose(unet_weight_map(renamed, ignore_mask=ignore), weights, rtol=1e-6)

@@ -139,6 +139,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     record={"command": "napari-unet train", "mode": args.mode})
     with tqdm(total=settings.steps, unit="step", disable=args.quiet) as bar:
         def update(report, bar=bar):  # type: ignore[no-untyped-def]
+            if report.stage == "notice":
+                tqdm.write(f"note: {report.message}", file=sys.stderr)
+                return
             bar.n = report.done
             metric = report.data.get("best")
             bar.set_postfix(loss=f"{report.data.get('loss', float('nan')):.3f}",

@@ -21,6 +21,7 @@ import numpy as np
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -40,6 +41,7 @@ from napari_unet._writer import DEFAULT_UNIT, label_axes, spatial_calibration
 from napari_unet.core import Progress
 from napari_unet.core.export import ExportedFile, ExportItem, class_mask, existing_outputs, export_job, file_stem
 
+from .lifetime import JobGuard, left_its_dock
 from .proxies import unwrap_proxy
 from .results import RESULT_KEY
 from .session import session_for
@@ -108,6 +110,8 @@ class ExportWidget(QWidget):
         self._running = False
         self._cancelled = False
         self._written = 0
+        self._guard = JobGuard()  # closing the dock or the viewer stops the export between files
+        self._guard.watch(self)
         self._build()
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
@@ -307,7 +311,7 @@ class ExportWidget(QWidget):
         two files would get the same name, or files exist and "Overwrite
         existing files" is off.
         """
-        if self._running:
+        if self._running or self._guard.closed:
             return None
         text = self.folder_edit.text().strip()
         folder = Path(text).expanduser()
@@ -336,10 +340,17 @@ class ExportWidget(QWidget):
         worker.finished.connect(lambda: self._on_finished(pbar))
         self.worker = worker
         self._running = True
+        self._guard.started(worker.quit)
         self.status_label.setText(f"Exporting {len(items)} file(s)...")
         self._update_state()
         worker.start()
         return worker
+
+    def event(self, event: QEvent) -> bool:
+        """Closing the dock (napari takes the widget out of it) stops the export after the current file."""
+        if left_its_dock(self, event):
+            self._guard.close()
+        return super().event(event)
 
     def cancel(self) -> None:
         """Stop after the file being written (it is completed; the rest are not started)."""
@@ -358,10 +369,12 @@ class ExportWidget(QWidget):
         self._written = max(self._written, report.done)
         if report.done > pbar.n:
             pbar.update(report.done - pbar.n)
-        if not self._cancelled:
+        if not self._cancelled and not self._guard.closed:
             self.status_label.setText(f"Exporting: {report.message}")
 
     def _on_returned(self, folder: Path, result: list[ExportedFile] | _ExportFailed) -> None:
+        if self._guard.closed:
+            return
         if isinstance(result, _ExportFailed):
             message = f"Export failed after {self._written} file(s): {result.message}"
             show_error(message)
@@ -380,6 +393,9 @@ class ExportWidget(QWidget):
     def _on_finished(self, pbar: progress) -> None:
         pbar.close()
         self._running = False
+        self._guard.finished()
+        if self._guard.closed:
+            return
         if self._cancelled:
             self.status_label.setText(
                 f"Cancelled: {self._written} file(s) were written completely; the others were not started.")

@@ -26,7 +26,7 @@ import numpy as np
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -52,6 +52,7 @@ from napari_unet.core.training import TrainingResult, TrainingSettings
 from .curve_plot import CurvePlot
 from .finetune_job import AnnotatedImage, FineTuneRequest, PreviewSource, PreviewUpdate, finetune_job
 from .layer_pairs import LayerPairs, image_shape
+from .lifetime import JobGuard, left_its_dock
 from .proxies import unwrap_proxy
 from .results import Target, make_target, shown_plane
 from .reviewed import reviewed_mask
@@ -144,12 +145,12 @@ class FineTuneWidget(QWidget):
         self._pending = False  # a result waits for Accept or Discard
         self._saveable = False
         self._previews: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._stops: list[threading.Event] = []  # set when the widget goes away: training ends
+        self._guard = JobGuard()  # closing the dock or the viewer stops the training
+        self._guard.watch(self)
         self._build()
         self._connect_layers()
         self.session.model_changed.connect(self._on_model_changed)
         self.destroyed.connect(partial(_disconnect, self.session.model_changed, self._on_model_changed))
-        self.destroyed.connect(partial(_set_all, self._stops))
         if self.session.model is None and shipped_models():
             self.session.set_model(load_named_model(shipped_models()[0].key), shipped_models()[0].key)
         self._on_model_changed()
@@ -421,7 +422,6 @@ class FineTuneWidget(QWidget):
                                   validation_fraction=self.options.validation_fraction,
                                   from_scratch=self.options.scratch_check.isChecked())
         stop = threading.Event()
-        self._stops[:] = [stop]
         job = _RunningJob(progress(total=100, desc=f"Fine-tuning {model.description.name}"), stop,
                           settings.max_seconds)
         if preview is not None:
@@ -434,6 +434,7 @@ class FineTuneWidget(QWidget):
         worker.finished.connect(lambda: self._on_finished(job))
         self.worker = worker
         self._job = job
+        self._guard.started(partial(_end_training, stop, worker))
         self.plot.clear()
         self.metric_label.setText("")
         self.warning_label.hide()
@@ -473,6 +474,12 @@ class FineTuneWidget(QWidget):
                 preview = (image_layer, PreviewSource(data, layout))
         return images, preview
 
+    def event(self, event: QEvent) -> bool:
+        """Closing the dock (napari takes the widget out of it) ends the training; its result is dropped."""
+        if left_its_dock(self, event):
+            self._guard.close()
+        return super().event(event)
+
     def stop(self) -> None:
         """End training after the current step; the best model so far becomes the result."""
         if self._job is not None:
@@ -486,7 +493,7 @@ class FineTuneWidget(QWidget):
             job.plane = shown_plane(self.viewer, job.preview.source, job.preview.layout)
 
     def _on_yielded(self, job: _RunningJob, report: Progress | PreviewUpdate) -> None:
-        if job.over:
+        if job.over or self._guard.closed:
             # napari's progress bar can process events while it updates, so a
             # report may arrive after the result: it must not undo the result's text
             return
@@ -548,6 +555,8 @@ class FineTuneWidget(QWidget):
 
     def _on_returned(self, job: _RunningJob, result: TrainingResult | _JobFailed) -> None:
         job.over = True
+        if self._guard.closed:
+            return  # the widget was closed: nobody can Accept the result; the model in use is unchanged
         if isinstance(result, _JobFailed):
             show_error(f"Cannot fine-tune: {result.message}")
             self.status_label.setText(f"Failed: {result.message}")
@@ -588,14 +597,17 @@ class FineTuneWidget(QWidget):
     def _on_finished(self, job: _RunningJob) -> None:
         job.over = True
         job.pbar.close()
+        closed = self._guard.closed
         if job.preview is not None:
             self.viewer.dims.events.current_step.disconnect(self._on_dims_changed)
-            if not self.keep_preview_check.isChecked():
+            if closed or not self.keep_preview_check.isChecked():
                 for layer in self.session.results.find(self.viewer, job.preview.source, "preview"):
                     self.viewer.layers.remove(layer)
         if self._job is job:
             self._job = None
-        self._update_state()
+            self._guard.finished()
+        if not closed:
+            self._update_state()
 
     # ----------------------------------------------------------------- results
     def accept(self) -> None:
@@ -685,7 +697,8 @@ def _disconnect(signal: Any, slot: Any, *_: Any) -> None:
     signal.disconnect(slot)
 
 
-def _set_all(events: list[threading.Event], *_: Any) -> None:
-    for event in events:
-        event.set()
+def _end_training(stop: threading.Event, worker: GeneratorWorker) -> None:
+    """End a training job at its next step and drop its result (the widget was closed)."""
+    stop.set()
+    worker.quit()
 

@@ -18,8 +18,8 @@ from typing import Any
 import napari.layers
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -50,6 +50,7 @@ from napari_unet.core.layout import ImageLayout, ImageLayoutError, infer_layout
 from napari_unet.core.predict import OutOfMemoryError
 
 from .devices import device_combo
+from .lifetime import JobGuard, left_its_dock
 from .proxies import unwrap_proxy
 from .results import Target, make_target, shown_plane
 from .session import session_for
@@ -89,10 +90,15 @@ def _segmentation_worker(image: Any, model: SegmentationModel,
 
 @dataclass
 class _RunningJob:
-    """A started job: where its result goes and its progress bar."""
+    """A started job: where its result goes and its progress bar.
+
+    ``dropped`` says why the job's result must not be shown (its image layer
+    was deleted); empty while the result is wanted.
+    """
 
     target: Target
     pbar: progress
+    dropped: str = ""
 
 
 class SegmentWidget(QWidget):
@@ -117,6 +123,8 @@ class SegmentWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.worker: GeneratorWorker | None = None
         self._job: _RunningJob | None = None
+        self._guard = JobGuard()  # closing the dock or the viewer stops the job
+        self._guard.watch(self)
         self._shipped = shipped_models()
         self._build()
         self._connect_layers()
@@ -245,7 +253,27 @@ class SegmentWidget(QWidget):
 
     def _on_layer_removed(self, event: Any) -> None:
         event.value.events.name.disconnect(self._refresh_images)
+        job = self._job
+        if job is not None and not job.dropped and unwrap_proxy(event.value) is unwrap_proxy(job.target.source):
+            self._drop(job, f"The image layer {job.target.source.name!r} was deleted while it was being "
+                            "segmented; the segmentation was cancelled and no layer was changed.")
         self._refresh_images()
+
+    def _drop(self, job: _RunningJob, message: str) -> None:
+        """Stop ``job`` and show no result of it; tell the user why (unless the widget was closed)."""
+        job.dropped = message
+        if self._guard.closed:
+            return
+        if self.worker is not None and self._job is job:
+            self.worker.quit()
+        show_warning(message)
+        self.status_label.setText(message)
+
+    def event(self, event: QEvent) -> bool:
+        """Closing the dock (napari takes the widget out of it) stops the running job."""
+        if left_its_dock(self, event):
+            self._guard.close()
+        return super().event(event)
 
     def _refresh_images(self, *_: Any) -> None:
         """List the viewer's image layers, keeping the chosen one if it is still there."""
@@ -419,7 +447,10 @@ class SegmentWidget(QWidget):
         is chosen when the job ends.
         """
         layer, model = self.image_layer, self.session.model
-        if self.is_running or layer is None or model is None:
+        if self.is_running:
+            show_info("A segmentation is running; wait for it to finish or press Cancel, then segment again.")
+            return None
+        if layer is None or model is None or self._guard.closed:
             return None
         try:
             layout = self._layout_of(layer, model)
@@ -452,10 +483,11 @@ class SegmentWidget(QWidget):
         worker = _segmentation_worker(image, model, options)
         worker.yielded.connect(lambda report: self._on_progress(job, report))
         worker.returned.connect(lambda result: self._on_returned(job, result))
-        worker.aborted.connect(lambda: self.status_label.setText("Cancelled; the previous result is unchanged."))
+        worker.aborted.connect(lambda: self._on_aborted(job))
         worker.finished.connect(lambda: self._on_finished(job))
         self.worker = worker
         self._job = job
+        self._guard.started(worker.quit)
         self.status_label.setText(f"Segmenting {layer.name}{where}...")
         self._update_state()
         worker.start()
@@ -469,6 +501,8 @@ class SegmentWidget(QWidget):
             self.status_label.setText("Cancelling...")
 
     def _on_progress(self, job: _RunningJob, report: Progress) -> None:
+        if self._guard.closed or job.dropped:
+            return
         value = round(100 * report.fraction)
         if value > job.pbar.n:
             job.pbar.update(value - job.pbar.n)
@@ -478,6 +512,13 @@ class SegmentWidget(QWidget):
             show_info(report.message)
 
     def _on_returned(self, job: _RunningJob, result: SegmentationResult | _JobFailed) -> None:
+        if self._guard.closed or job.dropped:
+            return  # the widget (or the viewer) was closed, or the image layer deleted: show nothing
+        if all(unwrap_proxy(layer) is not unwrap_proxy(job.target.source) for layer in self.viewer.layers):
+            # deleted just as the job ended (its result was already on its way)
+            self._drop(job, f"The image layer {job.target.source.name!r} was deleted; "
+                            "its segmentation was not added.")
+            return
         if isinstance(result, _JobFailed):
             show_error(f"Cannot segment {job.target.source.name!r}: {result.message}")
             self.status_label.setText(f"Failed: {result.message}")
@@ -486,11 +527,17 @@ class SegmentWidget(QWidget):
         found = f"{result.n_objects} objects, " if result.output == "instances" else ""
         self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}.")
 
+    def _on_aborted(self, job: _RunningJob) -> None:
+        if not self._guard.closed and not job.dropped:
+            self.status_label.setText("Cancelled; the previous result is unchanged.")
+
     def _on_finished(self, job: _RunningJob) -> None:
         job.pbar.close()
         if self._job is job:
             self._job = None
-        self._update_state()
+            self._guard.finished()
+        if not self._guard.closed:
+            self._update_state()
 
 
 def _row_label(text: str, width: int) -> QLabel:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +34,9 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
     :func:`os.replace` is atomic on every platform. If the body raises
     (including ``KeyboardInterrupt`` or a full disk), the temporary file is
     removed and ``path`` is untouched.
+
+    A new file gets the permissions a plain ``open(path, "wb")`` would give
+    it (``0o666`` less the umask); a replaced file keeps its permissions.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -42,8 +45,7 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
     if not overwrite and path.exists():
         raise OutputError(f"{str(path)!r} already exists; choose another name or allow overwriting")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-        os.close(fd)
+        tmp = _create_temporary(folder, path.name)
     except PermissionError as exc:
         raise OutputError(f"no permission to write in {str(folder)!r}; choose another folder") from exc
     except OSError as exc:
@@ -54,7 +56,9 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _final_mode(path))
+        mode = _existing_mode(path)
+        if mode is not None:
+            os.chmod(tmp, mode)
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -82,16 +86,31 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
         raise
 
 
-def _final_mode(path: Path) -> int:
-    """Permissions for the new file: the old file's, else rw-r--r--.
+def _create_temporary(folder: Path, name: str) -> str:
+    """Create a new, empty temporary file for ``name`` in ``folder``; return its path.
 
-    (Reading the umask would mean changing it for a moment, which is not safe
-    while other threads create files.)
+    Unlike :func:`tempfile.mkstemp` (mode ``0o600``), the file is created with
+    mode ``0o666`` so that the process umask applies, exactly as for a plain
+    :func:`open`: saved models and exports are readable by the usual people.
     """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = folder / f".{name}.{secrets.token_hex(4)}.part"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return str(tmp)
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(folder))
+
+
+def _existing_mode(path: Path) -> int | None:
+    """Permissions of the file being replaced, or None if there is none (new file)."""
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except OSError:
-        return 0o644
+        return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, /, *, overwrite: bool = True) -> None:

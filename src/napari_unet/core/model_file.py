@@ -30,6 +30,10 @@ FORMAT_NAME = "napari-unet-model"
 FORMAT_VERSION = 1
 FILE_SUFFIX = ".unet.safetensors"
 _METADATA_KEY = "napari_unet"
+#: What to do about a file that is not a usable model file (ends most refusals).
+_CHOOSE = "choose a model file saved by napari-unet (.unet.safetensors)"
+#: What to do about a damaged copy of a model file.
+_RECOPY = "copy or download it again, or choose another model file"
 #: A safetensors header larger than this is refused as corrupt (100 MB).
 _MAX_HEADER = 100 * 1024 * 1024
 
@@ -106,7 +110,7 @@ class ModelDescription:
     def from_dict(cls, doc: dict[str, Any]) -> ModelDescription:
         """Parse and check the JSON document of a model file."""
         if doc.get("format") != FORMAT_NAME:
-            raise ModelFileError("this is not a napari-unet model file (no napari-unet description inside)")
+            raise ModelFileError(f"this is not a napari-unet model file (no napari-unet description inside); {_CHOOSE}")
         version = doc.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ModelFileError(
@@ -126,7 +130,7 @@ class ModelDescription:
                 training_history=list(doc.get("training_history", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"the model description is incomplete or invalid: {exc}") from exc
+            raise ModelFileError(f"the model description is incomplete or invalid: {exc}; {_RECOPY}") from exc
 
 
 class SegmentationModel:
@@ -244,7 +248,8 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
     try:
         tensors = load(path.read_bytes())
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path.name}: the weights could not be read ({exc}); the file may be truncated") from exc
+        raise ModelFileError(
+            f"{path.name}: the weights could not be read ({exc}); the file may be truncated: {_RECOPY}") from exc
     network = UNet(description.config)
     expected = network.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -252,15 +257,16 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
     if missing or unexpected:
         raise ModelFileError(
             f"{path.name}: the weights do not match the described architecture "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); {_RECOPY}"
         )
     for key, value in tensors.items():
         if value.shape != expected[key].shape:
             raise ModelFileError(
-                f"{path.name}: weight {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
+                f"{path.name}: weight {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}; "
+                f"{_RECOPY}"
             )
         if value.is_floating_point() and not torch.isfinite(value).all():
-            raise ModelFileError(f"{path.name}: weight {key} contains NaN or Inf; the model is broken")
+            raise ModelFileError(f"{path.name}: weight {key} contains NaN or Inf; the model is broken: {_RECOPY}")
         tensors[key] = value.to(expected[key].dtype)
     network.load_state_dict(tensors)
     network.to(device)
@@ -278,7 +284,7 @@ def _read_header(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             start = fh.read(8)
             if len(start) < 8:
-                raise ModelFileError(f"{path.name} is empty or truncated; it is not a usable model file")
+                raise ModelFileError(f"{path.name} is empty or truncated; it is not a usable model file: {_RECOPY}")
             (size,) = struct.unpack("<Q", start)
             plausible = 2 <= size <= min(_MAX_HEADER, path.stat().st_size - 8)
             raw = fh.read(size) if plausible else b""
@@ -291,14 +297,14 @@ def _read_header(path: Path) -> dict[str, Any]:
                 "code. Ask for a napari-unet model file (.unet.safetensors)"
             )
         if plausible:
-            raise ModelFileError(f"{path.name} is not a napari-unet model file (unreadable header)")
-        raise ModelFileError(f"{path.name} is not a napari-unet model file, or it is truncated")
+            raise ModelFileError(f"{path.name} is not a napari-unet model file (unreadable header); {_CHOOSE}")
+        raise ModelFileError(f"{path.name} is not a napari-unet model file, or it is truncated; {_CHOOSE}")
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path.name} is not a napari-unet model file (unreadable header)") from exc
+        raise ModelFileError(f"{path.name} is not a napari-unet model file (unreadable header); {_CHOOSE}") from exc
     if not isinstance(header, dict):
-        raise ModelFileError(f"{path.name} is not a napari-unet model file")
+        raise ModelFileError(f"{path.name} is not a napari-unet model file; {_CHOOSE}")
     return header
 
 
@@ -307,12 +313,12 @@ def _description_from_header(header: dict[str, Any], path: Path) -> ModelDescrip
     text = meta.get(_METADATA_KEY)
     if text is None:
         raise ModelFileError(
-            f"{path.name} holds tensors but no napari-unet description; it was made by another tool"
+            f"{path.name} holds tensors but no napari-unet description; it was made by another tool: {_CHOOSE}"
         )
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path.name}: the model description is not valid JSON") from exc
+        raise ModelFileError(f"{path.name}: the model description is not valid JSON; {_RECOPY}") from exc
     if not isinstance(doc, dict):
-        raise ModelFileError(f"{path.name}: the model description is not a JSON object")
+        raise ModelFileError(f"{path.name}: the model description is not a JSON object; {_RECOPY}")
     return ModelDescription.from_dict(doc)

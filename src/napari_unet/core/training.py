@@ -21,14 +21,14 @@ import torch
 
 from .annotations import IGNORE, TrainingTarget
 from .augment import augment_sample
-from .device import autocast, resolve_device
+from .device import autocast, empty_cache, is_out_of_memory, resolve_device
 from .instances import class_map, instances_from_probabilities
 from .losses import dice_cross_entropy, masked_cross_entropy
 from .metrics import class_iou, match_objects
 from .model import halo, output_size, valid_input_size
 from .model_file import SegmentationModel
 from .normalization import apply_normalization
-from .predict import predict_plane_job
+from .predict import OutOfMemoryError, predict_plane_job
 from .progress import Job, Progress, run_job
 from .tiling import read_mirrored
 
@@ -289,6 +289,51 @@ def metric_name(model: SegmentationModel, samples: Sequence[TrainingSample]) -> 
     return "mean IoU"
 
 
+def _backward(net: torch.nn.Module, patches: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], at_once: int, *,
+              device: torch.device, settings: TrainingSettings, scaler: Any) -> float:
+    """Forward and backward one batch, ``at_once`` patches at a time (gradients add up); returns the loss.
+
+    Each chunk's loss is weighted by its share of the batch's patches, so a
+    batch split into chunks gives nearly the gradient of the whole batch (not
+    exactly: the losses average over annotated pixels, which differ between
+    chunks). Unsplit (``at_once >= len(patches)``) it is the plain step.
+    """
+    total = 0.0
+    for start in range(0, len(patches), at_once):
+        chunk = patches[start : start + at_once]
+        x = torch.from_numpy(np.stack([p[0] for p in chunk])).permute(0, 3, 1, 2).to(device)
+        y = torch.from_numpy(np.stack([p[1] for p in chunk]).astype(np.int64)).to(device)
+        w = torch.from_numpy(np.stack([p[2] for p in chunk]).astype(np.float32)).to(device)
+        with autocast(device, enabled=settings.amp):
+            logits = net(x)
+        logits = logits.float()
+        if settings.loss == "dice_ce":
+            loss = dice_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
+        else:
+            loss = masked_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                "training diverged (the loss became NaN or Inf); lower the learning rate and try again"
+            )
+        share = loss * (len(chunk) / len(patches))
+        if scaler is not None:
+            scaler.scale(share).backward()
+        else:
+            share.backward()
+        total += float(share.detach())
+    return total
+
+
+def _only_class(samples: Sequence[TrainingSample]) -> int | None:
+    """The one class annotated in all ``samples``, or None if there are several."""
+    present: set[int] = set()
+    for s in samples:
+        present.update(int(c) for c in np.unique(s.target.classes[s.target.annotated]))
+        if len(present) > 1:
+            return None
+    return present.pop() if present else None
+
+
 def train_job(
     model: SegmentationModel,
     samples: Sequence[TrainingSample],
@@ -348,6 +393,13 @@ def train_job(
             )
         if s.image.shape[-1] != model.config.in_channels:
             raise ValueError(f"image {s.name} has {s.image.shape[-1]} channels; the model expects {model.config.in_channels}")
+    only = _only_class(samples)
+    if only is not None:
+        names = model.description.class_names
+        others = ", ".join(repr(n) for i, n in enumerate(names) if i != only)
+        yield Progress("notice", message=(
+            f"Only the class {names[only]!r} is annotated, so training can only teach the model to predict "
+            f"{names[only]!r} everywhere. Paint some pixels of {others} too, unless that is what you want."))
     should_stop: Callable[[], bool]
     if stop is None:
         should_stop = lambda: False  # noqa: E731
@@ -403,36 +455,38 @@ def train_job(
         return [sampler.patch(stream) for _ in range(settings.batch_size)]
 
     pending = deque(prefetcher.submit(next_batch, streams[k]) for k in range(min(n_loaders, settings.steps)))
+    at_once = settings.batch_size  # patches through the network at once; halved on out-of-memory errors
     try:
         for step in range(1, settings.steps + 1):
             net.train()
             patches = pending.popleft().result()
             if step + len(pending) < settings.steps:
                 pending.append(prefetcher.submit(next_batch, streams[(step + len(pending)) % n_loaders]))
-            x = torch.from_numpy(np.stack([p[0] for p in patches])).permute(0, 3, 1, 2).to(device)
-            y = torch.from_numpy(np.stack([p[1] for p in patches]).astype(np.int64)).to(device)
-            w = torch.from_numpy(np.stack([p[2] for p in patches]).astype(np.float32)).to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, enabled=settings.amp):
-                logits = net(x)
-            logits = logits.float()
-            if settings.loss == "dice_ce":
-                loss = dice_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
-            else:
-                loss = masked_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    "training diverged (the loss became NaN or Inf); lower the learning rate and try again"
-                )
+            while True:
+                optimizer.zero_grad(set_to_none=True)
+                try:
+                    loss_value = _backward(net, patches, at_once, device=device, settings=settings, scaler=scaler)
+                    break
+                except (RuntimeError, MemoryError) as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    if at_once == 1:
+                        raise OutOfMemoryError(
+                            f"out of memory on {device} even for one {settings.patch_size}-pixel patch at a time; "
+                            "lower the patch size (Advanced options) or train on the CPU") from None
+                optimizer.zero_grad(set_to_none=True)
+                empty_cache(device)
+                at_once = max(1, at_once // 2)
+                yield Progress("notice", step, settings.steps, message=(
+                    f"Out of memory on {device}: training goes on with {at_once} patch(es) at a time "
+                    f"(still {len(patches)} per step, so the result is the same kind of training, only slower)."))
             if scaler is not None:
-                scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss.backward()
                 optimizer.step()
             scheduler.step()
-            entry: dict[str, Any] = {"step": step, "loss": float(loss.detach()), "seconds": time.perf_counter() - started}
+            entry: dict[str, Any] = {"step": step, "loss": loss_value, "seconds": time.perf_counter() - started}
             out_of_time = settings.max_seconds is not None and time.perf_counter() - started >= settings.max_seconds
             stopped = should_stop()
             last = step == settings.steps or out_of_time or stopped

@@ -243,6 +243,7 @@ class FineTuneWidget(QWidget):
         # scrolls instead of squeezing the fields over each other.
         content = QWidget()
         scroll = _VerticalScrollArea(content)
+        self._scroll = scroll
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
@@ -562,6 +563,8 @@ class FineTuneWidget(QWidget):
             f"Training {how}: {result.steps_done} steps in {result.seconds:.0f} s. "
             "Accept to segment with the fine-tuned model, or Discard it.")
         self._show_metrics(result)
+        # In a dock shared with Segment the buttons are below the fold: bring the decision into view.
+        self._scroll.ensureWidgetVisible(self.discard_button)
 
     def _show_metrics(self, result: TrainingResult) -> None:
         base, best, name = result.baseline_metric, result.best_metric, result.metric_name

@@ -84,6 +84,7 @@ class Tour:
         canvas_pixels = shot[canvas_box][..., :3].astype(float)
         assert canvas_pixels.size and canvas_pixels.std() > 10, f"{name}: the canvas looks blank"
 
+        assert (window.width(), window.height()) == WINDOW, f"{name}: the docks do not fit on a {WINDOW} screen"
         assert dock.isVisible(), f"{name}: the dock widget is hidden"
         inside = window.rect().contains(dock.geometry())
         assert inside, f"{name}: the dock {dock.geometry()} sticks out of the window {window.rect()}"
@@ -149,7 +150,8 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     # 2. Plugins > U-Net > Segment, choose the nuclei model, press Segment
     segment_dock, segment = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     assert isinstance(segment, SegmentWidget)
-    viewer.reset_view()  # the dock took room from the canvas
+    qtbot.wait(50)  # let the window lay out the dock, which takes room from the canvas
+    viewer.reset_view()
     # the widget is the one of the package under test, not of another checkout
     package = Path(napari_unet.__file__).parent
     assert Path(inspect.getfile(type(segment))).is_relative_to(package)
@@ -187,7 +189,7 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     assert tune.pairs.rows[0].image.name == "nuclei"
     assert tune.pairs.rows[0].labels.name == "nuclei [U-Net]"
     assert tune.mode == "corrections"
-    tune.budget_spin.setValue(30)  # an upper bound; the steps below end it first (about 8 s on 2 cores)
+    tune.budget_spin.setValue(0)  # steps only, so a busy machine trains the same model (10-20 s on 2 cores)
     tune.options.expand(animate=False)
     tune.options.steps_spin.setValue(40)
     tune.options.patch_spin.setValue(64)
@@ -195,6 +197,7 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     tune.options.mistake_spin.setValue(10.0)
     tune.options.validation_spin.setValue(0)  # keep the last model: the annotation is one small crop
     tune.finetune_button.click()
+    tune.options.collapse(animate=False)  # the settings are read at the click; the curve needs the room
     _wait(qtbot, tune)
     result = tune.result
     assert result is not None and result.steps_done == 40
@@ -203,7 +206,6 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     tour.shot("2-finetune", tune_dock)
     tune.accept_button.click()
     assert segment.session.model is result.model
-    tune.options.collapse(animate=False)
 
     # 5. Segment again with the fine-tuned model: the erased object stays erased, the rest stays
     segment.segment_button.click()
@@ -218,9 +220,14 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     assert _foreground_iou(second[~region], corrected[~region]) > 0.9
     tour.shot("3-segment-again", segment_dock)
 
-    # 6. Plugins > U-Net > Export: the labels as a TIFF Fiji opens; read it back
+    # 6. Close Fine-tune (its x button), then Plugins > U-Net > Export: a TIFF Fiji opens; read it back
+    viewer.window.remove_dock_widget(tune_dock)
     export_dock, export = viewer.window.add_plugin_dock_widget("napari-unet", "Export")
     assert isinstance(export, ExportWidget)
+    # drag the divider between the docks down, as a user would, so Export shows its button and status
+    from qtpy.QtCore import Qt
+
+    viewer.window._qt_window.resizeDocks([segment_dock, export_dock], [230, 520], Qt.Orientation.Vertical)
     export.choose_layer(labels)
     export.folder_edit.setText(str(tmp_path))
     assert export.export_button.isEnabled(), export.export_button.toolTip()
@@ -228,6 +235,7 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     _wait(qtbot, export)
     written = tmp_path / "nuclei_labels.tif"
     assert written.is_file(), export.status_label.text()
+    assert export.status_label.text().startswith("Exported 1 file(s)"), export.status_label.text()
     np.testing.assert_array_equal(tifffile.imread(written), labels.data)
     tour.shot("4-export", export_dock)
 

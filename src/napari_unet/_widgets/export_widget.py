@@ -42,6 +42,7 @@ from napari_unet.core.export import ExportedFile, ExportItem, class_mask, existi
 
 from .proxies import unwrap_proxy
 from .results import RESULT_KEY
+from .scrolling import scrolling_content
 from .session import session_for
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class ExportWidget(QWidget):
         self._running = False
         self._cancelled = False
         self._written = 0
+        self._over = False  # the running export's result (or failure) arrived
         self._build()
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
@@ -163,7 +165,9 @@ class ExportWidget(QWidget):
         form.addRow("Folder", folder)
         form.addRow("", self.overwrite_check)
         form.addRow("Files", self.files_label)
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        scrolling_content(self, content)
+        layout = QVBoxLayout(content)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
@@ -330,6 +334,7 @@ class ExportWidget(QWidget):
         pbar = progress(total=len(items), desc="Exporting TIFF files")
         self._written = 0
         self._cancelled = False
+        self._over = False
         worker.yielded.connect(lambda report: self._on_progress(pbar, report))
         worker.returned.connect(lambda result: self._on_returned(folder, result))
         worker.aborted.connect(self._on_aborted)
@@ -358,10 +363,13 @@ class ExportWidget(QWidget):
         self._written = max(self._written, report.done)
         if report.done > pbar.n:
             pbar.update(report.done - pbar.n)
-        if not self._cancelled:
+        # napari's progress bar can process events while it updates, so a report may
+        # arrive after the result: it must not replace the "Exported ..." message
+        if not self._cancelled and not self._over:
             self.status_label.setText(f"Exporting: {report.message}")
 
     def _on_returned(self, folder: Path, result: list[ExportedFile] | _ExportFailed) -> None:
+        self._over = True
         if isinstance(result, _ExportFailed):
             message = f"Export failed after {self._written} file(s): {result.message}"
             show_error(message)

@@ -14,6 +14,8 @@ def test_nuclei_sample_is_a_2d_image_layer():
     assert kind == "image"
     assert data.ndim == 2 and data.dtype == np.uint8 and data.std() > 0
     assert kwargs["name"] == "nuclei"
+    # the nuclei fill the display range instead of sitting dim in napari's default 0-255
+    assert kwargs["contrast_limits"] == [data.min(), data.max()] and data.max() < 200
 
 
 def test_sample_with_labels_matches_the_image():

@@ -84,3 +84,8 @@ def test_em_model_separates_membranes_from_cell_interiors(shared_data):
     instances = segment(image, model, output="instances", device="cpu").labels
     assert instances[~predicted_cells].max() == 0
     assert instances.max() > 20
+
+
+def test_the_nuclei_model_comes_first_so_widgets_start_with_it():
+    # the bundled samples are nuclei: a new user's first Segment must use the nuclei model
+    assert shipped_models()[0].key == "nuclei"

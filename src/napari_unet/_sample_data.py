@@ -15,7 +15,8 @@ _CREDIT = "Kaggle 2018 Data Science Bowl (BBBC038v1), CC0"
 def nuclei_sample() -> list[tuple[Any, dict[str, Any], str]]:
     """A fluorescence nuclei image (520 x 696, uint8), for a first Segment."""
     image = tifffile.imread(_FOLDER / "nuclei.tif")
-    return [(image, {"name": "nuclei", "metadata": {"source": _CREDIT}}, "image")]
+    return [(image, {"name": "nuclei", "contrast_limits": _data_range(image), "metadata": {"source": _CREDIT}},
+             "image")]
 
 
 def nuclei_sample_with_labels() -> list[tuple[Any, dict[str, Any], str]]:
@@ -29,6 +30,16 @@ def crowded_nuclei_sample() -> list[tuple[Any, dict[str, Any], str]]:
     image = tifffile.imread(_FOLDER / "nuclei_crowded.tif")
     labels = tifffile.imread(_FOLDER / "nuclei_crowded_labels.tif")
     return [
-        (image, {"name": "crowded nuclei", "metadata": {"source": _CREDIT}}, "image"),
+        (image, {"name": "crowded nuclei", "contrast_limits": _data_range(image), "metadata": {"source": _CREDIT}},
+         "image"),
         (labels, {"name": "crowded nuclei ground truth", "metadata": {"source": _CREDIT}}, "labels"),
     ]
+
+
+def _data_range(image: Any) -> list[float]:
+    """Contrast limits from the darkest to the brightest pixel.
+
+    The samples use a fraction of the uint8 range (about 11 to 114), so
+    napari's default limits (0 to 255) would show the nuclei dim grey.
+    """
+    return [float(image.min()), float(image.max())]

@@ -44,6 +44,7 @@ from napari_unet.core.export import ExportedFile, ExportItem, class_mask, existi
 from .lifetime import JobGuard, left_its_dock
 from .proxies import unwrap_proxy
 from .results import RESULT_KEY
+from .scrolling import scrolling_content
 from .session import session_for
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class ExportWidget(QWidget):
         self._written = 0
         self._guard = JobGuard()  # closing the dock or the viewer stops the export between files
         self._guard.watch(self)
+        self._over = False  # the running export's result (or failure) arrived
         self._build()
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
@@ -167,7 +169,9 @@ class ExportWidget(QWidget):
         form.addRow("Folder", folder)
         form.addRow("", self.overwrite_check)
         form.addRow("Files", self.files_label)
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        scrolling_content(self, content)
+        layout = QVBoxLayout(content)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
@@ -334,6 +338,7 @@ class ExportWidget(QWidget):
         pbar = progress(total=len(items), desc="Exporting TIFF files")
         self._written = 0
         self._cancelled = False
+        self._over = False
         worker.yielded.connect(lambda report: self._on_progress(pbar, report))
         worker.returned.connect(lambda result: self._on_returned(folder, result))
         worker.aborted.connect(self._on_aborted)
@@ -369,10 +374,13 @@ class ExportWidget(QWidget):
         self._written = max(self._written, report.done)
         if report.done > pbar.n:
             pbar.update(report.done - pbar.n)
-        if not self._cancelled and not self._guard.closed:
+        # napari's progress bar can process events while it updates, so a report may
+        # arrive after the result: it must not replace the "Exported ..." message
+        if not self._cancelled and not self._over and not self._guard.closed:
             self.status_label.setText(f"Exporting: {report.message}")
 
     def _on_returned(self, folder: Path, result: list[ExportedFile] | _ExportFailed) -> None:
+        self._over = True
         if self._guard.closed:
             return
         if isinstance(result, _ExportFailed):

@@ -26,19 +26,17 @@ import numpy as np
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QSize, Qt
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QRadioButton,
-    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -56,6 +54,7 @@ from .lifetime import JobGuard, left_its_dock
 from .proxies import unwrap_proxy
 from .results import Target, make_target, shown_plane
 from .reviewed import reviewed_mask
+from .scrolling import scrolling_content
 from .session import session_for
 from .training_options import TrainingOptions
 
@@ -243,10 +242,8 @@ class FineTuneWidget(QWidget):
         # Everything in a scroll area: a dock shared with other widgets then
         # scrolls instead of squeezing the fields over each other.
         content = QWidget()
-        scroll = _VerticalScrollArea(content)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        # tall enough for the status, the curve and Accept/Discard once a result is in
+        self._scroll = scrolling_content(self, content, min_height=300)
         layout = QVBoxLayout(content)
         layout.addLayout(top)
         layout.addWidget(self.pairs)
@@ -571,6 +568,15 @@ class FineTuneWidget(QWidget):
             f"Training {how}: {result.steps_done} steps in {result.seconds:.0f} s. "
             "Accept to segment with the fine-tuned model, or Discard it.")
         self._show_metrics(result)
+        # In a dock shared with Segment the buttons are below the fold: bring the decision into view,
+        # then the status above it (both fit in a dock a third of an 800-pixel screen high)
+        # (after the pending layout update: the status and metric lines just changed height)
+        QTimer.singleShot(0, self._show_decision)
+
+    def _show_decision(self) -> None:
+        """Scroll so that the status line and the Accept/Discard/Revert buttons are in view."""
+        self._scroll.ensureWidgetVisible(self.revert_button)
+        self._scroll.ensureWidgetVisible(self.status_label)
 
     def _show_metrics(self, result: TrainingResult) -> None:
         base, best, name = result.baseline_metric, result.best_metric, result.metric_name
@@ -665,32 +671,6 @@ class FineTuneWidget(QWidget):
             "napari-unet models (*.unet.safetensors);;All files (*)")
         if path:
             self.save_model_to(path)
-
-
-class _VerticalScrollArea(QScrollArea):
-    """Scrolls ``content`` vertically when the dock is short; asks for its full size otherwise.
-
-    A plain QScrollArea asks for little room, so napari would give a shared
-    dock almost nothing, and it would cut the content off on the right.
-    """
-
-    def __init__(self, content: QWidget) -> None:
-        super().__init__()
-        self.setWidgetResizable(True)
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setWidget(content)
-
-    def _bar(self) -> int:
-        return self.verticalScrollBar().sizeHint().width()
-
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        hint = self.widget().sizeHint()
-        return QSize(hint.width() + self._bar(), hint.height())
-
-    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        least = self.widget().minimumSizeHint()
-        return QSize(least.width() + self._bar(), min(least.height(), 400))
 
 
 def _disconnect(signal: Any, slot: Any, *_: Any) -> None:

@@ -53,6 +53,7 @@ from .devices import device_combo
 from .lifetime import JobGuard, left_its_dock
 from .proxies import unwrap_proxy
 from .results import Target, make_target, shown_plane
+from .scrolling import scrolling_content
 from .session import session_for
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,9 @@ class SegmentWidget(QWidget):
         main.addRow(_row_label("", label_width), self.model_info)
         main.addRow(_row_label("Output", label_width), self.output_combo)
         main.addRow(_row_label("Planes", label_width), planes)
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        self._scroll = scrolling_content(self, content)
+        layout = QVBoxLayout(content)
         layout.addLayout(main)
         layout.addWidget(self.advanced)
         layout.addLayout(buttons)

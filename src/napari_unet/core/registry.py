@@ -42,8 +42,12 @@ def models_folder() -> Path:
     return Path(str(resources.files("napari_unet") / "models"))
 
 
+#: The model the widgets start with: the bundled samples are nuclei.
+DEFAULT_MODEL = "nuclei"
+
+
 def shipped_models() -> list[ShippedModel]:
-    """All shipped models, sorted by key. Unreadable files are skipped."""
+    """All shipped models, the default (:data:`DEFAULT_MODEL`) first, then by key. Unreadable files are skipped."""
     found = []
     folder = models_folder()
     if not folder.is_dir():
@@ -56,7 +60,7 @@ def shipped_models() -> list[ShippedModel]:
         key = path.name[: -len(FILE_SUFFIX)]
         summary = desc.description.split(". ")[0].strip()
         found.append(ShippedModel(key=key, title=desc.name, path=path, summary=summary))
-    return found
+    return sorted(found, key=lambda m: (m.key != DEFAULT_MODEL, m.key))
 
 
 def resolve_model_path(name_or_path: str | os.PathLike, /) -> Path:

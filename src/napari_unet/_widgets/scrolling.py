@@ -1,0 +1,75 @@
+"""A scroll area for dock widgets that share napari's right-hand dock area.
+
+napari stacks plugin docks on top of each other; on a 1280 x 800 screen
+three of them get about 230 pixels each. A plain widget then squeezes its
+rows over each other (word-wrapped labels overlap the fields below), so the
+widgets put their content in a :class:`VerticalScrollArea` instead.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+
+#: The most height a dock asks for as its minimum by default; beyond it the content scrolls.
+#: Segment and Export (180) and Fine-tune (300) fit together in an 800-pixel-high window.
+MIN_HEIGHT = 180
+
+
+class VerticalScrollArea(QScrollArea):
+    """Scrolls ``content`` vertically when the dock is short; asks for its full size otherwise.
+
+    A plain QScrollArea asks for little room, so napari would give a shared
+    dock almost nothing, and it would cut the content off on the right.
+
+    Parameters
+    ----------
+    content : QWidget
+        What to show.
+    min_height : int
+        The most height the area asks for as its minimum (less if the
+        content needs less); below its full height the content scrolls.
+    """
+
+    def __init__(self, content: QWidget, *, min_height: int = MIN_HEIGHT) -> None:
+        super().__init__()
+        self.min_height = min_height
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(content)
+
+    def _bar(self) -> int:
+        return self.verticalScrollBar().sizeHint().width()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        hint = self.widget().sizeHint()
+        return QSize(hint.width() + self._bar(), hint.height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        least = self.widget().minimumSizeHint()
+        return QSize(least.width() + self._bar(), min(least.height(), self.min_height))
+
+
+def scrolling_content(widget: QWidget, content: QWidget, *, min_height: int = MIN_HEIGHT) -> VerticalScrollArea:
+    """Fill ``widget`` with a :class:`VerticalScrollArea` showing ``content``.
+
+    Parameters
+    ----------
+    widget : QWidget
+        The dock widget; it gets a layout holding only the scroll area.
+    content : QWidget
+        What the dock shows; give it its own layout.
+    min_height : int
+        See :class:`VerticalScrollArea`.
+
+    Returns
+    -------
+    VerticalScrollArea
+        The scroll area (e.g. to ``ensureWidgetVisible`` a button).
+    """
+    scroll = VerticalScrollArea(content, min_height=min_height)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return scroll

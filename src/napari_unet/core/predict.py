@@ -13,7 +13,7 @@ from .device import auto_batch_size, auto_tile_size, autocast, empty_cache, free
 from .model_file import SegmentationModel
 from .normalization import apply_normalization
 from .progress import Job, Progress
-from .tiling import TileGrid, read_mirrored, tile_grid
+from .tiling import Region, TileGrid, read_mirrored, tile_grid
 
 #: Smallest tile side tried after out-of-memory errors before giving up.
 _MIN_TILE = 64
@@ -33,6 +33,7 @@ def predict_plane_job(
     batch_size: int | None = None,
     amp: bool = True,
     stats: np.ndarray | None = None,
+    region: Region | None = None,
     plane_index: int = 0,
     n_planes: int = 1,
 ) -> Job[np.ndarray]:
@@ -55,7 +56,14 @@ def predict_plane_job(
         Mixed precision on CUDA.
     stats : numpy.ndarray, optional
         Per-channel (offset, scale) from the model's normalisation; computed
-        from this plane if omitted.
+        from this plane if omitted. Pass the whole plane's statistics when
+        predicting a ``region``.
+    region : tuple of slice, optional
+        Predict only this (Y, X) window of the plane. Tiles read their context
+        from the rest of the plane (mirrored only at the plane's own borders),
+        so the window's probabilities equal those of a whole-plane pass when
+        the window starts on the network's pooling grid (multiples of
+        ``2**(depth-1)``).
     plane_index, n_planes : int
         Position of this plane in a stack, for progress reports.
 
@@ -68,7 +76,8 @@ def predict_plane_job(
     Returns
     -------
     numpy.ndarray
-        Probabilities, shape (n_classes, Y, X), float32.
+        Probabilities, shape (n_classes, Y, X), float32 (Y, X of the region
+        when one is given).
 
     Raises
     ------
@@ -76,6 +85,7 @@ def predict_plane_job(
         If tiles of 64 px still do not fit.
     """
     config = model.config
+    origin, extent = _window(tuple(plane.shape[:2]), region, config.downsampling)
     net = model.network.to(device).eval()
     if device.type == "cuda":
         # tensor cores read NHWC: keep weights in the layout the tiles arrive in
@@ -85,7 +95,7 @@ def predict_plane_job(
     if tile_size is None:
         tile_size = auto_tile_size(config, device)
     while True:
-        grid = tile_grid(tuple(plane.shape[:2]), config, tile_shape=(tile_size, tile_size))
+        grid = tile_grid(extent, config, tile_shape=(tile_size, tile_size))
         if batch_size is None:
             batch = auto_batch_size(config, device, grid.input_shape[0] * grid.input_shape[1])
         else:
@@ -93,7 +103,8 @@ def predict_plane_job(
         batch = min(batch, len(grid.tiles))
         try:
             return (
-                yield from _run_grid(plane, net, grid, stats, device=device, batch=batch, amp=amp,
+                yield from _run_grid(plane, net, grid, stats, origin=origin, extent=extent, device=device,
+                                     batch=batch, amp=amp,
                                      n_classes=config.n_classes, plane_index=plane_index, n_planes=n_planes)
             )
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
@@ -121,6 +132,8 @@ def _run_grid(
     grid: TileGrid,
     stats: np.ndarray,
     *,
+    origin: tuple[int, int],
+    extent: tuple[int, int],
     device: torch.device,
     batch: int,
     amp: bool,
@@ -128,7 +141,7 @@ def _run_grid(
     plane_index: int,
     n_planes: int,
 ) -> Job[np.ndarray]:
-    height, width = plane.shape[:2]
+    height, width = extent
     tiles = grid.tiles
     n_tiles = len(tiles)
     # on an accelerator the tiles are normalised and stitched there and the
@@ -146,11 +159,12 @@ def _run_grid(
         for first in range(0, n_tiles, batch):
             chunk = tiles[first : first + batch]
             if stitch_on_device:
-                raw = np.stack([_transferable(read_mirrored(plane, t.read)) for t in chunk])
+                raw = np.stack([_transferable(read_mirrored(plane, _shifted(t.read, origin))) for t in chunk])
                 x = torch.from_numpy(raw).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
                 x = torch.nan_to_num((x - offset) / scale, nan=0.0, posinf=0.0, neginf=0.0)
             else:
-                inputs = np.stack([apply_normalization(read_mirrored(plane, t.read), stats) for t in chunk])
+                inputs = np.stack([apply_normalization(read_mirrored(plane, _shifted(t.read, origin)), stats)
+                                   for t in chunk])
                 x = torch.from_numpy(inputs).permute(0, 3, 1, 2).to(device)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(device, enabled=amp):
@@ -169,6 +183,24 @@ def _run_grid(
         out = np.empty((n_classes, height, width), dtype=np.float32)
         torch.from_numpy(out).copy_(out_dev)
     return out
+
+
+def _window(plane_shape: tuple[int, int], region: Region | None, step: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Origin and size of the window to predict; checks it lies in the plane and on the pooling grid."""
+    if region is None:
+        return (0, 0), plane_shape
+    bounds = [r.indices(n) for r, n in zip(region, plane_shape)]
+    if any(s != 1 or stop <= start for start, stop, s in bounds):
+        raise ValueError(f"a region must be a non-empty, unit-step window of the plane, got {region}")
+    if any(start % step for start, _, _ in bounds):
+        raise ValueError(f"a region must start on multiples of {step} (the network's down-sampling), got {region}")
+    return (bounds[0][0], bounds[1][0]), (bounds[0][1] - bounds[0][0], bounds[1][1] - bounds[1][0])
+
+
+def _shifted(region: Region, origin: tuple[int, int]) -> Region:
+    if origin == (0, 0):
+        return region
+    return tuple(slice(r.start + o, r.stop + o) for r, o in zip(region, origin))  # type: ignore[return-value]
 
 
 #: Largest share of free accelerator memory the stitched output may take.

@@ -284,3 +284,44 @@ def test_cuda_without_a_gpu_falls_back_to_the_cpu_with_a_notice(tmp_path, images
     with pytest.warns(DeviceWarning, match="running on the CPU"):  # printed to stderr outside pytest
         assert main(args) == 0
     assert tifffile.imread(out).shape == (128, 128)
+
+
+# --------------------------------------------------------------------------- outputs never replace inputs
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_output_folder_that_is_the_input_folder_is_refused_and_inputs_kept(tmp_path, images, tiny_model_file,
+                                                                           capsys, overwrite):
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    args = _segment_args(images, tiny_model_file, images) + (["--overwrite"] if overwrite else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "would replace the input image" in err and "another folder" in err
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+
+
+def test_one_input_written_onto_itself_is_refused_also_through_another_spelling(tmp_path, images,
+                                                                                 tiny_model_file, capsys):
+    before = (images / "a.tif").read_bytes()
+    other_spelling = images / ".." / images.name / "a.tif"
+    assert main([*_segment_args(images / "a.tif", tiny_model_file, other_spelling), "--overwrite"]) == 2
+    assert "would replace the input image" in capsys.readouterr().err
+    assert (images / "a.tif").read_bytes() == before
+
+
+def test_output_paths_refuse_an_input_as_output(images):
+    with pytest.raises(InputError, match="would replace the input image"):
+        output_paths([images / "a.tif", images / "b.tif"], images)
+    # a .tiff input in its own folder gets a .tif output: a different file, allowed
+    assert output_paths([images / "c.tiff"], images) == [images / "c.tif"]
+
+
+def test_segment_files_refuses_explicit_outputs_that_are_inputs(images, tiny_model_file):
+    from napari_unet.core.batch import segment_files
+
+    before = (images / "b.tif").read_bytes()
+    with pytest.raises(InputError, match="would replace the input image"):
+        segment_files([images / "a.tif", images / "b.tif"], model=str(tiny_model_file),
+                      outputs=[images.parent / "a_out.tif", images / "b.tif"], overwrite=True, device="cpu")
+    assert (images / "b.tif").read_bytes() == before
+    assert not (images.parent / "a_out.tif").exists()

@@ -325,3 +325,13 @@ def test_segment_files_refuses_explicit_outputs_that_are_inputs(images, tiny_mod
                       outputs=[images.parent / "a_out.tif", images / "b.tif"], overwrite=True, device="cpu")
     assert (images / "b.tif").read_bytes() == before
     assert not (images.parent / "a_out.tif").exists()
+
+
+def test_a_failed_file_is_reported_once_with_its_reason(tmp_path, images, tiny_model_file, capsys):
+    (images / "broken.tif").write_bytes(b"this is not a tiff")
+    assert main(_segment_args(images, tiny_model_file, tmp_path / "out")) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if "broken.tif" in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("failed broken.tif: ")
+    assert "2 segmented, 0 skipped, 1 failed" in captured.out

@@ -229,11 +229,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         rows = run_job(job, on_progress=report)
+    # every file's line (a failure with its reason) was printed as it finished: count them, do not repeat them
     counts = {status: sum(row.status == status for row in rows) for status in ("ok", "skipped", "failed")}
     print(f"{counts['ok']} segmented, {counts['skipped']} skipped, {counts['failed']} failed")
-    for row in rows:
-        if row.status == "failed":
-            print(f"  {row.file}: {row.message}", file=sys.stderr)
     if summary is not None:
         try:
             write_summary(rows, summary)

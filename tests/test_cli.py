@@ -335,3 +335,26 @@ def test_a_failed_file_is_reported_once_with_its_reason(tmp_path, images, tiny_m
     assert len(lines) == 1, lines
     assert lines[0].startswith("failed broken.tif: ")
     assert "2 segmented, 0 skipped, 1 failed" in captured.out
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="MPS may exist on macOS")
+def test_device_fallback_warning_is_one_plain_line_without_source_location(tmp_path, images, tiny_model_file):
+    out = tmp_path / "labels.tif"
+    args = _segment_args(images / "a.tif", tiny_model_file, out)
+    args[args.index("--device") + 1] = "mps"  # never available on Linux or Windows
+    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    warning_lines = [line for line in proc.stderr.splitlines() if "MPS" in line]
+    assert warning_lines == ["warning: MPS was asked for but is not available; running on the CPU"]
+    assert ".py:" not in proc.stderr and "DeviceWarning" not in proc.stderr
+    assert "resolve_device" not in proc.stderr  # the source line Python's format repeats
+    assert out.exists()
+
+
+def test_plain_warning_format_is_restored_after_the_command(tmp_path, images, tiny_model_file):
+    import warnings
+
+    before = warnings.formatwarning
+    assert main(_segment_args(images / "a.tif", tiny_model_file, tmp_path / "l.tif")) == 0
+    assert warnings.formatwarning is before

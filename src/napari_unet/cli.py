@@ -255,9 +255,33 @@ def _print_row(row) -> None:  # type: ignore[no-untyped-def]
             print(f"warning: {row.message}", file=sys.stderr)
 
 
+def _plain_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   line: str | None = None) -> str:
+    """Format a warning as ``warning: MESSAGE``, without the source file and line.
+
+    Python's default format names the file and line that raised the warning
+    and repeats that line of code: noise for someone running a command.
+    """
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``napari-unet`` command."""
+    """Entry point of the ``napari-unet`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the command name; default: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status: 0 done, 1 some file or the training failed, 2 the
+        inputs or options cannot be used, 130 interrupted.
+    """
     args = _build_parser().parse_args(argv)
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _plain_warning  # e.g. "warning: CUDA was asked for but ...; running on the CPU"
     try:
         if args.command == "models":
             return _cmd_models()
@@ -267,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ncancelled; outputs written so far are complete, nothing half-written was left", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -358,3 +358,41 @@ def test_plain_warning_format_is_restored_after_the_command(tmp_path, images, ti
     before = warnings.formatwarning
     assert main(_segment_args(images / "a.tif", tiny_model_file, tmp_path / "l.tif")) == 0
     assert warnings.formatwarning is before
+
+
+def _train_args(tmp_path, nuclei_crop, model_file, out):
+    image, labels = nuclei_crop
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    tifffile.imwrite(tmp_path / "img" / "a.tif", image)
+    tifffile.imwrite(tmp_path / "lab" / "a.tif", labels)
+    return ["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--from", str(model_file),
+            "-o", str(out), "--steps", "3", "--patch-size", "32", "--batch-size", "1", "--device", "cpu", "--quiet"]
+
+
+def test_train_says_when_validation_never_improved_and_the_model_is_unchanged(tmp_path, nuclei_crop,
+                                                                              tiny_model_file, capsys, monkeypatch):
+    from napari_unet.core import load_model, training
+
+    monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: 0.25)  # every validation: no better
+    out = tmp_path / "tuned.unet.safetensors"
+    assert main(_train_args(tmp_path, nuclei_crop, tiny_model_file, out)) == 0
+    captured = capsys.readouterr()
+    assert "F1@0.5: 0.250 before, 0.250 after" in captured.out
+    assert "never improved on 0.250" in captured.err and "starting model unchanged" in captured.err
+    tuned, start = load_model(out), load_model(tiny_model_file)
+    for key, value in start.network.state_dict().items():  # what the warning says is true
+        assert np.array_equal(tuned.network.state_dict()[key].numpy(), value.numpy()), key
+
+
+def test_train_is_quiet_about_validation_when_it_improved(tmp_path, nuclei_crop, tiny_model_file, capsys,
+                                                          monkeypatch):
+    from napari_unet.core import training
+
+    scores = iter([0.2, 0.3, 0.4, 0.5, 0.6])
+    monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: next(scores))
+    out = tmp_path / "tuned.unet.safetensors"
+    assert main(_train_args(tmp_path, nuclei_crop, tiny_model_file, out)) == 0
+    captured = capsys.readouterr()
+    assert "F1@0.5: 0.200 before, 0.300 after" in captured.out
+    assert "never improved" not in captured.err

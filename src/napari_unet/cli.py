@@ -157,13 +157,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if result.best_metric is not None:
-        before = "n/a" if result.baseline_metric is None else f"{result.baseline_metric:.3f}"
-        print(f"{result.metric_name}: {before} before, {result.best_metric:.3f} after")
-        if result.baseline_metric is not None and result.best_metric < result.baseline_metric:
-            print("warning: the model got worse on the validation data; keep using the previous model", file=sys.stderr)
     print(f"saved {out} after {result.steps_done} steps ({result.seconds:.0f} s)")
+    verdict = _validation_verdict(result, out)
+    if verdict:
+        print(verdict, file=sys.stderr)
     return 0
+
+
+def _validation_verdict(result, out: Path) -> str:  # type: ignore[no-untyped-def]
+    """Print the metric before and after training; return a warning when validation never improved.
+
+    The best model on the validation data is the one kept, starting from the
+    model before training: if no validation beat it, the saved file *is* the
+    starting model, and the user must be told so.
+    """
+    name, base, best = result.metric_name, result.baseline_metric, result.best_metric
+    if best is None:
+        print("no validation data (too little annotation to hold any back): the last model was saved; "
+              "nothing says whether it is better")
+        return ""
+    print(f"{name}: {'n/a' if base is None else f'{base:.3f}'} before, {best:.3f} after")
+    if base is not None and not best > base:
+        return (f"warning: {name} on the validation data never improved on {base:.3f} (the model before "
+                f"training), so {out} holds the starting model unchanged. Annotate more images, train longer "
+                "(--minutes, --steps) or try another --learning-rate.")
+    return ""
 
 
 def _cmd_models() -> int:

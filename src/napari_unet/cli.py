@@ -58,18 +58,21 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val", nargs="*", default=None, metavar="IMAGE",
                        help="validation images (labels found by file name in --labels); "
                             "default: hold back part of the training annotation")
-    train.add_argument("--steps", type=int, default=500)
+    train.add_argument("--steps", type=int, default=500,
+                       help="most optimiser steps (default: 500); with --minutes, whichever ends training first")
     train.add_argument("--minutes", type=float, default=None, help="stop after this much time")
     train.add_argument("--learning-rate", type=float, default=None, help="default: 3e-4 fine-tuning, 1e-3 from scratch")
-    train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--patch-size", type=int, default=128)
-    train.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    train.add_argument("--loss", choices=["ce", "dice_ce"], default="ce")
+    train.add_argument("--batch-size", type=int, default=4, help="patches per step (default: 4)")
+    train.add_argument("--patch-size", type=int, default=128, help="side of the training patches in pixels (default: 128)")
+    train.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
+                       help="AdamW (default) or the paper's SGD with momentum 0.99")
+    train.add_argument("--loss", choices=["ce", "dice_ce"], default="ce",
+                       help="weighted cross-entropy as in the paper (default) or Dice + cross-entropy")
     train.add_argument("--from-scratch", action="store_true", help="re-initialise the weights")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    train.add_argument("--seed", type=int, default=0, help="seed of patches, augmentation and validation split (default: 0)")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default: auto)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing output model")
-    train.add_argument("--quiet", action="store_true")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

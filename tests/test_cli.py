@@ -396,3 +396,26 @@ def test_train_is_quiet_about_validation_when_it_improved(tmp_path, nuclei_crop,
     captured = capsys.readouterr()
     assert "F1@0.5: 0.200 before, 0.300 after" in captured.out
     assert "never improved" not in captured.err
+
+
+def test_train_out_of_memory_even_for_one_patch_is_an_error_message_not_a_traceback(tmp_path, nuclei_crop,
+                                                                                    tiny_model_file, capsys,
+                                                                                    monkeypatch):
+    import torch
+
+    from napari_unet.core.model import UNet
+
+    real = UNet.forward
+
+    def forward(self, x):  # validation (eval mode) fits; every training step runs out of memory
+        if self.training:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, x)
+
+    monkeypatch.setattr(UNet, "forward", forward)
+    out = tmp_path / "tuned.unet.safetensors"
+    assert main(_train_args(tmp_path, nuclei_crop, tiny_model_file, out)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory") and "lower the patch size" in err
+    assert "Traceback" not in err
+    assert not out.exists()

@@ -94,6 +94,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unet.core import ModelFileError, load_named_model, new_model, save_model
     from napari_unet.core.atomic import OutputError
     from napari_unet.core.finetune import samples_from_arrays, split_validation
+    from napari_unet.core.predict import OutOfMemoryError
     from napari_unet.core.progress import run_job
     from napari_unet.core.tiff_io import ImageReadError, read_image
     from napari_unet.core.training import TrainingSettings, train_job
@@ -152,7 +153,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         try:
             result = run_job(job, on_progress=update)
-        except (ValueError, FloatingPointError) as exc:
+        except (ValueError, FloatingPointError, OutOfMemoryError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     try:

@@ -1,6 +1,6 @@
 """From what a user painted to training samples: the core side of Fine-tune.
 
-Two ways of annotating are understood (see ``docs/annotations.md``):
+Two ways of annotating are understood (see ``docs/how-to/annotate.md``):
 
 ``"scribbles"``
     A labels layer where 0 means *not annotated*, 1 means background and

@@ -284,3 +284,115 @@ def test_cuda_without_a_gpu_falls_back_to_the_cpu_with_a_notice(tmp_path, images
     with pytest.warns(DeviceWarning, match="running on the CPU"):  # printed to stderr outside pytest
         assert main(args) == 0
     assert tifffile.imread(out).shape == (128, 128)
+
+
+# --------------------------------------------------------------------------- outputs never replace inputs
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_output_folder_that_is_the_input_folder_is_refused_and_inputs_kept(tmp_path, images, tiny_model_file,
+                                                                           capsys, overwrite):
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    args = _segment_args(images, tiny_model_file, images) + (["--overwrite"] if overwrite else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "would replace the input image" in err and "another folder" in err
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+
+
+def test_one_input_written_onto_itself_is_refused_also_through_another_spelling(tmp_path, images,
+                                                                                 tiny_model_file, capsys):
+    before = (images / "a.tif").read_bytes()
+    other_spelling = images / ".." / images.name / "a.tif"
+    assert main([*_segment_args(images / "a.tif", tiny_model_file, other_spelling), "--overwrite"]) == 2
+    assert "would replace the input image" in capsys.readouterr().err
+    assert (images / "a.tif").read_bytes() == before
+
+
+def test_output_paths_refuse_an_input_as_output(images):
+    with pytest.raises(InputError, match="would replace the input image"):
+        output_paths([images / "a.tif", images / "b.tif"], images)
+    # a .tiff input in its own folder gets a .tif output: a different file, allowed
+    assert output_paths([images / "c.tiff"], images) == [images / "c.tif"]
+
+
+def test_segment_files_refuses_explicit_outputs_that_are_inputs(images, tiny_model_file):
+    from napari_unet.core.batch import segment_files
+
+    before = (images / "b.tif").read_bytes()
+    with pytest.raises(InputError, match="would replace the input image"):
+        segment_files([images / "a.tif", images / "b.tif"], model=str(tiny_model_file),
+                      outputs=[images.parent / "a_out.tif", images / "b.tif"], overwrite=True, device="cpu")
+    assert (images / "b.tif").read_bytes() == before
+    assert not (images.parent / "a_out.tif").exists()
+
+
+def test_a_failed_file_is_reported_once_with_its_reason(tmp_path, images, tiny_model_file, capsys):
+    (images / "broken.tif").write_bytes(b"this is not a tiff")
+    assert main(_segment_args(images, tiny_model_file, tmp_path / "out")) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if "broken.tif" in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("failed broken.tif: ")
+    assert "2 segmented, 0 skipped, 1 failed" in captured.out
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="MPS may exist on macOS")
+def test_device_fallback_warning_is_one_plain_line_without_source_location(tmp_path, images, tiny_model_file):
+    out = tmp_path / "labels.tif"
+    args = _segment_args(images / "a.tif", tiny_model_file, out)
+    args[args.index("--device") + 1] = "mps"  # never available on Linux or Windows
+    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    warning_lines = [line for line in proc.stderr.splitlines() if "MPS" in line]
+    assert warning_lines == ["warning: MPS was asked for but is not available; running on the CPU"]
+    assert ".py:" not in proc.stderr and "DeviceWarning" not in proc.stderr
+    assert "resolve_device" not in proc.stderr  # the source line Python's format repeats
+    assert out.exists()
+
+
+def test_plain_warning_format_is_restored_after_the_command(tmp_path, images, tiny_model_file):
+    import warnings
+
+    before = warnings.formatwarning
+    assert main(_segment_args(images / "a.tif", tiny_model_file, tmp_path / "l.tif")) == 0
+    assert warnings.formatwarning is before
+
+
+def _train_args(tmp_path, nuclei_crop, model_file, out):
+    image, labels = nuclei_crop
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    tifffile.imwrite(tmp_path / "img" / "a.tif", image)
+    tifffile.imwrite(tmp_path / "lab" / "a.tif", labels)
+    return ["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--from", str(model_file),
+            "-o", str(out), "--steps", "3", "--patch-size", "32", "--batch-size", "1", "--device", "cpu", "--quiet"]
+
+
+def test_train_says_when_validation_never_improved_and_the_model_is_unchanged(tmp_path, nuclei_crop,
+                                                                              tiny_model_file, capsys, monkeypatch):
+    from napari_unet.core import load_model, training
+
+    monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: 0.25)  # every validation: no better
+    out = tmp_path / "tuned.unet.safetensors"
+    assert main(_train_args(tmp_path, nuclei_crop, tiny_model_file, out)) == 0
+    captured = capsys.readouterr()
+    assert "F1@0.5: 0.250 before, 0.250 after" in captured.out
+    assert "never improved on 0.250" in captured.err and "starting model unchanged" in captured.err
+    tuned, start = load_model(out), load_model(tiny_model_file)
+    for key, value in start.network.state_dict().items():  # what the warning says is true
+        assert np.array_equal(tuned.network.state_dict()[key].numpy(), value.numpy()), key
+
+
+def test_train_is_quiet_about_validation_when_it_improved(tmp_path, nuclei_crop, tiny_model_file, capsys,
+                                                          monkeypatch):
+    from napari_unet.core import training
+
+    scores = iter([0.2, 0.3, 0.4, 0.5, 0.6])
+    monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: next(scores))
+    out = tmp_path / "tuned.unet.safetensors"
+    assert main(_train_args(tmp_path, nuclei_crop, tiny_model_file, out)) == 0
+    captured = capsys.readouterr()
+    assert "F1@0.5: 0.200 before, 0.300 after" in captured.out
+    assert "never improved" not in captured.err

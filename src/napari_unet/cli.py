@@ -71,18 +71,21 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val", nargs="*", default=None, metavar="IMAGE",
                        help="validation images (labels found by file name in --labels); "
                             "default: hold back part of the training annotation")
-    train.add_argument("--steps", type=int, default=500)
+    train.add_argument("--steps", type=int, default=500,
+                       help="most optimiser steps (default: 500); with --minutes, whichever ends training first")
     train.add_argument("--minutes", type=float, default=None, help="stop after this much time")
     train.add_argument("--learning-rate", type=float, default=None, help="default: 3e-4 fine-tuning, 1e-3 from scratch")
-    train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--patch-size", type=int, default=128)
-    train.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    train.add_argument("--loss", choices=["ce", "dice_ce"], default="ce")
+    train.add_argument("--batch-size", type=int, default=4, help="patches per step (default: 4)")
+    train.add_argument("--patch-size", type=int, default=128, help="side of the training patches in pixels (default: 128)")
+    train.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
+                       help="AdamW (default) or the paper's SGD with momentum 0.99")
+    train.add_argument("--loss", choices=["ce", "dice_ce"], default="ce",
+                       help="weighted cross-entropy as in the paper (default) or Dice + cross-entropy")
     train.add_argument("--from-scratch", action="store_true", help="re-initialise the weights")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    train.add_argument("--seed", type=int, default=0, help="seed of patches, augmentation and validation split (default: 0)")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default: auto)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing output model")
-    train.add_argument("--quiet", action="store_true")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -170,13 +173,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if result.best_metric is not None:
-        before = "n/a" if result.baseline_metric is None else f"{result.baseline_metric:.3f}"
-        print(f"{result.metric_name}: {before} before, {result.best_metric:.3f} after")
-        if result.baseline_metric is not None and result.best_metric < result.baseline_metric:
-            print("warning: the model got worse on the validation data; keep using the previous model", file=sys.stderr)
     print(f"saved {out} after {result.steps_done} steps ({result.seconds:.0f} s)")
+    verdict = _validation_verdict(result, out)
+    if verdict:
+        print(verdict, file=sys.stderr)
     return 0
+
+
+def _validation_verdict(result, out: Path) -> str:  # type: ignore[no-untyped-def]
+    """Print the metric before and after training; return a warning when validation never improved.
+
+    The best model on the validation data is the one kept, starting from the
+    model before training: if no validation beat it, the saved file *is* the
+    starting model, and the user must be told so.
+    """
+    name, base, best = result.metric_name, result.baseline_metric, result.best_metric
+    if best is None:
+        print("no validation data (too little annotation to hold any back): the last model was saved; "
+              "nothing says whether it is better")
+        return ""
+    print(f"{name}: {'n/a' if base is None else f'{base:.3f}'} before, {best:.3f} after")
+    if base is not None and not best > base:
+        return (f"warning: {name} on the validation data never improved on {base:.3f} (the model before "
+                f"training), so {out} holds the starting model unchanged. Annotate more images, train longer "
+                "(--minutes, --steps) or try another --learning-rate.")
+    return ""
 
 
 def _cmd_models() -> int:
@@ -324,11 +345,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         rows = run_job(job, on_progress=report)
+    # every file's line (a failure with its reason) was printed as it finished: count them, do not repeat them
     counts = {status: sum(row.status == status for row in rows) for status in ("ok", "skipped", "failed")}
     print(f"{counts['ok']} segmented, {counts['skipped']} skipped, {counts['failed']} failed")
-    for row in rows:
-        if row.status == "failed":
-            print(f"  {row.file}: {row.message}", file=sys.stderr)
     if summary is not None:
         try:
             write_summary(rows, summary)
@@ -352,9 +371,33 @@ def _print_row(row) -> None:  # type: ignore[no-untyped-def]
             print(f"warning: {row.message}", file=sys.stderr)
 
 
+def _plain_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   line: str | None = None) -> str:
+    """Format a warning as ``warning: MESSAGE``, without the source file and line.
+
+    Python's default format names the file and line that raised the warning
+    and repeats that line of code: noise for someone running a command.
+    """
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``napari-unet`` command."""
+    """Entry point of the ``napari-unet`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the command name; default: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status: 0 done, 1 some file or the training failed, 2 the
+        inputs or options cannot be used, 130 interrupted.
+    """
     args = _build_parser().parse_args(argv)
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _plain_warning  # e.g. "warning: CUDA was asked for but ...; running on the CPU"
     try:
         if args.command == "models":
             return _cmd_models()
@@ -366,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ncancelled; outputs written so far are complete, nothing half-written was left", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,7 @@ __all__ = [
     "InputError",
     "expand_inputs",
     "output_paths",
+    "refuse_overwriting_inputs",
     "segment_files",
     "segment_files_job",
     "write_summary",
@@ -119,18 +120,58 @@ def output_paths(inputs: Sequence[Path], output: str | Path, /) -> list[Path]:
     Raises
     ------
     InputError
-        Several inputs and a file name, or two inputs with the same name.
+        Several inputs and a file name, two inputs with the same name, or an
+        output that would be one of the input images (an output folder that
+        is the input folder, with inputs ending in ``.tif``).
     """
     out = Path(output).expanduser()
     if len(inputs) == 1 and out.suffix.lower() in TIFF_SUFFIXES:
-        return [out]
-    if out.suffix.lower() in TIFF_SUFFIXES:
+        targets = [out]
+    elif out.suffix.lower() in TIFF_SUFFIXES:
         raise InputError(f"{len(inputs)} inputs need an output folder, not the file name {output}")
-    names = [p.name for p in inputs]
-    clashes = {n for n in names if names.count(n) > 1}
-    if clashes:
-        raise InputError(f"several inputs are named {sorted(clashes)[0]}; segment them into separate folders")
-    return [out / (p.stem + ".tif") for p in inputs]
+    else:
+        names = [p.name for p in inputs]
+        clashes = {n for n in names if names.count(n) > 1}
+        if clashes:
+            raise InputError(f"several inputs are named {sorted(clashes)[0]}; segment them into separate folders")
+        targets = [out / (p.stem + ".tif") for p in inputs]
+    refuse_overwriting_inputs(inputs, targets)
+    return targets
+
+
+def refuse_overwriting_inputs(inputs: Sequence[Path], targets: Sequence[Path], /) -> None:
+    """Refuse outputs that are input images: writing them would destroy raw data.
+
+    Parameters
+    ----------
+    inputs : sequence of pathlib.Path
+        The input image files.
+    targets : sequence of pathlib.Path
+        The output files that would be written.
+
+    Raises
+    ------
+    InputError
+        An output path is an input path (the same file after resolving
+        ``..`` and links, or the same existing file under another name, as on
+        case-insensitive disks). Checked whatever ``overwrite`` says: with
+        it the input would be replaced, without it the file would be skipped
+        as "done" although it was never segmented.
+    """
+    sources = {_identity(p): p for p in inputs}
+    for target in targets:
+        source = sources.get(_identity(target))
+        if source is None and target.exists():
+            source = next((p for p in inputs if p.exists() and os.path.samefile(p, target)), None)
+        if source is not None:
+            raise InputError(
+                f"the output {target} would replace the input image {source}; write the results to another "
+                "folder (e.g. -o labels/ or output_folder='labels/') or give the output file another name")
+
+
+def _identity(path: Path) -> str:
+    """A path in a form that is equal for equal files (absolute, links and '..' resolved)."""
+    return os.path.normcase(str(Path(path).expanduser().resolve()))
 
 
 def segment_files_job(
@@ -170,6 +211,7 @@ def segment_files_job(
         targets = [Path(p).expanduser() for p in outputs]
         if len(targets) != len(files):
             raise InputError(f"{len(files)} input files but {len(targets)} output paths")
+        refuse_overwriting_inputs(files, targets)
     elif output_folder is not None:
         targets = output_paths(files, Path(output_folder))
     else:
@@ -256,7 +298,8 @@ def segment_files(
     Raises
     ------
     InputError
-        No TIFF files in `inputs`, or outputs that do not fit them.
+        No TIFF files in `inputs`, outputs that do not fit them, or an output
+        that is one of the inputs (results never replace the raw images).
     napari_unet.core.ModelFileError
         `model` names no usable model.
 

@@ -510,3 +510,50 @@ def test_a_notice_of_the_job_reaches_the_user(qtbot, viewer_widget, nuclei, monk
     assert notices["info"] == ["Out of memory on cuda: retrying with 256-pixel tiles"]
     assert notices["error"] == []
     assert layer_named(viewer, "nuclei [U-Net]").data.shape == nuclei.shape
+
+
+# ------------------------------------------------------------ large images (lazy layers)
+def _multiscale_nuclei(tmp_path, nuclei):
+    """A two-level zarr pyramid of a 384 x 384 mosaic of the nuclei crop."""
+    zarr = pytest.importorskip("zarr")
+    mosaic = np.tile(nuclei, (4, 4))
+    group = zarr.open_group(str(tmp_path / "slide.zarr"), mode="w")
+    group.create_array("0", shape=mosaic.shape, chunks=(128, 128), dtype=mosaic.dtype)[...] = mosaic
+    group.create_array("1", shape=(192, 192), chunks=(128, 128), dtype=mosaic.dtype)[...] = mosaic[::2, ::2]
+    return mosaic, [group["0"], group["1"]]
+
+
+def test_a_multiscale_layer_is_segmented_block_by_block_into_a_lazy_layer(qtbot, viewer_widget, nuclei, tmp_path,
+                                                                         monkeypatch, errors):
+    from napari_unet._widgets import large_images
+    from napari_unet.core.zarr_io import open_result
+
+    monkeypatch.setattr(large_images.tempfile, "gettempdir", lambda: str(tmp_path))
+    viewer, widget = viewer_widget
+    mosaic, levels = _multiscale_nuclei(tmp_path, nuclei)
+    layer = viewer.add_image(levels, name="slide", multiscale=True, scale=(0.5, 0.5))
+    assert large_images.is_large(layer)
+    widget.image_layer = layer
+    run_segment(qtbot, widget)
+    assert errors == []
+    result = layer_named(viewer, "slide [U-Net]")
+    full = result.data[0] if result.multiscale else result.data  # one level: smaller than the 512-px pyramid floor
+    assert full.shape == mosaic.shape
+    assert not isinstance(full, np.ndarray)  # backed by the zarr folder, not loaded
+    assert tuple(result.scale) == (0.5, 0.5)
+    path = Path(result.metadata["napari_unet"]["path"])
+    assert path.parent == tmp_path / "napari-unet" and path.name == "slide_labels.zarr"
+    expected = segment(mosaic, session_for(viewer).model, device="cpu")
+    assert expected.n_objects > 0 and np.asarray(open_result(path)[0][...]).max() == expected.n_objects
+    assert "saved in" in widget.status_label.text()
+    # A second run writes a new folder and replaces the layer instead of adding one.
+    run_segment(qtbot, widget)
+    assert [lyr.name for lyr in viewer.layers].count("slide [U-Net]") == 1
+    assert Path(layer_named(viewer, "slide [U-Net]").metadata["napari_unet"]["path"]).name == "slide_labels-2.zarr"
+
+
+def test_a_small_numpy_layer_is_not_large(viewer_widget, nuclei):
+    from napari_unet._widgets.large_images import is_large
+
+    viewer, _ = viewer_widget
+    assert not is_large(viewer.add_image(nuclei))

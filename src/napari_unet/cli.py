@@ -42,6 +42,19 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="write file, objects, seconds and status (ok/skipped/failed) of every input to this "
                           f".csv or .json file (default with an output folder: OUTPUT/{DEFAULT_SUMMARY})")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    large = seg.add_argument_group(
+        "large images", "images larger than memory are segmented block by block into OME-Zarr: this happens when "
+        "the output ends in .zarr, an input is a zarr/OME-Zarr image, or --block-size is given")
+    large.add_argument("--block-size", type=int, default=None,
+                       help="side of the blocks in pixels; memory grows with its square (default: 2048)")
+    large.add_argument("--margin", type=int, default=128,
+                       help="pixels predicted around each block so objects cut by block borders are joined; "
+                            "at least the diameter of the largest object (default: 128)")
+    large.add_argument("--scheduler", default=None, metavar="local|ADDRESS",
+                       help="run the blocks on dask.distributed: 'local' starts worker processes on this machine, "
+                            "an address such as tcp://10.0.0.5:8786 uses a running scheduler (default: this process)")
+    large.add_argument("--workers", type=int, default=None,
+                       help="worker processes of --scheduler local (default: one per GPU, else one per two CPU cores)")
 
     sub.add_parser("models", help="list the shipped models")
 
@@ -201,6 +214,88 @@ def _cmd_models() -> int:
     return 0
 
 
+def _wants_blocks(args: argparse.Namespace) -> bool:
+    """Whether ``segment`` should write OME-Zarr block by block."""
+    from napari_unet.core.zarr_io import ZARR_SUFFIXES, is_lazy_path
+
+    return (args.block_size is not None or args.scheduler is not None
+            or Path(args.output).suffix.lower() in ZARR_SUFFIXES
+            or any(is_lazy_path(p) and Path(p).exists() for p in args.inputs))
+
+
+def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
+    """``segment`` for large images: each input block by block into OME-Zarr."""
+    from tqdm import tqdm
+
+    from napari_unet.core import ModelFileError, load_named_model
+    from napari_unet.core.atomic import OutputError
+    from napari_unet.core.batch import write_summary
+    from napari_unet.core.progress import run_job
+    from napari_unet.core.zarr_batch import expand_large_inputs, segment_files_to_zarr_job, zarr_output_paths
+
+    try:
+        images = expand_large_inputs(args.inputs)
+        targets = zarr_output_paths(images, args.output, output_kind=args.kind)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.block_size is not None and args.block_size < 16:
+        print(f"error: --block-size must be at least 16 pixels, got {args.block_size}", file=sys.stderr)
+        return 2
+    to_one = len(targets) == 1 and Path(args.output).suffix.lower() == ".zarr"
+    if to_one and not targets[0].parent.exists():
+        print(f"error: the output folder {targets[0].parent} does not exist", file=sys.stderr)
+        return 2
+    summary = Path(args.summary).expanduser() if args.summary else None
+    if summary is None and not to_one:
+        summary = Path(args.output).expanduser() / DEFAULT_SUMMARY
+    if summary is not None and summary.suffix.lower() not in (".csv", ".json"):
+        print(f"error: --summary must end in .csv or .json, got {summary.name}", file=sys.stderr)
+        return 2
+    try:
+        model = load_named_model(args.model)
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bars: list[tqdm] = []
+
+    def report(progress) -> None:  # type: ignore[no-untyped-def]
+        if progress.stage == "file-start":
+            bars.append(tqdm(total=0, desc=progress.message, unit="block", disable=args.quiet, leave=False))
+        elif progress.stage == "file-done":
+            bars.pop().close()
+            _print_row(progress.data["summary"])
+        elif bars and progress.stage == "blocks":
+            bars[-1].total = progress.total
+            bars[-1].n = progress.done
+            bars[-1].refresh()
+        elif bars and progress.stage in ("relabel", "pyramid") and progress.done == 0:
+            bars[-1].set_postfix_str(progress.message)
+
+    options = {"block_size": args.block_size or 2048, "margin": args.margin, "device": args.device,
+               "tile_size": args.tile_size, "batch_size": args.batch_size, "channel_axis": args.channel_axis,
+               "scheduler": args.scheduler, "n_workers": args.workers}
+    job = segment_files_to_zarr_job(images, model=model, output=args.output, output_kind=args.kind,
+                                    overwrite=args.overwrite, **options)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            rows = run_job(job, on_progress=report)
+    except (ImportError, ConnectionError) as exc:  # no distributed installed, or no scheduler at the address
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = {status: sum(row.status == status for row in rows) for status in ("ok", "skipped", "failed")}
+    print(f"{counts['ok']} segmented, {counts['skipped']} skipped, {counts['failed']} failed")
+    if summary is not None:
+        try:
+            write_summary(rows, summary)
+        except OutputError as exc:
+            print(f"error: the summary could not be written: {exc}", file=sys.stderr)
+            return 1
+        print(f"summary: {summary}")
+    return 1 if counts["failed"] else 0
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -309,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_models()
         if args.command == "train":
             return _cmd_train(args)
+        if _wants_blocks(args):
+            return _cmd_segment_to_zarr(args)
         return _cmd_segment(args)
     except KeyboardInterrupt:
         print("\ncancelled; outputs written so far are complete, nothing half-written was left", file=sys.stderr)

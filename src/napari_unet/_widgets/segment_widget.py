@@ -49,7 +49,10 @@ from napari_unet.core import (
 from napari_unet.core.layout import ImageLayout, ImageLayoutError, infer_layout
 from napari_unet.core.predict import OutOfMemoryError
 
+from napari_unet.core.blockwise import BlockwiseResult
+
 from .devices import device_combo
+from .large_images import blockwise_worker, is_large, result_path, show_lazy_result
 from .lifetime import JobGuard, left_its_dock
 from .proxies import unwrap_proxy
 from .results import Target, make_target, shown_plane
@@ -460,6 +463,8 @@ class SegmentWidget(QWidget):
         except ImageLayoutError as exc:
             show_error(f"Cannot segment {layer.name!r}: {exc}")
             return None
+        if is_large(layer):
+            return self._segment_large(layer, model, layout)
         image = _full_resolution(layer)
         channel_axis = layout.channel_axis if not layer.rgb else None
         plane = None
@@ -495,6 +500,51 @@ class SegmentWidget(QWidget):
         self._update_state()
         worker.start()
         return worker
+
+    def _segment_large(self, layer: Any, model: SegmentationModel, layout: ImageLayout) -> GeneratorWorker:
+        """Segment a layer too large to load, block by block into a zarr folder (whole stack)."""
+        output = self.output_combo.currentData()
+        path = result_path(layer, output)
+        options = {
+            "output": output,
+            "channel_axis": layout.channel_axis if not layer.rgb else None,
+            "rgb": bool(layer.rgb),
+            "device": self.device_combo.currentData(),
+            "tile_size": self.tile_spin.value() or None,
+            "batch_size": self.batch_spin.value() or None,
+            "amp": self.amp_check.isChecked(),
+            "scale": make_target(layer, layout).scale,
+        }
+        pbar = progress(total=100, desc=f"U-Net: {layer.name} (block by block)")
+        job = _RunningJob(make_target(layer, layout), pbar)
+        worker = blockwise_worker(_full_resolution(layer), model, path, options)
+        worker.yielded.connect(lambda report: self._on_progress(job, report))
+        names = list(model.description.class_names)  # of the model used, whatever is chosen when it ends
+        worker.returned.connect(lambda result: self._on_large_returned(job, result, names))
+        worker.aborted.connect(lambda: self._on_aborted(job))
+        worker.finished.connect(lambda: self._on_finished(job))
+        self.worker = worker
+        self._job = job
+        self._guard.started(worker.quit)
+        self.status_label.setText(f"Segmenting {layer.name} block by block into {path}...")
+        self._update_state()
+        worker.start()
+        return worker
+
+    def _on_large_returned(self, job: _RunningJob, result: BlockwiseResult | str, class_names: list[str]) -> None:
+        if self._guard.closed or job.dropped:
+            return
+        if isinstance(result, str):
+            show_error(f"Cannot segment {job.target.source.name!r}: {result}")
+            self.status_label.setText(f"Failed: {result}")
+            return
+        if all(unwrap_proxy(layer) is not unwrap_proxy(job.target.source) for layer in self.viewer.layers):
+            self._drop(job, f"The image layer {job.target.source.name!r} was deleted; its segmentation is in "
+                            f"{result.path} but was not added.")
+            return
+        show_lazy_result(self.viewer, self.session.results, job.target, result, class_names)
+        found = f"{result.n_objects} objects, " if result.output == "instances" else ""
+        self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}; saved in {result.path}.")
 
     def cancel(self) -> None:
         """Stop the running job at its next step; its partial result is dropped."""

@@ -5,11 +5,14 @@ Everything a script, the command line or the napari widgets need:
 - :class:`UNetConfig`, :class:`UNet`: the network of Ronneberger et al. (2015).
 - :class:`SegmentationModel`, :func:`load_model`, :func:`save_model`: self-describing model files.
 - :func:`segment`, :func:`segment_job`: overlap-tile segmentation of images and stacks.
+- :func:`segment_to_zarr`, :func:`segment_files_to_zarr`, :class:`LazyImage`: images larger than
+  memory, block by block into OME-Zarr (optionally on a dask.distributed cluster).
 - :class:`Progress`, :func:`run_job`: long jobs are generators of progress reports.
 """
 
 from __future__ import annotations
 
+from .blockwise import BlockwiseResult, segment_to_zarr, segment_to_zarr_job
 from .factory import new_model
 from .instances import InstanceRule, class_map, instances_from_probabilities
 from .model import UNet, UNetConfig, halo, output_size, valid_input_size
@@ -19,8 +22,17 @@ from .progress import Progress, run_job
 from .registry import ShippedModel, load_named_model, resolve_model_path, shipped_models
 from .segmentation import SegmentationResult, segment, segment_job
 from .tiling import tile_grid
+from .zarr_batch import segment_files_to_zarr, segment_files_to_zarr_job
+from .zarr_io import LazyImage, open_result
 
 __all__ = [
+    "BlockwiseResult",
+    "LazyImage",
+    "open_result",
+    "segment_files_to_zarr",
+    "segment_files_to_zarr_job",
+    "segment_to_zarr",
+    "segment_to_zarr_job",
     "InstanceRule",
     "ModelDescription",
     "ModelFileError",

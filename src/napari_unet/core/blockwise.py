@@ -218,7 +218,7 @@ def segment_to_zarr_job(
     if block_size < step or block_size % step:
         raise ValueError(f"the block size must be a multiple of {step} (the network's down-sampling), got {block_size}")
     layout = infer_layout(tuple(image.shape), in_channels=model.config.in_channels, channel_axis=channel_axis, rgb=rgb)
-    lazy = _as_lazy_array(image)
+    lazy = _as_lazy_array(image, layout)
     margin = -(-max(0, margin) // step) * step if output == "instances" else 0
     blocks = block_grid(layout.plane_shape, block_size=block_size, margin=margin, step=step)
     planes = list(layout.plane_indices())
@@ -383,8 +383,13 @@ def _zones_by_unit(blocks: list[Block], n_planes: int, margin: int) -> dict[int,
     return zones
 
 
-def _as_lazy_array(image: Any) -> Any:
-    """numpy and dask arrays as they are; anything else sliceable wrapped in dask, so planes are views."""
+def _as_lazy_array(image: Any, layout: ImageLayout) -> Any:
+    """numpy and dask arrays as they are; anything else sliceable wrapped in dask, so planes are views.
+
+    Sources without chunks of their own are read in squares of at most
+    ``_CHUNK`` pixels (one plane and all channels at a time), so no read
+    grows with the image.
+    """
     if isinstance(image, np.ndarray) or hasattr(image, "compute"):
         return image
     import dask.array as da
@@ -392,7 +397,10 @@ def _as_lazy_array(image: Any) -> Any:
     chunks = getattr(image, "chunks", None)
     if isinstance(image, LazyImage):
         chunks = getattr(image._open(), "chunks", None)
-    return da.from_array(image, chunks=chunks if chunks else "auto", asarray=True, lock=False, name=False)
+    if not chunks:
+        chunks = tuple(min(_CHUNK, size) if axis in layout.spatial_axes else size if axis == layout.channel_axis else 1
+                       for axis, size in enumerate(layout.shape))
+    return da.from_array(image, chunks=chunks, asarray=True, lock=False, name=False)
 
 
 def _output_geometry(layout: ImageLayout, output: str, n_classes: int, chunk: int, image: Any

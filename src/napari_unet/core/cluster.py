@@ -41,7 +41,8 @@ def connect(scheduler: Any, /, *, n_workers: int | None = None) -> Iterator[Any]
     ----------
     scheduler : "local", str or distributed.Client
         ``"local"`` starts a local cluster of worker processes (one thread
-        each, ``n_workers`` of them, by default one per two CPU cores); a
+        each, ``n_workers`` of them, by default one per GPU, or one per two
+        CPU cores without a GPU); a
         string such as ``"tcp://10.0.0.5:8786"`` connects to a running
         scheduler (e.g. one started by dask-jobqueue on SLURM); a
         :class:`distributed.Client` is used as it is and left open.
@@ -57,7 +58,9 @@ def connect(scheduler: Any, /, *, n_workers: int | None = None) -> Iterator[Any]
         yield scheduler
         return
     if scheduler == "local":
-        workers = n_workers or max(1, (os.cpu_count() or 2) // 2)
+        import torch
+
+        workers = n_workers or torch.cuda.device_count() or max(1, (os.cpu_count() or 2) // 2)
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                            dashboard_address=None)
         client = distributed.Client(cluster)

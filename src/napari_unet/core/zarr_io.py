@@ -71,6 +71,7 @@ class LazyImage:
         self.path = Path(path).expanduser()
         self.key = key
         self._array: Any = None
+        self._store: Any = None
         self.axes: str | None = None
         self.scale: tuple[float, ...] | None = None
         array = self._open()
@@ -87,8 +88,20 @@ class LazyImage:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_array"] = None  # file handles stay in the process that opened them
+        state["_array"] = state["_store"] = None  # file handles stay in the process that opened them
         return state
+
+    def close(self) -> None:
+        """Close the file (a TIFF stays open between reads); the next read opens it again."""
+        store, self._store, self._array = self._store, None, None
+        if store is not None:
+            store.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - nothing to report while being collected
+            pass
 
     def __repr__(self) -> str:
         return f"LazyImage({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
@@ -117,7 +130,7 @@ class LazyImage:
         with tifffile.TiffFile(self.path) as tif:
             series = tif.series[0]
             self.axes = series.axes.upper().replace("S", "C")
-        store = tifffile.imread(self.path, aszarr=True)
+        self._store = store = tifffile.imread(self.path, aszarr=True)
         array = zarr.open(store, mode="r")
         if not hasattr(array, "shape"):  # a pyramidal TIFF: level 0
             array = array[self.key or "0"]
@@ -227,7 +240,7 @@ class ZarrOutput:
 
         Labels are down-sampled by taking every second pixel, so every level
         holds real object IDs; other data by averaging 2 x 2 pixels. Memory
-        stays bounded: one chunk row at a time.
+        stays bounded: one plane and a 2 x 2 square of chunks at a time.
 
         Returns
         -------
@@ -242,14 +255,15 @@ class ZarrOutput:
             shape = (*source.shape[:-2], -(-source.shape[-2] // 2), -(-source.shape[-1] // 2))
             group = zarr.open_group(str(self.partial), mode="r+", zarr_format=2)
             target = group.create_array(str(level), shape=shape, chunks=source.chunks, dtype=source.dtype, fill_value=0)
-            rows = source.chunks[-2] * 2
-            for y0 in range(0, source.shape[-2], rows):
-                band = np.asarray(source[..., y0 : y0 + rows, :])
-                if labels:
-                    small = band[..., ::2, ::2]
-                else:
-                    small = _mean_2x2(band)
-                target[..., y0 // 2 : y0 // 2 + small.shape[-2], :] = small
+            rows, cols = source.chunks[-2] * 2, source.chunks[-1] * 2
+            n_stack = source.ndim - (2 if labels else 3)  # probabilities keep their channel axis together
+            for plane in np.ndindex(*source.shape[:n_stack]):
+                for y0 in range(0, source.shape[-2], rows):
+                    for x0 in range(0, source.shape[-1], cols):
+                        tile = np.asarray(source[(*plane, Ellipsis, slice(y0, y0 + rows), slice(x0, x0 + cols))])
+                        small = tile[..., ::2, ::2] if labels else _mean_2x2(tile)
+                        target[(*plane, Ellipsis, slice(y0 // 2, y0 // 2 + small.shape[-2]),
+                                slice(x0 // 2, x0 // 2 + small.shape[-1]))] = small
             source = target
         self._levels = level + 1
         return self._levels

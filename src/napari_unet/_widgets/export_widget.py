@@ -46,6 +46,7 @@ from .proxies import unwrap_proxy
 from .results import RESULT_KEY
 from .scrolling import scrolling_content
 from .session import session_for
+from .warm_up import start_warm_up
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class ExportWidget(QWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
+        start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker: GeneratorWorker | None = None

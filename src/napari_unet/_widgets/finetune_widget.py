@@ -56,6 +56,7 @@ from .results import Target, make_target, shown_plane
 from .reviewed import reviewed_mask
 from .scrolling import scrolling_content
 from .session import session_for
+from .warm_up import start_warm_up
 from .training_options import TrainingOptions
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class FineTuneWidget(QWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
+        start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker: GeneratorWorker | None = None

@@ -55,6 +55,7 @@ from .proxies import unwrap_proxy
 from .results import Target, make_target, shown_plane
 from .scrolling import scrolling_content
 from .session import session_for
+from .warm_up import start_warm_up
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class SegmentWidget(QWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
+        start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker: GeneratorWorker | None = None

@@ -340,6 +340,33 @@ def test_finetune_job_runs_without_a_gui(tiny_model, nuclei_crop):
     assert result.steps_done == 3 and result.model is not tiny_model
 
 
+def test_no_preview_is_predicted_once_stop_is_set(tiny_model, nuclei_crop):
+    """A preview prediction can take a second: after Stop the job must end, not preview."""
+    image, truth = nuclei_crop
+    request = fj.FineTuneRequest(
+        model=tiny_model, images=[fj.AnnotatedImage("crop", image, truth.copy())],
+        settings=fj.TrainingSettings(steps=50, patch_size=32, batch_size=2, mistake_weight=1.0),
+        validation_fraction=0.0)
+    from napari_unet.core.layout import infer_layout
+
+    stop = threading.Event()
+    job = fj.finetune_job(request, stop=stop, preview=fj.PreviewSource(image, infer_layout(image.shape, in_channels=1)),
+                          preview_every=0.0)
+    report = next(job)
+    while isinstance(report, fj.PreviewUpdate) or report.stage != "train":
+        report = next(job)
+    stop.set()
+    after = []
+    while True:
+        try:
+            after.append(next(job))
+        except StopIteration as done:
+            result = done.value
+            break
+    assert not [r for r in after if isinstance(r, fj.PreviewUpdate)]
+    assert result.stopped and result.steps_done == 1
+
+
 def test_a_shapes_layer_marks_the_reviewed_region(viewer_widget, nuclei_crop, monkeypatch, qtbot):
     viewer, widget = viewer_widget
     add_pair(viewer, nuclei_crop)  # image pixels are 0.5 world units, shifted by (3, 4)

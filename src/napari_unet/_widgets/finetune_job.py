@@ -168,7 +168,8 @@ def finetune_job(
         if live is not None:  # the GUI thread must never see the network being trained
             report = replace(report, data={k: v for k, v in report.data.items() if k != "model"})
         yield report
-        if preview is not None and live is not None and time.perf_counter() - last_preview >= preview_every:
+        due = time.perf_counter() - last_preview >= preview_every
+        if preview is not None and live is not None and due and not stop.is_set():  # no preview delays Stop
             # between two steps the job is paused at its yield: the network is not changing
             plane = tuple(preview_plane())
             yield PreviewUpdate(plane, _predict(preview.layout.plane(preview.image, plane), live,

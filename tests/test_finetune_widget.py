@@ -100,7 +100,8 @@ def test_result_is_a_new_model_used_only_after_accept(qtbot, viewer_widget, nucl
     assert [p[0] for p in widget.plot.points] == [1, 2, 3, 4, 5, 6]
     assert all(p[1] is not None and np.isfinite(p[1]) for p in widget.plot.points)
     assert labels.data.tobytes() == labels_before
-    assert not [layer for layer in viewer.layers if "preview" in layer.name]
+    # the preview is hidden when training ends and removed when the user decides
+    assert not [layer for layer in viewer.layers if "preview" in layer.name and layer.visible]
     assert widget.accept_button.isEnabled() and widget.discard_button.isEnabled()
     assert widget.finetune_button.isEnabled()
 
@@ -172,8 +173,12 @@ def test_stop_ends_early_and_still_gives_a_result(qtbot, viewer_widget, nuclei_c
 
     assert widget.result is not None and widget.result.stopped
     assert widget.result.steps_done < 5
-    assert widget.accept_button.isEnabled()
-    assert "stopped" in widget.status_label.text()
+    if widget.result.steps_done:
+        assert widget.accept_button.isEnabled()
+        assert "stopped" in widget.status_label.text()
+    else:  # stopped at the validation before training: nothing was trained, nothing to accept
+        assert not widget.accept_button.isEnabled()
+        assert "unchanged" in widget.status_label.text()
 
 
 def test_scribbles_with_validation_show_before_and_after(qtbot, viewer_widget, nuclei_crop):
@@ -285,6 +290,10 @@ def test_preview_shows_the_plane_in_view_and_goes_away(qtbot, viewer_widget, nuc
 
     widget.keep_preview_check.setChecked(False)
     run_finetune(qtbot, widget)
+    # the same layer was reused (no layer added while training), then hidden at the end
+    (again,) = [layer for layer in viewer.layers if "preview" in layer.name]
+    assert again is preview and not again.visible
+    widget.discard_button.click()
     assert not [layer for layer in viewer.layers if "preview" in layer.name]
 
 

@@ -201,7 +201,8 @@ class FineTuneWidget(QWidget):
         self.keep_preview_check = QCheckBox("Keep the preview layer after training")
         self.keep_preview_check.setToolTip(
             "While training, the layer '<image> [U-Net preview]' shows what the model being trained predicts "
-            "on the plane in view, every few seconds. Unchecked: it is removed when training ends.")
+            "on the plane in view, every few seconds. Unchecked: it is hidden when training ends and removed "
+            "when you Accept or Discard the result.")
         self.finetune_button = QPushButton("Fine-tune")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("End training after the current step and keep the best model so far.")
@@ -423,10 +424,14 @@ class FineTuneWidget(QWidget):
         stop = threading.Event()
         job = _RunningJob(progress(total=100, desc=f"Fine-tuning {model.description.name}"), stop,
                           settings.max_seconds)
+        self._remove_hidden_previews()
         if preview is not None:
             job.preview = make_target(preview[0], preview[1].layout)
             job.plane = shown_plane(self.viewer, preview[0], preview[1].layout)
             self.viewer.dims.events.current_step.connect(self._on_dims_changed)
+            # Adding a layer stalls napari's GUI thread for a few tenths of a second: do it now, at the
+            # click, not while the user paints during training; the previews then only write into it.
+            self._preview_layer(job.preview)
         worker = _finetune_worker(request, stop, preview[1] if preview else None, job)
         worker.yielded.connect(lambda report: self._on_yielded(job, report))
         worker.returned.connect(lambda result: self._on_returned(job, result))
@@ -526,26 +531,45 @@ class FineTuneWidget(QWidget):
         if value > job.pbar.n:
             job.pbar.update(value - job.pbar.n)
 
+    def _preview_layer(self, target: Target) -> Any:
+        """The preview layer of ``target`` (emptied and shown), added to the viewer if it is not there."""
+        existing = self.session.results.find(self.viewer, target.source, "preview")
+        layer = existing[0] if existing else None
+        if layer is not None and tuple(layer.data.shape) == target.shape:
+            if layer.data.any():
+                layer.data = np.zeros(target.shape, np.uint32)
+            layer.visible = True
+            return layer
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+        layer = napari.layers.Labels(np.zeros(target.shape, np.uint32), name=preview_name(target.source.name),
+                                     scale=target.scale, translate=target.translate, opacity=0.5)
+        self._previews.add(layer)  # before it is added, so the layer choosers never list it
+        selection = self.viewer.layers.selection
+        selected = [unwrap_proxy(chosen) for chosen in selection]
+        self.session.results.bind(target.source, "preview", [layer])
+        self.viewer.add_layer(layer)
+        # napari selects a new layer; give the selection back, so that painting
+        # during training goes on in the user's labels layer, not into the preview
+        selection.clear()
+        selection.update(selected)
+        return layer
+
+    def _remove_hidden_previews(self) -> None:
+        """Remove preview layers hidden at the end of a training (see :meth:`_on_finished`)."""
+        for layer in list(self.viewer.layers):
+            if unwrap_proxy(layer) in self._previews and not layer.visible and not self.keep_preview_check.isChecked():
+                self.viewer.layers.remove(layer)
+
     def _show_preview(self, job: _RunningJob, update: PreviewUpdate) -> None:
         target = job.preview
         if target is None or all(unwrap_proxy(layer) is not unwrap_proxy(target.source) for layer in self.viewer.layers):
             return  # no preview for an image layer the user deleted
         existing = self.session.results.find(self.viewer, target.source, "preview")
-        layer = existing[0] if existing else None
-        if layer is None or tuple(layer.data.shape) != target.shape:
-            if layer is not None:
-                self.viewer.layers.remove(layer)
-            layer = napari.layers.Labels(np.zeros(target.shape, np.uint32), name=preview_name(target.source.name),
-                                         scale=target.scale, translate=target.translate, opacity=0.5)
-            self._previews.add(layer)  # before it is added, so the layer choosers never list it
-            selection = self.viewer.layers.selection
-            selected = [unwrap_proxy(chosen) for chosen in selection]
-            self.session.results.bind(target.source, "preview", [layer])
-            self.viewer.add_layer(layer)
-            # napari selects a new layer; give the selection back, so that painting
-            # during training goes on in the user's labels layer, not into the preview
-            selection.clear()
-            selection.update(selected)
+        if existing and tuple(existing[0].data.shape) == target.shape:
+            layer = existing[0]
+        else:
+            layer = self._preview_layer(target)  # the user deleted it during training
         if update.plane:
             layer.data[update.plane] = update.labels
             layer.refresh()
@@ -559,6 +583,9 @@ class FineTuneWidget(QWidget):
         if isinstance(result, _JobFailed):
             show_error(f"Cannot fine-tune: {result.message}")
             self.status_label.setText(f"Failed: {result.message}")
+            return
+        if result.steps_done == 0:
+            self.status_label.setText("Stopped before training started; the model in use is unchanged.")
             return
         model = result.model
         model.description.name = _FINE_TUNED.sub("", model.description.name) + " (fine-tuned)"
@@ -606,16 +633,20 @@ class FineTuneWidget(QWidget):
         job.over = True
         job.pbar.close()
         closed = self._guard.closed
-        if job.preview is not None:
-            self.viewer.dims.events.current_step.disconnect(self._on_dims_changed)
-            if closed or not self.keep_preview_check.isChecked():
-                for layer in self.session.results.find(self.viewer, job.preview.source, "preview"):
-                    self.viewer.layers.remove(layer)
         if self._job is job:
             self._job = None
             self._guard.finished()
         if not closed:
             self._update_state()
+        if job.preview is not None:
+            self.viewer.dims.events.current_step.disconnect(self._on_dims_changed)
+            for layer in self.session.results.find(self.viewer, job.preview.source, "preview"):
+                if closed or (not self._pending and not self.keep_preview_check.isChecked()):
+                    self.viewer.layers.remove(layer)  # failed or stopped before training: nothing to decide
+                elif not self.keep_preview_check.isChecked():
+                    # hidden now, removed at Accept, Discard or the next Fine-tune: removing a
+                    # layer stalls napari for a few tenths of a second, just as the result arrives
+                    layer.visible = False
 
     # ----------------------------------------------------------------- results
     def accept(self) -> None:
@@ -624,6 +655,7 @@ class FineTuneWidget(QWidget):
             return
         model = self.result.model
         self._pending = False
+        self._remove_hidden_previews()
         self.session.set_model(model, f"{model.description.name}, {time.strftime('%H:%M:%S')} (not saved)")
         self.status_label.setText(f"Segment now uses {model.description.name!r}. "
                                   "Save it to keep it; Revert goes back to the previous model.")
@@ -635,6 +667,7 @@ class FineTuneWidget(QWidget):
             return
         self._pending = False
         self._saveable = False
+        self._remove_hidden_previews()
         self.status_label.setText("Discarded; the model in use is unchanged.")
         self._update_state()
 

@@ -162,8 +162,8 @@ class ResultLayers:
             old = layer.data if layer is not None else None
             labels = _write_plane(old, target, labels, offset_ids=instances)
         if layer is not None and layer.ndim == labels.ndim:
-            layer.data = labels
-            layer.scale, layer.translate = target.scale, target.translate
+            layer.data = labels  # in place: adding a layer stalls napari's GUI thread ten times longer
+            _place(layer, target)
         else:
             if layer is not None:
                 viewer.layers.remove(layer)
@@ -191,7 +191,7 @@ class ResultLayers:
         if reuse:
             for layer, data in zip(existing, per_class):
                 layer.data = data
-                layer.scale, layer.translate = target.scale, target.translate
+                _place(layer, target)
             layers = existing
         else:
             for layer in existing:
@@ -213,6 +213,14 @@ class ResultLayers:
             }
         self.bind(target.source, "probabilities", layers)
         return layers
+
+
+def _place(layer: Any, target: Target) -> None:
+    """Give ``layer`` the geometry of ``target``; unchanged values are not set (each set redraws the layer)."""
+    if not np.allclose(layer.scale, target.scale):
+        layer.scale = target.scale
+    if not np.allclose(layer.translate, target.translate):
+        layer.translate = target.translate
 
 
 def _write_plane(old: Any, target: Target, plane: np.ndarray, *, offset_ids: bool) -> np.ndarray:

@@ -418,7 +418,9 @@ def train_job(
         work.network.reset_parameters()
     net = work.network.to(device)
     name = metric_name(work, validation) if validation else ""
-    baseline = evaluate(work, validation, device=device) if validation and not from_scratch else None
+    # Stop pressed while the samples were prepared: do not spend seconds on the baseline either
+    measure = validation and not from_scratch and not should_stop()
+    baseline = evaluate(work, validation, device=device) if measure else None
     best = baseline if baseline is not None else -math.inf
     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     if validation:
@@ -527,7 +529,7 @@ def train_job(
         "seconds": round(seconds, 1),
         "metric_name": name or None,
         "baseline_metric": baseline,
-        "best_metric": best if validation else None,
+        "best_metric": best if validation and math.isfinite(best) else None,
         "final_loss": log[-1]["loss"] if log else None,
         **(record or {}),
     }
@@ -536,7 +538,7 @@ def train_job(
     return TrainingResult(
         model=work,
         baseline_metric=baseline,
-        best_metric=best if validation else None,
+        best_metric=best if validation and math.isfinite(best) else None,
         metric_name=name,
         steps_done=done,
         stopped=stopped,

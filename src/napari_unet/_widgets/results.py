@@ -145,14 +145,35 @@ class ResultLayers:
         for key in dead:
             del self._bindings[key]
 
-    def show(self, viewer: Any, target: Target, result: SegmentationResult) -> list[Any]:
-        """Put ``result`` into the result layers of ``target.source``; returns them."""
+    def show(self, viewer: Any, target: Target, result: SegmentationResult, *, outlines: bool = False) -> list[Any]:
+        """Put ``result`` into the result layers of ``target.source``; returns them.
+
+        Parameters
+        ----------
+        viewer : napari.viewer.Viewer
+            Where the layers are.
+        target : Target
+            Where the result goes (captured when the job started).
+        result : SegmentationResult
+            Labels, probabilities or both (labels kept with their probabilities).
+        outlines : bool
+            Draw the Labels layer's objects as outlines (``contour=1``).
+        """
         if result.output == "probabilities":
             assert result.probabilities is not None
             return self._show_probabilities(viewer, target, result.probabilities, result.class_names)
         assert result.labels is not None
-        return [self._show_labels(viewer, target, result.labels, result.class_names,
-                                  instances=result.output == "instances")]
+        shown = [self._show_labels(viewer, target, result.labels, result.class_names,
+                                   instances=result.output == "instances")]
+        set_contour(shown[0], outlines)
+        if result.probabilities is not None:
+            shown += self._show_probabilities(viewer, target, result.probabilities, result.class_names)
+            # the probability layers are added above: keep the Labels layer (what the user corrects) on top
+            labels = unwrap_proxy(shown[0])
+            index = next(i for i, layer in enumerate(viewer.layers) if unwrap_proxy(layer) is labels)
+            if index != len(viewer.layers) - 1:
+                viewer.layers.move(index, len(viewer.layers))
+        return shown
 
     def _show_labels(self, viewer: Any, target: Target, labels: np.ndarray, class_names: Sequence[str], *,
                      instances: bool) -> Any:
@@ -213,6 +234,13 @@ class ResultLayers:
             }
         self.bind(target.source, "probabilities", layers)
         return layers
+
+
+def set_contour(layer: Any, outlines: bool) -> None:
+    """Draw the objects of Labels ``layer`` as outlines (``contour=1``) or filled (0); no redraw if unchanged."""
+    contour = 1 if outlines else 0
+    if layer.contour != contour:
+        layer.contour = contour
 
 
 def _place(layer: Any, target: Target) -> None:

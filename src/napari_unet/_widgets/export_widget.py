@@ -145,6 +145,7 @@ class ExportWidget(QWidget):
         self.folder_edit.setPlaceholderText("choose a folder")
         self.folder_edit.setToolTip("The folder the files are written to.")
         self.browse_button = QPushButton("Browse...")
+        self.browse_button.setToolTip("Choose the folder with a file dialog.")
         folder = QHBoxLayout()
         folder.setContentsMargins(0, 0, 0, 0)
         folder.addWidget(self.folder_edit, stretch=1)
@@ -162,6 +163,7 @@ class ExportWidget(QWidget):
         buttons.addWidget(self.cancel_button, stretch=1)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
+        self.status_label.setToolTip("What the last export did.")
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -287,6 +289,8 @@ class ExportWidget(QWidget):
         self.export_button.setEnabled(not reason)
         self.export_button.setToolTip(reason or f"Write {len(names)} file(s) to {folder}.")
         self.cancel_button.setEnabled(self._running)
+        self.cancel_button.setToolTip("Stop after the file being written; no partial file is left." if self._running
+                                      else "Nothing to cancel: no export is running.")
 
     # ------------------------------------------------------------------ plan
     def _plan(self, folder: Path, *, copy: bool = False) -> list[ExportItem]:

@@ -47,6 +47,7 @@ from napari_unet.core.layout import ImageLayout, ImageLayoutError, infer_layout
 from napari_unet.core.predict import OutOfMemoryError
 from napari_unet.core.training import TrainingResult, TrainingSettings
 
+from . import shortcuts
 from .curve_plot import CurvePlot
 from .finetune_job import AnnotatedImage, FineTuneRequest, PreviewSource, PreviewUpdate, finetune_job
 from .layer_pairs import LayerPairs, image_shape
@@ -168,6 +169,7 @@ class FineTuneWidget(QWidget):
             self.mode_combo.addItem(text, value)
         self.mode_hint = QLabel()
         self.mode_hint.setWordWrap(True)
+        self.mode_hint.setToolTip("How to paint the labels layer for the chosen annotation and model.")
         self.all_planes = QRadioButton("All annotated planes")
         self.all_planes.setToolTip("Train on every plane of the stack that has labels painted in it.")
         self.current_plane = QRadioButton("Current plane")
@@ -211,6 +213,7 @@ class FineTuneWidget(QWidget):
         run_buttons.addWidget(self.stop_button, stretch=1)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
+        self.status_label.setToolTip("What the training is doing, or did.")
         self.plot = CurvePlot()
         self.metric_label = QLabel("")
         self.metric_label.setWordWrap(True)
@@ -218,6 +221,7 @@ class FineTuneWidget(QWidget):
         self.warning_label = QLabel("")
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet("color: #ffb347; font-weight: bold;")
+        self.warning_label.setToolTip("Why the fine-tuned model may not be worth accepting.")
         self.warning_label.hide()
         self.accept_button = QPushButton("Accept")
         self.accept_button.setToolTip("Use the fine-tuned model in Segment; the model before stays available (Revert).")
@@ -270,6 +274,8 @@ class FineTuneWidget(QWidget):
         self.discard_button.clicked.connect(self.discard)
         self.revert_button.clicked.connect(self.revert)
         self.save_button.clicked.connect(self._on_save_clicked)
+        self.shortcuts = [shortcuts.add_shortcut(self, self.finetune_button, shortcuts.FINE_TUNE),
+                          shortcuts.add_shortcut(self, self.stop_button, shortcuts.STOP_TRAINING)]
 
     def _connect_layers(self) -> None:
         events = self.viewer.layers.events
@@ -388,13 +394,29 @@ class FineTuneWidget(QWidget):
         else:
             reason = ""
         self.finetune_button.setEnabled(not reason)
-        self.finetune_button.setToolTip(
+        shortcuts.set_tip(
+            self.finetune_button,
             reason or f"Train a copy of {model.description.name!r} on the labels; "  # type: ignore[union-attr]
             "the model in use changes only when you press Accept.")
-        self.stop_button.setEnabled(self.is_running and not self._job.stop.is_set())  # type: ignore[union-attr]
+        can_stop = self.is_running and not self._job.stop.is_set()  # type: ignore[union-attr]
+        self.stop_button.setEnabled(can_stop)
+        if can_stop:
+            stop_tip = "End training now and keep the best model validated so far (no last validation)."
+        elif self.is_running:
+            stop_tip = "Stopping: training ends after the current step."
+        else:
+            stop_tip = "Nothing to stop: no training is running."
+        shortcuts.set_tip(self.stop_button, stop_tip)
         self.accept_button.setEnabled(self._pending)
         self.discard_button.setEnabled(self._pending)
+        waiting = "" if self._pending else " (No fine-tuned model waits for a decision; run Fine-tune first.)"
+        self.accept_button.setToolTip("Use the fine-tuned model in Segment; the model before stays available "
+                                      "(Revert)." + waiting)
+        self.discard_button.setToolTip("Forget the fine-tuned model; the model in use does not change." + waiting)
         self.save_button.setEnabled(self.result is not None and self._saveable)
+        self.save_button.setToolTip(
+            "Write the fine-tuned model to a .unet.safetensors file (to reuse or share)."
+            if self.save_button.isEnabled() else "There is no fine-tuned model to save; run Fine-tune first.")
         self.revert_button.setEnabled(self.session.can_revert)
         previous = self.session.previous_model
         self.revert_button.setToolTip(

@@ -21,7 +21,7 @@ import numpy as np
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -174,7 +174,7 @@ class ExportWidget(QWidget):
         form.addRow("", self.overwrite_check)
         form.addRow("Files", self.files_label)
         content = QWidget()
-        scrolling_content(self, content)
+        self._scroll = scrolling_content(self, content)
         layout = QVBoxLayout(content)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -397,9 +397,14 @@ class ExportWidget(QWidget):
         for exported in result:
             if exported.warning:
                 show_warning(exported.warning)
-        message = f"Exported {len(result)} file(s) to {folder}: {', '.join(f.path.name for f in result)}"
-        show_info(message)
-        self.status_label.setText(message)
+        names = ", ".join(f.path.name for f in result)
+        show_info(f"Exported {len(result)} file(s) to {folder}: {names}")
+        # the dock is narrow: the folder's last part in the status, the whole path in its tooltip
+        self.status_label.setText(f"Exported {len(result)} file(s): {names}, in {_short_folder(folder)}")
+        self.status_label.setToolTip(f"Written to {folder}")
+        # in a dock shared with Segment the status may sit below the fold: bring it into view
+        # (after the pending layout update: the status just changed height)
+        QTimer.singleShot(0, lambda: self._guard.closed or self._scroll.ensureWidgetVisible(self.status_label))
 
     def _on_aborted(self) -> None:
         self._cancelled = True
@@ -418,6 +423,14 @@ class ExportWidget(QWidget):
 
 def _disconnect(signal: Any, slot: Any, *_: Any) -> None:
     signal.disconnect(slot)
+
+
+def _short_folder(folder: Path) -> str:
+    """``folder`` for a narrow status line: its last two parts after an ellipsis when it is long."""
+    text = str(folder)
+    if len(text) <= 30 or len(folder.parts) <= 3:
+        return text
+    return str(Path("…", *folder.parts[-2:]))
 
 
 def _level0(data: Any) -> Any:

@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"run {n + 1}/{args.runs}: " + ", ".join(f"{m['scenario']} {m['worst_gap']:.3f} s" for m in runs[-1]),
               flush=True)
     print(_table(runs))
-    heavy = sorted({name for run in runs for m in run for name in m["gui_imports"]
-                    if name.startswith(HEAVY_PREFIXES)})
+    heavy = sorted({name.partition(".")[0] for run in runs for m in run for name in m["gui_imports"]
+                    if name.startswith(HEAVY_PREFIXES)})  # packages; --json has every module
     print(f"heavy modules first imported on the GUI thread: {', '.join(heavy) if heavy else 'none'}")
     if args.stalls:
         for n, run in enumerate(runs, 1):

@@ -236,6 +236,12 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     written = tmp_path / "nuclei_labels.tif"
     assert written.is_file(), export.status_label.text()
     assert export.status_label.text().startswith("Exported 1 file(s)"), export.status_label.text()
+    from qtpy.QtCore import QPoint, QRect
+
+    qtbot.wait(50)  # the status is scrolled into view after the layout update
+    viewport = export._scroll.viewport()
+    status = QRect(export.status_label.mapTo(viewport, QPoint(0, 0)), export.status_label.size())
+    assert viewport.rect().contains(status), f"the Export status {status} is cut off in {viewport.rect()}"
     np.testing.assert_array_equal(tifffile.imread(written), labels.data)
     tour.shot("4-export", export_dock)
 

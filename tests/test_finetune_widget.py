@@ -100,7 +100,8 @@ def test_result_is_a_new_model_used_only_after_accept(qtbot, viewer_widget, nucl
     assert [p[0] for p in widget.plot.points] == [1, 2, 3, 4, 5, 6]
     assert all(p[1] is not None and np.isfinite(p[1]) for p in widget.plot.points)
     assert labels.data.tobytes() == labels_before
-    assert not [layer for layer in viewer.layers if "preview" in layer.name]
+    # the preview is hidden when training ends and removed when the user decides
+    assert not [layer for layer in viewer.layers if "preview" in layer.name and layer.visible]
     assert widget.accept_button.isEnabled() and widget.discard_button.isEnabled()
     assert widget.finetune_button.isEnabled()
 
@@ -172,8 +173,12 @@ def test_stop_ends_early_and_still_gives_a_result(qtbot, viewer_widget, nuclei_c
 
     assert widget.result is not None and widget.result.stopped
     assert widget.result.steps_done < 5
-    assert widget.accept_button.isEnabled()
-    assert "stopped" in widget.status_label.text()
+    if widget.result.steps_done:
+        assert widget.accept_button.isEnabled()
+        assert "stopped" in widget.status_label.text()
+    else:  # stopped at the validation before training: nothing was trained, nothing to accept
+        assert not widget.accept_button.isEnabled()
+        assert "unchanged" in widget.status_label.text()
 
 
 def test_scribbles_with_validation_show_before_and_after(qtbot, viewer_widget, nuclei_crop):
@@ -285,6 +290,10 @@ def test_preview_shows_the_plane_in_view_and_goes_away(qtbot, viewer_widget, nuc
 
     widget.keep_preview_check.setChecked(False)
     run_finetune(qtbot, widget)
+    # the same layer was reused (no layer added while training), then hidden at the end
+    (again,) = [layer for layer in viewer.layers if "preview" in layer.name]
+    assert again is preview and not again.visible
+    widget.discard_button.click()
     assert not [layer for layer in viewer.layers if "preview" in layer.name]
 
 
@@ -338,6 +347,33 @@ def test_finetune_job_runs_without_a_gui(tiny_model, nuclei_crop):
     assert all("model" not in r.data for r in steps)  # the live network never leaves the worker
     assert [p.step for p in previews] == [1, 2, 3] and previews[0].labels.shape == image.shape
     assert result.steps_done == 3 and result.model is not tiny_model
+
+
+def test_no_preview_is_predicted_once_stop_is_set(tiny_model, nuclei_crop):
+    """A preview prediction can take a second: after Stop the job must end, not preview."""
+    image, truth = nuclei_crop
+    request = fj.FineTuneRequest(
+        model=tiny_model, images=[fj.AnnotatedImage("crop", image, truth.copy())],
+        settings=fj.TrainingSettings(steps=50, patch_size=32, batch_size=2, mistake_weight=1.0),
+        validation_fraction=0.0)
+    from napari_unet.core.layout import infer_layout
+
+    stop = threading.Event()
+    job = fj.finetune_job(request, stop=stop, preview=fj.PreviewSource(image, infer_layout(image.shape, in_channels=1)),
+                          preview_every=0.0)
+    report = next(job)
+    while isinstance(report, fj.PreviewUpdate) or report.stage != "train":
+        report = next(job)
+    stop.set()
+    after = []
+    while True:
+        try:
+            after.append(next(job))
+        except StopIteration as done:
+            result = done.value
+            break
+    assert not [r for r in after if isinstance(r, fj.PreviewUpdate)]
+    assert result.stopped and result.steps_done == 1
 
 
 def test_a_shapes_layer_marks_the_reviewed_region(viewer_widget, nuclei_crop, monkeypatch, qtbot):

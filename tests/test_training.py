@@ -203,3 +203,43 @@ def test_out_of_memory_for_a_single_patch_is_a_clear_error(monkeypatch):
     settings = TrainingSettings(steps=2, **{**FAST, "batch_size": 2})
     with pytest.raises(OutOfMemoryError, match="lower the patch size"):
         run_job(train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=settings))
+
+
+def test_stop_returns_the_best_validated_model_without_another_validation(monkeypatch):
+    from napari_unet.core import training
+
+    evaluations = []
+    real_evaluate = training.evaluate
+
+    def counted(*args, **kwargs):
+        evaluations.append(1)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", counted)
+    stop = threading.Event()
+    model = new_model(depth=2, base_features=4)
+    job = train_job(model, [_sample(0)], settings=TrainingSettings(steps=1000, **FAST), validation=[_sample(5)],
+                    stop=stop)
+    baseline = next(job)  # the validation before training
+    assert baseline.data["metric"] is not None and len(evaluations) == 1
+    step = next(job)
+    assert step.data["step"] == 1
+    stop.set()
+    result = run_job(job)
+    assert result.stopped and result.steps_done == 1
+    assert len(evaluations) == 1, "Stop ran a validation pass"
+    assert result.best_metric == result.baseline_metric
+    # the best validated model is the one before training: its weights come back
+    for key, value in model.network.state_dict().items():
+        assert torch.equal(result.model.network.state_dict()[key].cpu(), value), key
+
+
+def test_stop_set_before_a_step_starts_does_no_more_steps():
+    stop = threading.Event()
+    job = train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=TrainingSettings(steps=1000, **FAST),
+                    stop=stop)
+    assert next(job).data["step"] == 1
+    stop.set()
+    result = run_job(job)
+    assert result.steps_done == 1 and len(result.log) == 1
+    assert result.model.description.training_history[-1]["steps"] == 1

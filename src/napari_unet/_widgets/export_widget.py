@@ -21,7 +21,7 @@ import numpy as np
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -46,6 +46,7 @@ from .proxies import unwrap_proxy
 from .results import RESULT_KEY
 from .scrolling import scrolling_content
 from .session import session_for
+from .warm_up import start_warm_up
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class ExportWidget(QWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
+        start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker: GeneratorWorker | None = None
@@ -143,6 +145,7 @@ class ExportWidget(QWidget):
         self.folder_edit.setPlaceholderText("choose a folder")
         self.folder_edit.setToolTip("The folder the files are written to.")
         self.browse_button = QPushButton("Browse...")
+        self.browse_button.setToolTip("Choose the folder with a file dialog.")
         folder = QHBoxLayout()
         folder.setContentsMargins(0, 0, 0, 0)
         folder.addWidget(self.folder_edit, stretch=1)
@@ -160,6 +163,7 @@ class ExportWidget(QWidget):
         buttons.addWidget(self.cancel_button, stretch=1)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
+        self.status_label.setToolTip("What the last export did.")
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -170,7 +174,7 @@ class ExportWidget(QWidget):
         form.addRow("", self.overwrite_check)
         form.addRow("Files", self.files_label)
         content = QWidget()
-        scrolling_content(self, content)
+        self._scroll = scrolling_content(self, content)
         layout = QVBoxLayout(content)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -285,6 +289,8 @@ class ExportWidget(QWidget):
         self.export_button.setEnabled(not reason)
         self.export_button.setToolTip(reason or f"Write {len(names)} file(s) to {folder}.")
         self.cancel_button.setEnabled(self._running)
+        self.cancel_button.setToolTip("Stop after the file being written; no partial file is left." if self._running
+                                      else "Nothing to cancel: no export is running.")
 
     # ------------------------------------------------------------------ plan
     def _plan(self, folder: Path, *, copy: bool = False) -> list[ExportItem]:
@@ -391,9 +397,14 @@ class ExportWidget(QWidget):
         for exported in result:
             if exported.warning:
                 show_warning(exported.warning)
-        message = f"Exported {len(result)} file(s) to {folder}: {', '.join(f.path.name for f in result)}"
-        show_info(message)
-        self.status_label.setText(message)
+        names = ", ".join(f.path.name for f in result)
+        show_info(f"Exported {len(result)} file(s) to {folder}: {names}")
+        # the dock is narrow: the folder's last part in the status, the whole path in its tooltip
+        self.status_label.setText(f"Exported {len(result)} file(s): {names}, in {_short_folder(folder)}")
+        self.status_label.setToolTip(f"Written to {folder}")
+        # in a dock shared with Segment the status may sit below the fold: bring it into view
+        # (after the pending layout update: the status just changed height)
+        QTimer.singleShot(0, lambda: self._guard.closed or self._scroll.ensureWidgetVisible(self.status_label))
 
     def _on_aborted(self) -> None:
         self._cancelled = True
@@ -412,6 +423,14 @@ class ExportWidget(QWidget):
 
 def _disconnect(signal: Any, slot: Any, *_: Any) -> None:
     signal.disconnect(slot)
+
+
+def _short_folder(folder: Path) -> str:
+    """``folder`` for a narrow status line: its last two parts after an ellipsis when it is long."""
+    text = str(folder)
+    if len(text) <= 30 or len(folder.parts) <= 3:
+        return text
+    return str(Path("…", *folder.parts[-2:]))
 
 
 def _level0(data: Any) -> Any:

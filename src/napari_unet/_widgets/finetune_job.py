@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from napari_unet.core import Progress, SegmentationModel, class_map, instances_from_probabilities, run_job
+from napari_unet.core import Progress, SegmentationModel, class_map, instances_from_probabilities
 from napari_unet.core.device import resolve_device
 from napari_unet.core.finetune import samples_from_arrays, split_validation
 from napari_unet.core.layout import ImageLayout, infer_layout
@@ -30,6 +30,8 @@ from napari_unet.core.predict import predict_plane_job
 from napari_unet.core.training import TrainingResult, TrainingSample, TrainingSettings, train_job
 
 Mode = Literal["corrections", "scribbles"]
+#: Tile side of predictions that Stop may interrupt (a tile takes a fraction of a second on a CPU).
+STOPPABLE_TILE = 256
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,11 @@ def finetune_job(
     for i, item in enumerate(request.images):
         yield Progress("prepare", i, len(request.images), message=f"reading the annotation of {item.name}")
         try:
-            samples += yield from _samples_of(item, model, request.mode, settings)
+            samples += yield from _samples_of(item, model, request.mode, settings, stop)
         except ValueError as exc:
             raise ValueError(f"{item.name}: {exc}") from exc
+        if stop.is_set():
+            return untrained_result(model)
     if request.validation_fraction > 0:
         train, validation = split_validation(samples, fraction=request.validation_fraction, seed=settings.seed)
     else:
@@ -168,16 +172,25 @@ def finetune_job(
         if live is not None:  # the GUI thread must never see the network being trained
             report = replace(report, data={k: v for k, v in report.data.items() if k != "model"})
         yield report
-        if preview is not None and live is not None and time.perf_counter() - last_preview >= preview_every:
+        due = time.perf_counter() - last_preview >= preview_every
+        if preview is not None and live is not None and due and not stop.is_set():  # no preview delays Stop
             # between two steps the job is paused at its yield: the network is not changing
             plane = tuple(preview_plane())
-            yield PreviewUpdate(plane, _predict(preview.layout.plane(preview.image, plane), live,
-                                                preview_kind(live), settings.device), report.done)
+            labels = _predict(preview.layout.plane(preview.image, plane), live, preview_kind(live), settings.device,
+                              stop=stop)
+            if labels is not None:  # None: Stop was pressed during the prediction
+                yield PreviewUpdate(plane, labels, report.done)
             last_preview = time.perf_counter()
 
 
-def _samples_of(item: AnnotatedImage, model: SegmentationModel, mode: Mode,
-                settings: TrainingSettings) -> Generator[Progress, None, list[TrainingSample]]:
+def untrained_result(model: SegmentationModel) -> TrainingResult:
+    """The result of a job stopped before its first training step: a copy of ``model``, unchanged."""
+    return TrainingResult(model=model.copy(), baseline_metric=None, best_metric=None, metric_name="", steps_done=0,
+                          stopped=True, seconds=0.0, log=[])
+
+
+def _samples_of(item: AnnotatedImage, model: SegmentationModel, mode: Mode, settings: TrainingSettings,
+                stop: threading.Event) -> Generator[Progress, None, list[TrainingSample]]:
     layout = infer_layout(tuple(item.image.shape), in_channels=model.config.in_channels,
                           channel_axis=item.channel_axis, rgb=item.rgb)
     planes = None if item.plane is None else [item.plane]
@@ -191,7 +204,10 @@ def _samples_of(item: AnnotatedImage, model: SegmentationModel, mode: Mode,
         previous = np.zeros(item.labels.shape, np.uint32)
         for n, idx in enumerate(used):
             yield Progress("prepare", n, len(used), message=f"predicting {item.name} with the current model")
-            previous[idx] = _predict(layout.plane(item.image, idx), model, kind, settings.device)
+            labels = _predict(layout.plane(item.image, idx), model, kind, settings.device, stop=stop)
+            if labels is None:
+                return []  # stopped: the job ends before training
+            previous[idx] = labels
     return samples_from_arrays(
         item.image, item.labels, model, mode=mode, channel_axis=item.channel_axis, rgb=item.rgb,
         planes=planes, reviewed=item.reviewed if mode == "corrections" else None, previous=previous,
@@ -199,9 +215,25 @@ def _samples_of(item: AnnotatedImage, model: SegmentationModel, mode: Mode,
     )
 
 
-def _predict(plane: Any, model: SegmentationModel, kind: str, device: str) -> np.ndarray:
-    """Labels (objects or classes) of one (Y, X, C) plane."""
-    probabilities = run_job(predict_plane_job(plane, model, device=resolve_device(device), amp=False))
+def _predict(plane: Any, model: SegmentationModel, kind: str, device: str, *,
+             stop: threading.Event | None = None) -> np.ndarray | None:
+    """Labels (objects or classes) of one (Y, X, C) plane; None if ``stop`` was set before it was done.
+
+    With ``stop`` the plane is predicted one tile of :data:`STOPPABLE_TILE`
+    pixels at a time (the result is the same) and ``stop`` is checked between them, so
+    Stop does not wait for a whole plane, which can take seconds on a CPU.
+    """
+    job = predict_plane_job(plane, model, device=resolve_device(device), amp=False,
+                            tile_size=None if stop is None else STOPPABLE_TILE, batch_size=None if stop is None else 1)
+    while True:
+        if stop is not None and stop.is_set():
+            job.close()
+            return None
+        try:
+            next(job)
+        except StopIteration as done:
+            probabilities = done.value
+            break
     if kind == "instances":
         return instances_from_probabilities(probabilities, model.description.instance_rule)
     return class_map(probabilities)

@@ -47,6 +47,7 @@ from napari_unet.core.layout import ImageLayout, ImageLayoutError, infer_layout
 from napari_unet.core.predict import OutOfMemoryError
 from napari_unet.core.training import TrainingResult, TrainingSettings
 
+from . import shortcuts
 from .curve_plot import CurvePlot
 from .finetune_job import AnnotatedImage, FineTuneRequest, PreviewSource, PreviewUpdate, finetune_job
 from .layer_pairs import LayerPairs, image_shape
@@ -56,6 +57,7 @@ from .results import Target, make_target, shown_plane
 from .reviewed import reviewed_mask
 from .scrolling import scrolling_content
 from .session import session_for
+from .warm_up import start_warm_up
 from .training_options import TrainingOptions
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,7 @@ class FineTuneWidget(QWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
+        start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker: GeneratorWorker | None = None
@@ -166,6 +169,7 @@ class FineTuneWidget(QWidget):
             self.mode_combo.addItem(text, value)
         self.mode_hint = QLabel()
         self.mode_hint.setWordWrap(True)
+        self.mode_hint.setToolTip("How to paint the labels layer for the chosen annotation and model.")
         self.all_planes = QRadioButton("All annotated planes")
         self.all_planes.setToolTip("Train on every plane of the stack that has labels painted in it.")
         self.current_plane = QRadioButton("Current plane")
@@ -199,7 +203,8 @@ class FineTuneWidget(QWidget):
         self.keep_preview_check = QCheckBox("Keep the preview layer after training")
         self.keep_preview_check.setToolTip(
             "While training, the layer '<image> [U-Net preview]' shows what the model being trained predicts "
-            "on the plane in view, every few seconds. Unchecked: it is removed when training ends.")
+            "on the plane in view, every few seconds. Unchecked: it is hidden when training ends and removed "
+            "when you Accept or Discard the result.")
         self.finetune_button = QPushButton("Fine-tune")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("End training after the current step and keep the best model so far.")
@@ -208,6 +213,7 @@ class FineTuneWidget(QWidget):
         run_buttons.addWidget(self.stop_button, stretch=1)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
+        self.status_label.setToolTip("What the training is doing, or did.")
         self.plot = CurvePlot()
         self.metric_label = QLabel("")
         self.metric_label.setWordWrap(True)
@@ -215,6 +221,7 @@ class FineTuneWidget(QWidget):
         self.warning_label = QLabel("")
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet("color: #ffb347; font-weight: bold;")
+        self.warning_label.setToolTip("Why the fine-tuned model may not be worth accepting.")
         self.warning_label.hide()
         self.accept_button = QPushButton("Accept")
         self.accept_button.setToolTip("Use the fine-tuned model in Segment; the model before stays available (Revert).")
@@ -267,6 +274,8 @@ class FineTuneWidget(QWidget):
         self.discard_button.clicked.connect(self.discard)
         self.revert_button.clicked.connect(self.revert)
         self.save_button.clicked.connect(self._on_save_clicked)
+        self.shortcuts = [shortcuts.add_shortcut(self, self.finetune_button, shortcuts.FINE_TUNE),
+                          shortcuts.add_shortcut(self, self.stop_button, shortcuts.STOP_TRAINING)]
 
     def _connect_layers(self) -> None:
         events = self.viewer.layers.events
@@ -385,13 +394,29 @@ class FineTuneWidget(QWidget):
         else:
             reason = ""
         self.finetune_button.setEnabled(not reason)
-        self.finetune_button.setToolTip(
+        shortcuts.set_tip(
+            self.finetune_button,
             reason or f"Train a copy of {model.description.name!r} on the labels; "  # type: ignore[union-attr]
             "the model in use changes only when you press Accept.")
-        self.stop_button.setEnabled(self.is_running and not self._job.stop.is_set())  # type: ignore[union-attr]
+        can_stop = self.is_running and not self._job.stop.is_set()  # type: ignore[union-attr]
+        self.stop_button.setEnabled(can_stop)
+        if can_stop:
+            stop_tip = "End training now and keep the best model validated so far (no last validation)."
+        elif self.is_running:
+            stop_tip = "Stopping: training ends after the current step."
+        else:
+            stop_tip = "Nothing to stop: no training is running."
+        shortcuts.set_tip(self.stop_button, stop_tip)
         self.accept_button.setEnabled(self._pending)
         self.discard_button.setEnabled(self._pending)
+        waiting = "" if self._pending else " (No fine-tuned model waits for a decision; run Fine-tune first.)"
+        self.accept_button.setToolTip("Use the fine-tuned model in Segment; the model before stays available "
+                                      "(Revert)." + waiting)
+        self.discard_button.setToolTip("Forget the fine-tuned model; the model in use does not change." + waiting)
         self.save_button.setEnabled(self.result is not None and self._saveable)
+        self.save_button.setToolTip(
+            "Write the fine-tuned model to a .unet.safetensors file (to reuse or share)."
+            if self.save_button.isEnabled() else "There is no fine-tuned model to save; run Fine-tune first.")
         self.revert_button.setEnabled(self.session.can_revert)
         previous = self.session.previous_model
         self.revert_button.setToolTip(
@@ -421,10 +446,14 @@ class FineTuneWidget(QWidget):
         stop = threading.Event()
         job = _RunningJob(progress(total=100, desc=f"Fine-tuning {model.description.name}"), stop,
                           settings.max_seconds)
+        self._remove_hidden_previews()
         if preview is not None:
             job.preview = make_target(preview[0], preview[1].layout)
             job.plane = shown_plane(self.viewer, preview[0], preview[1].layout)
             self.viewer.dims.events.current_step.connect(self._on_dims_changed)
+            # Adding a layer stalls napari's GUI thread for a few tenths of a second: do it now, at the
+            # click, not while the user paints during training; the previews then only write into it.
+            self._preview_layer(job.preview)
         worker = _finetune_worker(request, stop, preview[1] if preview else None, job)
         worker.yielded.connect(lambda report: self._on_yielded(job, report))
         worker.returned.connect(lambda result: self._on_returned(job, result))
@@ -524,26 +553,45 @@ class FineTuneWidget(QWidget):
         if value > job.pbar.n:
             job.pbar.update(value - job.pbar.n)
 
+    def _preview_layer(self, target: Target) -> Any:
+        """The preview layer of ``target`` (emptied and shown), added to the viewer if it is not there."""
+        existing = self.session.results.find(self.viewer, target.source, "preview")
+        layer = existing[0] if existing else None
+        if layer is not None and tuple(layer.data.shape) == target.shape:
+            if layer.data.any():
+                layer.data = np.zeros(target.shape, np.uint32)
+            layer.visible = True
+            return layer
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+        layer = napari.layers.Labels(np.zeros(target.shape, np.uint32), name=preview_name(target.source.name),
+                                     scale=target.scale, translate=target.translate, opacity=0.5)
+        self._previews.add(layer)  # before it is added, so the layer choosers never list it
+        selection = self.viewer.layers.selection
+        selected = [unwrap_proxy(chosen) for chosen in selection]
+        self.session.results.bind(target.source, "preview", [layer])
+        self.viewer.add_layer(layer)
+        # napari selects a new layer; give the selection back, so that painting
+        # during training goes on in the user's labels layer, not into the preview
+        selection.clear()
+        selection.update(selected)
+        return layer
+
+    def _remove_hidden_previews(self) -> None:
+        """Remove preview layers hidden at the end of a training (see :meth:`_on_finished`)."""
+        for layer in list(self.viewer.layers):
+            if unwrap_proxy(layer) in self._previews and not layer.visible and not self.keep_preview_check.isChecked():
+                self.viewer.layers.remove(layer)
+
     def _show_preview(self, job: _RunningJob, update: PreviewUpdate) -> None:
         target = job.preview
         if target is None or all(unwrap_proxy(layer) is not unwrap_proxy(target.source) for layer in self.viewer.layers):
             return  # no preview for an image layer the user deleted
         existing = self.session.results.find(self.viewer, target.source, "preview")
-        layer = existing[0] if existing else None
-        if layer is None or tuple(layer.data.shape) != target.shape:
-            if layer is not None:
-                self.viewer.layers.remove(layer)
-            layer = napari.layers.Labels(np.zeros(target.shape, np.uint32), name=preview_name(target.source.name),
-                                         scale=target.scale, translate=target.translate, opacity=0.5)
-            self._previews.add(layer)  # before it is added, so the layer choosers never list it
-            selection = self.viewer.layers.selection
-            selected = [unwrap_proxy(chosen) for chosen in selection]
-            self.session.results.bind(target.source, "preview", [layer])
-            self.viewer.add_layer(layer)
-            # napari selects a new layer; give the selection back, so that painting
-            # during training goes on in the user's labels layer, not into the preview
-            selection.clear()
-            selection.update(selected)
+        if existing and tuple(existing[0].data.shape) == target.shape:
+            layer = existing[0]
+        else:
+            layer = self._preview_layer(target)  # the user deleted it during training
         if update.plane:
             layer.data[update.plane] = update.labels
             layer.refresh()
@@ -557,6 +605,9 @@ class FineTuneWidget(QWidget):
         if isinstance(result, _JobFailed):
             show_error(f"Cannot fine-tune: {result.message}")
             self.status_label.setText(f"Failed: {result.message}")
+            return
+        if result.steps_done == 0:
+            self.status_label.setText("Stopped before training started; the model in use is unchanged.")
             return
         model = result.model
         model.description.name = _FINE_TUNED.sub("", model.description.name) + " (fine-tuned)"
@@ -604,16 +655,20 @@ class FineTuneWidget(QWidget):
         job.over = True
         job.pbar.close()
         closed = self._guard.closed
-        if job.preview is not None:
-            self.viewer.dims.events.current_step.disconnect(self._on_dims_changed)
-            if closed or not self.keep_preview_check.isChecked():
-                for layer in self.session.results.find(self.viewer, job.preview.source, "preview"):
-                    self.viewer.layers.remove(layer)
         if self._job is job:
             self._job = None
             self._guard.finished()
         if not closed:
             self._update_state()
+        if job.preview is not None:
+            self.viewer.dims.events.current_step.disconnect(self._on_dims_changed)
+            for layer in self.session.results.find(self.viewer, job.preview.source, "preview"):
+                if closed or (not self._pending and not self.keep_preview_check.isChecked()):
+                    self.viewer.layers.remove(layer)  # failed or stopped before training: nothing to decide
+                elif not self.keep_preview_check.isChecked():
+                    # hidden now, removed at Accept, Discard or the next Fine-tune: removing a
+                    # layer stalls napari for a few tenths of a second, just as the result arrives
+                    layer.visible = False
 
     # ----------------------------------------------------------------- results
     def accept(self) -> None:
@@ -622,6 +677,7 @@ class FineTuneWidget(QWidget):
             return
         model = self.result.model
         self._pending = False
+        self._remove_hidden_previews()
         self.session.set_model(model, f"{model.description.name}, {time.strftime('%H:%M:%S')} (not saved)")
         self.status_label.setText(f"Segment now uses {model.description.name!r}. "
                                   "Save it to keep it; Revert goes back to the previous model.")
@@ -633,6 +689,7 @@ class FineTuneWidget(QWidget):
             return
         self._pending = False
         self._saveable = False
+        self._remove_hidden_previews()
         self.status_label.setText("Discarded; the model in use is unchanged.")
         self._update_state()
 

@@ -145,14 +145,35 @@ class ResultLayers:
         for key in dead:
             del self._bindings[key]
 
-    def show(self, viewer: Any, target: Target, result: SegmentationResult) -> list[Any]:
-        """Put ``result`` into the result layers of ``target.source``; returns them."""
+    def show(self, viewer: Any, target: Target, result: SegmentationResult, *, outlines: bool = False) -> list[Any]:
+        """Put ``result`` into the result layers of ``target.source``; returns them.
+
+        Parameters
+        ----------
+        viewer : napari.viewer.Viewer
+            Where the layers are.
+        target : Target
+            Where the result goes (captured when the job started).
+        result : SegmentationResult
+            Labels, probabilities or both (labels kept with their probabilities).
+        outlines : bool
+            Draw the Labels layer's objects as outlines (``contour=1``).
+        """
         if result.output == "probabilities":
             assert result.probabilities is not None
             return self._show_probabilities(viewer, target, result.probabilities, result.class_names)
         assert result.labels is not None
-        return [self._show_labels(viewer, target, result.labels, result.class_names,
-                                  instances=result.output == "instances")]
+        shown = [self._show_labels(viewer, target, result.labels, result.class_names,
+                                   instances=result.output == "instances")]
+        set_contour(shown[0], outlines)
+        if result.probabilities is not None:
+            shown += self._show_probabilities(viewer, target, result.probabilities, result.class_names)
+            # the probability layers are added above: keep the Labels layer (what the user corrects) on top
+            labels = unwrap_proxy(shown[0])
+            index = next(i for i, layer in enumerate(viewer.layers) if unwrap_proxy(layer) is labels)
+            if index != len(viewer.layers) - 1:
+                viewer.layers.move(index, len(viewer.layers))
+        return shown
 
     def _show_labels(self, viewer: Any, target: Target, labels: np.ndarray, class_names: Sequence[str], *,
                      instances: bool) -> Any:
@@ -162,8 +183,8 @@ class ResultLayers:
             old = layer.data if layer is not None else None
             labels = _write_plane(old, target, labels, offset_ids=instances)
         if layer is not None and layer.ndim == labels.ndim:
-            layer.data = labels
-            layer.scale, layer.translate = target.scale, target.translate
+            layer.data = labels  # in place: adding a layer stalls napari's GUI thread ten times longer
+            _place(layer, target)
         else:
             if layer is not None:
                 viewer.layers.remove(layer)
@@ -191,7 +212,7 @@ class ResultLayers:
         if reuse:
             for layer, data in zip(existing, per_class):
                 layer.data = data
-                layer.scale, layer.translate = target.scale, target.translate
+                _place(layer, target)
             layers = existing
         else:
             for layer in existing:
@@ -213,6 +234,21 @@ class ResultLayers:
             }
         self.bind(target.source, "probabilities", layers)
         return layers
+
+
+def set_contour(layer: Any, outlines: bool) -> None:
+    """Draw the objects of Labels ``layer`` as outlines (``contour=1``) or filled (0); no redraw if unchanged."""
+    contour = 1 if outlines else 0
+    if layer.contour != contour:
+        layer.contour = contour
+
+
+def _place(layer: Any, target: Target) -> None:
+    """Give ``layer`` the geometry of ``target``; unchanged values are not set (each set redraws the layer)."""
+    if not np.allclose(layer.scale, target.scale):
+        layer.scale = target.scale
+    if not np.allclose(layer.translate, target.translate):
+        layer.translate = target.translate
 
 
 def _write_plane(old: Any, target: Target, plane: np.ndarray, *, offset_ids: bool) -> np.ndarray:

@@ -51,13 +51,17 @@ from napari_unet.core.predict import OutOfMemoryError
 
 from napari_unet.core.blockwise import BlockwiseResult
 
+from . import shortcuts
+from .channel_hint import channel_notice
 from .devices import device_combo
+from .folding import set_fold_tip
 from .large_images import blockwise_worker, is_large, result_path, show_lazy_result
 from .lifetime import JobGuard, left_its_dock
 from .proxies import unwrap_proxy
-from .results import Target, make_target, shown_plane
+from .results import Target, make_target, set_contour, shown_plane
 from .scrolling import scrolling_content
 from .session import session_for
+from .warm_up import start_warm_up
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,11 @@ _OUTPUTS = (
     ("classes", "Classes", "A Labels layer with the most likely class of every pixel (e.g. 1 interior, 2 boundary)."),
     ("probabilities", "Probabilities", "One image layer per class with the class probability (0 to 1) of every pixel."),
 )
-_ROW_LABELS = ("Image", "Model", "Output", "Planes", "Device", "Tile size", "Batch size", "Channel axis")
+_ROW_LABELS = ("Image", "Model", "Output", "Show", "Planes", "Device", "Tile size", "Batch size", "Channel axis")
+_OUTLINE_TIP = ("Draw the objects of the Labels result as outlines (contour 1) instead of filled, so the image "
+                "shows through; the same as the layer's 'contour' control.")
+_PROBABILITIES_TIP = ("Besides the Labels result, add the probability (0 to 1) of every class as image layers "
+                      "'<image> [U-Net probabilities] <class>'. Needs memory for one float image per class.")
 #: Errors of the core that the user can act on; shown as a message, not a traceback.
 _USER_ERRORS = (ValueError, OutOfMemoryError, MemoryError)
 
@@ -103,6 +111,7 @@ class _RunningJob:
     target: Target
     pbar: progress
     dropped: str = ""
+    notice: str = ""  # what the user should know about how the image was read (channels)
 
 
 class SegmentWidget(QWidget):
@@ -123,6 +132,7 @@ class SegmentWidget(QWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
+        start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker: GeneratorWorker | None = None
@@ -195,8 +205,17 @@ class SegmentWidget(QWidget):
         self.amp_check.setChecked(True)
         self.amp_check.setToolTip("Faster and leaner on NVIDIA GPUs; no effect on the CPU.")
 
+        self.outline_check = QCheckBox("Show outlines")
+        self.outline_check.setToolTip(_OUTLINE_TIP)
+        self.probabilities_check = QCheckBox("Also add probability layers")
+        self.probabilities_check.setToolTip(_PROBABILITIES_TIP)
+        shown = QVBoxLayout()
+        shown.setContentsMargins(0, 0, 0, 0)
+        shown.setSpacing(2)
+        shown.addWidget(self.outline_check)
+        shown.addWidget(self.probabilities_check)
+
         self.advanced = QCollapsible("Advanced options", expandedIcon="▼", collapsedIcon="▶")
-        self.advanced.setToolTip("Device, tile size and channels; the defaults suit most images.")
         # One label width for both forms, so the advanced fields line up with the others.
         label_width = max(self.fontMetrics().horizontalAdvance(text) for text in _ROW_LABELS) + 8
         advanced_form = QWidget()
@@ -208,6 +227,7 @@ class SegmentWidget(QWidget):
             form.addRow(_row_label(text, label_width), field)
         form.addRow(self.amp_check)
         self.advanced.addWidget(advanced_form)
+        set_fold_tip(self.advanced, "Device, tile size and channels; the defaults suit most images.")
         self.advanced.layout().setContentsMargins(0, 0, 0, 0)
         self.advanced.content().layout().setContentsMargins(0, 0, 0, 0)
 
@@ -227,6 +247,7 @@ class SegmentWidget(QWidget):
         main.addRow(_row_label("Model", label_width), self.model_combo)
         main.addRow(_row_label("", label_width), self.model_info)
         main.addRow(_row_label("Output", label_width), self.output_combo)
+        main.addRow(_row_label("Show", label_width), shown)
         main.addRow(_row_label("Planes", label_width), planes)
         content = QWidget()
         self._scroll = scrolling_content(self, content)
@@ -242,6 +263,10 @@ class SegmentWidget(QWidget):
         self.model_combo.activated.connect(self._on_model_activated)
         self.segment_button.clicked.connect(self.segment)
         self.cancel_button.clicked.connect(self.cancel)
+        self.output_combo.currentIndexChanged.connect(self._update_state)
+        self.outline_check.toggled.connect(self._show_outlines)
+        self.shortcuts = [shortcuts.add_shortcut(self, self.segment_button, shortcuts.SEGMENT),
+                          shortcuts.add_shortcut(self, self.cancel_button, shortcuts.CANCEL_SEGMENT)]
 
     # ------------------------------------------------------------- image layers
     def _connect_layers(self) -> None:
@@ -442,9 +467,31 @@ class SegmentWidget(QWidget):
         else:
             reason = ""
         self.segment_button.setEnabled(not reason)
-        self.segment_button.setToolTip(
-            reason or f"Segment {layer.name!r} with {model.description.name!r}.")  # type: ignore[union-attr]
+        shortcuts.set_tip(self.segment_button,
+                          reason or f"Segment {layer.name!r} with {model.description.name!r}.")  # type: ignore[union-attr]
         self.cancel_button.setEnabled(self.is_running)
+        if self.is_running:
+            cancel_tip = "Stop the running segmentation; the previous result is kept."
+        else:
+            cancel_tip = "Nothing to cancel: no segmentation is running."
+        shortcuts.set_tip(self.cancel_button, cancel_tip)
+        labels_output = self.output_combo.currentData() != "probabilities"
+        self.probabilities_check.setEnabled(labels_output)
+        self.outline_check.setEnabled(labels_output)
+        if not labels_output:
+            self.probabilities_check.setToolTip(
+                "Output 'Probabilities' already makes the probability layers (and no Labels layer).")
+            self.outline_check.setToolTip("Output 'Probabilities' makes no Labels layer to outline.")
+        else:
+            self.probabilities_check.setToolTip(_PROBABILITIES_TIP)
+            self.outline_check.setToolTip(_OUTLINE_TIP)
+
+    def _show_outlines(self, *_: Any) -> None:
+        """Apply "Show outlines" to the Labels result of the chosen image at once."""
+        layer = self.image_layer
+        if layer is not None:
+            for labels in self.session.results.find(self.viewer, layer, "labels"):
+                set_contour(labels, self.outline_check.isChecked())
 
     def segment(self) -> GeneratorWorker | None:
         """Start segmenting the chosen image layer; returns the worker (None if refused).
@@ -484,10 +531,16 @@ class SegmentWidget(QWidget):
             "tile_size": self.tile_spin.value() or None,
             "batch_size": self.batch_spin.value() or None,
             "amp": self.amp_check.isChecked(),
+            "keep_probabilities": self.probabilities_check.isChecked() and self.probabilities_check.isEnabled(),
         }
         where = f" (plane {', '.join(map(str, plane))})" if plane else ""
         pbar = progress(total=100, desc=f"U-Net: {layer.name}{where}")
         job = _RunningJob(make_target(layer, layout, plane), pbar)
+        if self.channel_spin.value() < 0 and not layer.rgb:
+            job.notice = channel_notice(layout, in_channels=model.config.in_channels, layer_name=layer.name,
+                                        model_name=model.description.name)
+            if job.notice:
+                show_info(job.notice)
         worker = _segmentation_worker(image, model, options)
         worker.yielded.connect(lambda report: self._on_progress(job, report))
         worker.returned.connect(lambda result: self._on_returned(job, result))
@@ -542,7 +595,9 @@ class SegmentWidget(QWidget):
             self._drop(job, f"The image layer {job.target.source.name!r} was deleted; its segmentation is in "
                             f"{result.path} but was not added.")
             return
-        show_lazy_result(self.viewer, self.session.results, job.target, result, class_names)
+        layers = show_lazy_result(self.viewer, self.session.results, job.target, result, class_names)
+        if result.output != "probabilities":
+            set_contour(layers[0], self.outline_check.isChecked())
         found = f"{result.n_objects} objects, " if result.output == "instances" else ""
         self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}; saved in {result.path}.")
 
@@ -576,9 +631,10 @@ class SegmentWidget(QWidget):
             show_error(f"Cannot segment {job.target.source.name!r}: {result.message}")
             self.status_label.setText(f"Failed: {result.message}")
             return
-        self.session.results.show(self.viewer, job.target, result)
+        self.session.results.show(self.viewer, job.target, result, outlines=self.outline_check.isChecked())
         found = f"{result.n_objects} objects, " if result.output == "instances" else ""
-        self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}.")
+        note = f" Note: {job.notice}" if job.notice else ""
+        self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}.{note}")
 
     def _on_aborted(self, job: _RunningJob) -> None:
         if not self._guard.closed and not job.dropped:

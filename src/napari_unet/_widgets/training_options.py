@@ -8,6 +8,7 @@ from superqt import QCollapsible
 from napari_unet.core.training import TrainingSettings
 
 from .devices import device_combo
+from .folding import set_fold_tip
 
 
 class TrainingOptions(QCollapsible):
@@ -64,7 +65,7 @@ class TrainingOptions(QCollapsible):
         self.scratch_check.setToolTip(
             "Start from random weights with the model's architecture and classes. Needs much more "
             "annotation and time; the metric has no 'before' value.")
-        self.setToolTip("The training recipe; the defaults suit fine-tuning on a few images.")
+
         advanced_form = QWidget()
         form = QFormLayout(advanced_form)
         form.setContentsMargins(0, 0, 0, 0)
@@ -78,6 +79,7 @@ class TrainingOptions(QCollapsible):
         form.addRow(self.augment_check)
         form.addRow(self.scratch_check)
         self.addWidget(advanced_form)
+        set_fold_tip(self, "The training recipe; the defaults suit fine-tuning on a few images.")
         self.layout().setContentsMargins(0, 0, 0, 0)
         self.content().layout().setContentsMargins(0, 0, 0, 0)
 

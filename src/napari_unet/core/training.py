@@ -359,7 +359,10 @@ def train_job(
         Held-out planes; the best model on them is kept.
     stop : threading.Event or callable, optional
         When set (or returning True), training ends after the current step
-        and the best model so far is returned. Closing the generator instead
+        (before the next one starts) and the best model validated so far is
+        returned, without a last validation: Stop must answer in well under a
+        second, and a validation pass can take seconds. Without validation
+        samples the last model is returned. Closing the generator instead
         abandons the job.
     from_scratch : bool
         Re-initialise the weights instead of fine-tuning.
@@ -415,7 +418,9 @@ def train_job(
         work.network.reset_parameters()
     net = work.network.to(device)
     name = metric_name(work, validation) if validation else ""
-    baseline = evaluate(work, validation, device=device) if validation and not from_scratch else None
+    # Stop pressed while the samples were prepared: do not spend seconds on the baseline either
+    measure = validation and not from_scratch and not should_stop()
+    baseline = evaluate(work, validation, device=device) if measure else None
     best = baseline if baseline is not None else -math.inf
     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     if validation:
@@ -441,7 +446,7 @@ def train_job(
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     log: list[dict[str, Any]] = []
     stopped = False
-    step = 0
+    done = 0  # steps completed
     # the next batches are cut and augmented in helper threads while the
     # network trains on this one (numpy/scipy release the GIL), so the device
     # is not kept waiting. Batch k uses stream k mod n and at most n batches
@@ -458,6 +463,9 @@ def train_job(
     at_once = settings.batch_size  # patches through the network at once; halved on out-of-memory errors
     try:
         for step in range(1, settings.steps + 1):
+            if should_stop():  # set while the last step or a preview ran: do not start another step
+                stopped = True
+                break
             net.train()
             patches = pending.popleft().result()
             if step + len(pending) < settings.steps:
@@ -490,7 +498,9 @@ def train_job(
             out_of_time = settings.max_seconds is not None and time.perf_counter() - started >= settings.max_seconds
             stopped = should_stop()
             last = step == settings.steps or out_of_time or stopped
-            if validation and (step % settings.validate_every == 0 or last):
+            done = step
+            # a stopped job keeps the best model validated so far: no validation pass after Stop
+            if validation and not stopped and (step % settings.validate_every == 0 or last):
                 net.eval()
                 metric = evaluate(work, validation, device=device)
                 entry["metric"] = metric
@@ -515,11 +525,11 @@ def train_job(
         "settings": asdict(settings),
         "images": [s.name for s in samples],
         "validation_images": [s.name for s in validation],
-        "steps": step,
+        "steps": done,
         "seconds": round(seconds, 1),
         "metric_name": name or None,
         "baseline_metric": baseline,
-        "best_metric": best if validation else None,
+        "best_metric": best if validation and math.isfinite(best) else None,
         "final_loss": log[-1]["loss"] if log else None,
         **(record or {}),
     }
@@ -528,9 +538,9 @@ def train_job(
     return TrainingResult(
         model=work,
         baseline_metric=baseline,
-        best_metric=best if validation else None,
+        best_metric=best if validation and math.isfinite(best) else None,
         metric_name=name,
-        steps_done=step,
+        steps_done=done,
         stopped=stopped,
         seconds=seconds,
         log=log,

@@ -12,6 +12,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from napari_unet.core.batch import TIFF_SUFFIXES, InputError, expand_inputs, output_paths
@@ -227,9 +228,6 @@ def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
     """``segment`` for large images: each input block by block into OME-Zarr."""
     from tqdm import tqdm
 
-    from napari_unet.core import ModelFileError, load_named_model
-    from napari_unet.core.atomic import OutputError
-    from napari_unet.core.batch import write_summary
     from napari_unet.core.progress import run_job
     from napari_unet.core.zarr_batch import expand_large_inputs, segment_files_to_zarr_job, zarr_output_paths
 
@@ -243,20 +241,10 @@ def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
         print(f"error: --block-size must be at least 16 pixels, got {args.block_size}", file=sys.stderr)
         return 2
     to_one = len(targets) == 1 and Path(args.output).suffix.lower() == ".zarr"
-    if to_one and not targets[0].parent.exists():
-        print(f"error: the output folder {targets[0].parent} does not exist", file=sys.stderr)
-        return 2
-    summary = Path(args.summary).expanduser() if args.summary else None
-    if summary is None and not to_one:
-        summary = Path(args.output).expanduser() / DEFAULT_SUMMARY
-    if summary is not None and summary.suffix.lower() not in (".csv", ".json"):
-        print(f"error: --summary must end in .csv or .json, got {summary.name}", file=sys.stderr)
-        return 2
-    try:
-        model = load_named_model(args.model)
-    except ModelFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    prepared = _prepare_batch(args, to_one=to_one, first_target=targets[0])
+    if isinstance(prepared, int):
+        return prepared
+    model, summary = prepared
     bars: list[tqdm] = []
 
     def report(progress) -> None:  # type: ignore[no-untyped-def]
@@ -284,24 +272,13 @@ def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
     except (ImportError, ConnectionError) as exc:  # no distributed installed, or no scheduler at the address
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    counts = {status: sum(row.status == status for row in rows) for status in ("ok", "skipped", "failed")}
-    print(f"{counts['ok']} segmented, {counts['skipped']} skipped, {counts['failed']} failed")
-    if summary is not None:
-        try:
-            write_summary(rows, summary)
-        except OutputError as exc:
-            print(f"error: the summary could not be written: {exc}", file=sys.stderr)
-            return 1
-        print(f"summary: {summary}")
-    return 1 if counts["failed"] else 0
+    return _report_batch(rows, summary)
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_unet.core import ModelFileError, load_named_model
-    from napari_unet.core.atomic import OutputError
-    from napari_unet.core.batch import segment_files_job, write_summary
+    from napari_unet.core.batch import segment_files_job
     from napari_unet.core.progress import run_job
 
     try:
@@ -311,20 +288,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     to_file = len(files) == 1 and Path(args.output).suffix.lower() in TIFF_SUFFIXES
-    if to_file and not targets[0].parent.exists():
-        print(f"error: the output folder {targets[0].parent} does not exist", file=sys.stderr)
-        return 2
-    summary = Path(args.summary).expanduser() if args.summary else None
-    if summary is None and not to_file:
-        summary = Path(args.output).expanduser() / DEFAULT_SUMMARY
-    if summary is not None and summary.suffix.lower() not in (".csv", ".json"):
-        print(f"error: --summary must end in .csv or .json, got {summary.name}", file=sys.stderr)
-        return 2
-    try:
-        model = load_named_model(args.model)
-    except ModelFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    prepared = _prepare_batch(args, to_one=to_file, first_target=targets[0])
+    if isinstance(prepared, int):
+        return prepared
+    model, summary = prepared
 
     bars: list[tqdm] = []
 
@@ -347,6 +314,39 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         warnings.simplefilter("default")
         rows = run_job(job, on_progress=report)
     # every file's line (a failure with its reason) was printed as it finished: count them, do not repeat them
+    return _report_batch(rows, summary)
+
+
+def _prepare_batch(args: argparse.Namespace, *, to_one: bool, first_target: Path) -> tuple[Any, Path | None] | int:
+    """Check the output folder and the summary path and load the model, before any work.
+
+    Returns
+    -------
+    (model, summary path or None), or the exit status 2 after printing why.
+    """
+    from napari_unet.core import ModelFileError, load_named_model
+
+    if to_one and not first_target.parent.exists():
+        print(f"error: the output folder {first_target.parent} does not exist", file=sys.stderr)
+        return 2
+    summary = Path(args.summary).expanduser() if args.summary else None
+    if summary is None and not to_one:
+        summary = Path(args.output).expanduser() / DEFAULT_SUMMARY
+    if summary is not None and summary.suffix.lower() not in (".csv", ".json"):
+        print(f"error: --summary must end in .csv or .json, got {summary.name}", file=sys.stderr)
+        return 2
+    try:
+        return load_named_model(args.model), summary
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _report_batch(rows: Sequence[Any], summary: Path | None) -> int:
+    """Count the rows (each was printed as it finished), write the summary; the exit status."""
+    from napari_unet.core.atomic import OutputError
+    from napari_unet.core.batch import write_summary
+
     counts = {status: sum(row.status == status for row in rows) for status in ("ok", "skipped", "failed")}
     print(f"{counts['ok']} segmented, {counts['skipped']} skipped, {counts['failed']} failed")
     if summary is not None:

@@ -136,6 +136,61 @@ def test_a_plain_labels_layer_can_only_be_written_as_it_is(viewer_widget, tmp_pa
     assert widget.files_label.text() == "my painting_labels.tif"
 
 
+class _LazyLabels:
+    """A zarr-like array: sliced for display, read whole only through ``__array__`` (recorded by thread)."""
+
+    def __init__(self, data):
+        self._data = data
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+        self.whole_reads: list[str] = []
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __len__(self):
+        return len(self._data)
+
+    def __array__(self, dtype=None, copy=None):
+        self.whole_reads.append(threading.current_thread().name)
+        return np.asarray(self._data, dtype=dtype)
+
+
+def test_lazy_results_are_read_in_the_export_worker_not_on_the_gui_thread(qtbot, viewer_widget, tmp_path):
+    viewer, widget = viewer_widget
+    labels = _labels((64, 48), 40)
+    lazy = _LazyLabels(labels)
+    layer = viewer.add_labels(lazy, name="slide")
+    lazy.whole_reads.clear()  # napari may look at the data when it adds the layer
+    widget.choose_layer(layer)
+    widget.folder_edit.setText(str(tmp_path))
+    run_export(qtbot, widget)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "slide_labels.tif"), labels)
+    assert lazy.whole_reads, "the export never read the layer"
+    assert threading.main_thread().name not in lazy.whole_reads
+
+
+def test_in_memory_labels_are_copied_when_the_export_starts(qtbot, viewer_widget, tmp_path, monkeypatch):
+    viewer, widget = viewer_widget
+    labels = _labels((16, 16), 5)
+    layer = viewer.add_labels(labels.copy(), name="painted")
+    widget.choose_layer(layer)
+    widget.folder_edit.setText(str(tmp_path))
+    gate = threading.Event()
+    real = ew.export_job
+
+    def held(items, **options):
+        gate.wait(10)
+        return (yield from real(items, **options))
+
+    monkeypatch.setattr(ew, "export_job", held)
+    worker = widget.export()
+    layer.data[:] = 0  # painting while the export waits does not change what is written
+    gate.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+    assert worker is not None
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "painted_labels.tif"), labels)
+
+
 def test_existing_files_are_refused_by_name_unless_overwrite(qtbot, viewer_widget, tmp_path, notices):
     viewer, widget = viewer_widget
     image = viewer.add_image(np.zeros((8, 8), np.uint8), name="img")

@@ -1,7 +1,8 @@
 """The Export widget: result layers out as TIFF files that Fiji opens.
 
 Thin: it turns layers into a list of :class:`~napari_unet.core.export.ExportItem`
-(on the GUI thread, copying the data), refuses to replace existing files
+(on the GUI thread, copying in-memory data; lazy zarr-backed results are read
+in the worker), refuses to replace existing files
 unless told to, and runs :func:`~napari_unet.core.export.export_job` in a
 napari ``thread_worker``. Every file is written atomically, so Cancel (which
 stops between files) and errors never leave a partial file.
@@ -294,21 +295,27 @@ class ExportWidget(QWidget):
 
     # ------------------------------------------------------------------ plan
     def _plan(self, folder: Path, *, copy: bool = False) -> list[ExportItem]:
-        """The files to write for the current choices (data copied when ``copy``)."""
+        """The files to write for the current choices.
+
+        With ``copy``, each item gets its data as a function the export
+        worker calls: in-memory layers are copied now (painting during the
+        export does not change what is written; a copy is a memory copy),
+        lazy zarr-backed layers are only read in the worker, where reading a
+        whole-slide result cannot freeze the GUI.
+        """
         what = self._what()
         items: list[ExportItem] = []
         for entry in self._entries():
             if entry.has(what):
                 if entry.labels is not None and entry.output in (what, None):
-                    data = np.array(_level0(entry.labels.data)) if copy else None
+                    data = _deferred(np.asarray, _snapshot(entry.labels.data)) if copy else None
                     items.append(_item(folder / f"{entry.stem}{_SUFFIXES[what]}", entry.labels, data, "labels"))
                 else:
-                    data = class_mask([_level0(p.data) for p in entry.probabilities]) if copy else None
+                    data = _deferred(class_mask, [_snapshot(p.data) for p in entry.probabilities]) if copy else None
                     items.append(_item(folder / f"{entry.stem}{_SUFFIXES[what]}", entry.probabilities[0],
                                        data, "labels"))
             if self.probabilities_check.isChecked() and entry.has("probabilities"):
-                data = np.stack([np.array(_level0(p.data), np.float32) for p in entry.probabilities], axis=-3) \
-                    if copy else None
+                data = _deferred(_stack_classes, [_snapshot(p.data) for p in entry.probabilities]) if copy else None
                 items.append(_item(folder / f"{entry.stem}{_SUFFIXES['probabilities']}", entry.probabilities[0],
                                    data, "probabilities"))
         return items
@@ -436,6 +443,22 @@ def _short_folder(folder: Path) -> str:
 def _level0(data: Any) -> Any:
     """Full-resolution data of a (possibly multiscale) layer."""
     return data[0] if isinstance(data, (list, tuple)) else data
+
+
+def _snapshot(data: Any) -> Any:
+    """Full-resolution data to export: a copy of an in-memory array, a lazy array as it is."""
+    level0 = _level0(data)
+    return level0.copy() if isinstance(level0, np.ndarray) else level0
+
+
+def _deferred(function: Any, data: Any) -> Any:
+    """``function(data)``, to be called in the export worker."""
+    return partial(function, data)
+
+
+def _stack_classes(probabilities: list[Any]) -> np.ndarray:
+    """One float32 array with the classes on the axis before Y, X."""
+    return np.stack([np.asarray(p, np.float32) for p in probabilities], axis=-3)
 
 
 def _item(path: Path, layer: Any, data: Any, kind: str) -> ExportItem:

@@ -42,8 +42,11 @@ class ExportItem:
     ----------
     path : pathlib.Path
         Destination file.
-    data : numpy.ndarray
-        Integer labels (``kind="labels"``) or float probabilities.
+    data : array-like or callable
+        Integer labels (``kind="labels"``) or float probabilities; or a
+        function without arguments that returns them, called when the file's
+        turn comes. A GUI passes a function for lazy (zarr-backed) layers, so
+        they are read in the export job and not on the GUI thread.
     kind : {"labels", "probabilities"}
         Written with :func:`~napari_unet.core.tiff_io.write_labels` or
         :func:`~napari_unet.core.tiff_io.write_probabilities`.
@@ -149,13 +152,14 @@ def export_files(items: Sequence[ExportItem], /, *, overwrite: bool = False) -> 
 
 
 def _write(item: ExportItem, *, overwrite: bool) -> ExportedFile:
+    data = item.data() if callable(item.data) else item.data
     if item.kind == "probabilities":
-        path = write_probabilities(item.path, item.data, axes=item.axes, scale=item.scale, unit=item.unit,
+        path = write_probabilities(item.path, data, axes=item.axes, scale=item.scale, unit=item.unit,
                                    overwrite=overwrite)
         return ExportedFile(path=path, dtype=np.dtype(np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LabelsDtypeWarning)
-        result = write_labels(item.path, item.data, axes=item.axes, scale=item.scale, unit=item.unit,
+        result = write_labels(item.path, data, axes=item.axes, scale=item.scale, unit=item.unit,
                               overwrite=overwrite)
     return ExportedFile(path=result.path, dtype=result.dtype, warning=result.warning)
 

@@ -7,9 +7,14 @@ input, so the comparison uses ``same`` padding; ``valid`` (the paper's
 geometry) is timed for napari-unet alone. The seam error is the largest
 difference of each tiled result against one whole-image pass (where that fits).
 
+On the CPU, napari-unet is timed with both of its engines: PyTorch and, when
+the ``openvino`` extra is installed, OpenVINO (what ``engine="auto"`` switches
+to once a network has done enough work; its one-time conversion is timed
+separately and left out of the throughput). MONAI runs the PyTorch network.
+
 Usage (repository root; MONAI is a benchmark-only extra)::
 
-    pip install monai
+    pip install monai openvino
     PYTHONPATH=src python benchmarks/inference.py --device cpu --sizes 512 2048 --networks default
     PYTHONPATH=src python benchmarks/inference.py --device cuda --sizes 512 2048 4096 --networks paper default
 """
@@ -71,9 +76,8 @@ def monai_predict(image: np.ndarray, model, device: torch.device, roi: int, batc
 
     stats = model.description.normalization.statistics(image[..., None])
     x = torch.from_numpy(apply_normalization(image[..., None], stats)).permute(2, 0, 1)[None].to(device)
-    net = model.network.to(device).eval()
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
+    # the layout our prediction uses, on every device: it is faster for MONAI too
+    net = model.network.to(device).eval().to(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, enabled=amp):
         logits = sliding_window_inference(x, roi_size=(roi, roi), sw_batch_size=batch, predictor=net,
                                           overlap=0.25, mode="gaussian")
@@ -107,9 +111,7 @@ def conv_flops_per_pixel(net: torch.nn.Module, side: int = 256) -> float:
 
 def bare_network(model, device: torch.device, side: int, amp: bool, repeats: int) -> float:
     """Mpx/s of the network alone on one side x side input already on the device (no tiling, no copies)."""
-    net = model.network.to(device).eval()
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
+    net = model.network.to(device).eval().to(memory_format=torch.channels_last)
     x = torch.randn(1, model.config.in_channels, side, side, device=device).contiguous(memory_format=torch.channels_last)
 
     def run():  # type: ignore[no-untyped-def]
@@ -170,6 +172,8 @@ def main() -> None:
     parser.add_argument("--monai-batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--whole-limit", type=int, default=2048, help="largest size for the whole-image reference")
+    parser.add_argument("--engines", nargs="+", default=None, choices=["torch", "openvino"],
+                        help="our engines to time (default: torch, and openvino on the CPU when installed)")
     parser.add_argument("--peak-tflops", type=float, default=790.0,
                         help="the device's dense bf16 rate, for the compute limit (H100: ~790 measured)")
     args = parser.parse_args()
@@ -180,8 +184,12 @@ def main() -> None:
         print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}, bf16 autocast, channels-last")
     else:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    from napari_unet.core.engine import openvino_available
+
+    engines = args.engines or (["torch", "openvino"] if device.type == "cpu" and openvino_available() else ["torch"])
     rng = np.random.default_rng(0)
-    print(f"{'network':8} {'size':>5} {'ours Mpx/s':>10} {'MONAI Mpx/s':>11} {'MONAI roi,batch':>15} {'ratio':>6} "
+    columns = "".join(f" {'ours ' + e:>14}" for e in engines) + "".join(f" {e + '/MONAI':>14}" for e in engines)
+    print(f"{'network':8} {'size':>5}{columns} {'MONAI Mpx/s':>11} {'MONAI roi,batch':>15} "
           f"{'ours seam':>9} {'MONAI seam':>10} {'valid Mpx/s':>11} {'bare Mpx/s':>10}")
     for name in args.networks:
         same = build(name, "same")
@@ -193,12 +201,21 @@ def main() -> None:
         print(f"# {name}: {sum(p.numel() for p in same.network.parameters()):,} parameters, "
               f"{flops / 1e6:.2f} MFLOP per pixel; bare network on one {bare_side}^2 input {bare:.1f} Mpx/s"
               + (f"; compute limit at {args.peak_tflops:.0f} TFLOP/s: {limit:.0f} Mpx/s" if amp else ""), flush=True)
+        if "openvino" in engines:
+            t0 = time.perf_counter()
+            segment(np.zeros((64, 64), np.float32), same, output="probabilities", device=str(device),
+                    engine="openvino")
+            print(f"# {name}: converting it for OpenVINO (once per network and weights) took "
+                  f"{time.perf_counter() - t0:.2f} s", flush=True)
         for size in args.sizes:
             image = rng.normal(100, 20, (size, size)).astype(np.float32)
             mpx = size * size / 1e6
-            ours_t, ours = timed(lambda: segment(image, same, output="probabilities", device=str(device),
-                                                 tile_size=args.tile).probabilities,
-                                 repeats=args.repeats, device=device)
+            ours_t = {}
+            for engine in engines:
+                ours_t[engine], _ = timed(
+                    lambda e=engine: segment(image, same, output="probabilities", device=str(device),
+                                             tile_size=args.tile, engine=e).probabilities,
+                    repeats=args.repeats, device=device)
             best_monai = None
             for roi in sorted({min(r, size) for r in args.monai_rois}):
                 for batch in args.monai_batches:
@@ -218,16 +235,19 @@ def main() -> None:
                 tf32 = torch.backends.cudnn.allow_tf32
                 torch.backends.cudnn.allow_tf32 = False
                 whole = segment(image, same, output="probabilities", device=str(device), amp=False,
-                                tile_size=size + 512).probabilities
+                                tile_size=size + 512, engine=engines[-1]).probabilities
                 tiled = segment(image, same, output="probabilities", device=str(device), amp=False,
-                                tile_size=args.tile).probabilities
+                                tile_size=args.tile, engine=engines[-1]).probabilities
                 torch.backends.cudnn.allow_tf32 = tf32
                 seam_ours = float(np.abs(tiled - whole).max())
                 seam_monai = float(np.abs(monai_out - whole).max())
             if size == max(args.sizes):
-                print(f"# {name} {size}: ours {ours_t * 1e3:.0f} ms = " + breakdown(image, same, device, amp, args.tile))
-            print(f"{name:8} {size:5d} {mpx / ours_t:10.2f} {mpx / monai_t:11.2f} {monai_setting:>15} "
-                  f"{monai_t / ours_t:6.2f} {seam_ours:9.2e} {seam_monai:10.2e} {mpx / valid_t:11.2f} {bare:10.1f}",
+                print(f"# {name} {size}: ours ({engines[0]}) {ours_t[engines[0]] * 1e3:.0f} ms = "
+                      + breakdown(image, same, device, amp, args.tile))
+            speeds = "".join(f" {mpx / ours_t[e]:14.2f}" for e in engines)
+            ratios = "".join(f" {monai_t / ours_t[e]:14.2f}" for e in engines)
+            print(f"{name:8} {size:5d}{speeds}{ratios} {mpx / monai_t:11.2f} {monai_setting:>15} "
+                  f"{seam_ours:9.2e} {seam_monai:10.2e} {mpx / valid_t:11.2f} {bare:10.1f}",
                   flush=True)
 
 

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("QT_API", "pyqt6")
+# PyTorch runs the networks unless a test asks for OpenVINO (tests/test_engine.py):
+# results then do not depend on how much work a test process did before
+os.environ.setdefault("NAPARI_UNET_CPU_ENGINE", "torch")
 
 #: The shared annotated data sets (``../shared/data`` from the repository root).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -223,7 +223,7 @@ def _predict(plane: Any, model: SegmentationModel, kind: str, device: str, *,
     pixels at a time (the result is the same) and ``stop`` is checked between them, so
     Stop does not wait for a whole plane, which can take seconds on a CPU.
     """
-    job = predict_plane_job(plane, model, device=resolve_device(device), amp=False,
+    job = predict_plane_job(plane, model, device=resolve_device(device), amp=False, engine="torch",
                             tile_size=None if stop is None else STOPPABLE_TILE, batch_size=None if stop is None else 1)
     while True:
         if stop is not None and stop.is_set():

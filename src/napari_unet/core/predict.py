@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .device import auto_batch_size, auto_tile_size, autocast, empty_cache, free_memory_bytes, is_out_of_memory
+from .engine import Runner, network_runner
 from .model_file import SegmentationModel
 from .normalization import apply_normalization
 from .progress import Job, Progress
@@ -36,6 +37,7 @@ def predict_plane_job(
     region: Region | None = None,
     plane_index: int = 0,
     n_planes: int = 1,
+    engine: str = "auto",
 ) -> Job[np.ndarray]:
     """Predict class probabilities of one (Y, X, C) plane, tile by tile.
 
@@ -66,6 +68,10 @@ def predict_plane_job(
         ``2**(depth-1)``).
     plane_index, n_planes : int
         Position of this plane in a stack, for progress reports.
+    engine : {"auto", "torch", "openvino"}
+        What runs the network (see :mod:`napari_unet.core.engine`): ``"auto"``
+        uses OpenVINO on the CPU when it is installed. Pass ``"torch"`` when
+        the weights change between calls (validation during training).
 
     Yields
     ------
@@ -86,10 +92,9 @@ def predict_plane_job(
     """
     config = model.config
     origin, extent = _window(tuple(plane.shape[:2]), region, config.downsampling)
-    net = model.network.to(device).eval()
-    if device.type == "cuda":
-        # tensor cores read NHWC: keep weights in the layout the tiles arrive in
-        net = net.to(memory_format=torch.channels_last)
+    # channels-last (NHWC) on every device: tensor cores read it on GPUs, and
+    # oneDNN's CPU convolutions run about 1.5x faster in it than in NCHW
+    net = model.network.to(device).eval().to(memory_format=torch.channels_last)
     if stats is None:
         stats = model.description.normalization.statistics(plane)
     if tile_size is None:
@@ -101,9 +106,11 @@ def predict_plane_job(
         else:
             batch = max(1, int(batch_size))
         batch = min(batch, len(grid.tiles))
+        runner = network_runner(net, device, engine=engine,
+                                pixels=len(grid.tiles) * grid.input_shape[0] * grid.input_shape[1])
         try:
             return (
-                yield from _run_grid(plane, net, grid, stats, origin=origin, extent=extent, device=device,
+                yield from _run_grid(plane, runner, grid, stats, origin=origin, extent=extent, device=device,
                                      batch=batch, amp=amp,
                                      n_classes=config.n_classes, plane_index=plane_index, n_planes=n_planes)
             )
@@ -128,7 +135,7 @@ def predict_plane_job(
 
 def _run_grid(
     plane: Any,
-    net: torch.nn.Module,
+    net: Runner,
     grid: TileGrid,
     stats: np.ndarray,
     *,

@@ -65,6 +65,7 @@ def segment_job(
     tile_size: int | None = None,
     batch_size: int | None = None,
     amp: bool = True,
+    engine: str = "auto",
 ) -> Job[SegmentationResult]:
     """Segment every plane of an image; a generator yielding progress.
 
@@ -92,6 +93,9 @@ def segment_job(
         Override the automatic choice from free memory.
     amp : bool
         Mixed precision on CUDA.
+    engine : {"auto", "torch", "openvino"}
+        What runs the network; ``"auto"`` uses OpenVINO on the CPU when the
+        ``openvino`` extra is installed (see :mod:`napari_unet.core.engine`).
 
     Yields
     ------
@@ -128,7 +132,7 @@ def segment_job(
         plane = layout.plane(image, index)
         probs = yield from predict_plane_job(
             plane, model, device=torch_device, tile_size=tile_size, batch_size=batch_size,
-            amp=amp, plane_index=i, n_planes=n_planes,
+            amp=amp, plane_index=i, n_planes=n_planes, engine=engine,
         )
         if probabilities is not None:
             probabilities[index] = probs

@@ -270,7 +270,8 @@ def evaluate(model: SegmentationModel, samples: Sequence[TrainingSample], /, *, 
     use_f1 = model.description.instance_rule.method != "none" and all(s.instances is not None for s in samples)
     scores = []
     for sample in samples:
-        job = predict_plane_job(sample.image, model, device=device, amp=False)
+        # PyTorch: the weights change between validations, a converted copy would be stale at once
+        job = predict_plane_job(sample.image, model, device=device, amp=False, engine="torch")
         probs = run_job(job)
         if use_f1:
             pred = instances_from_probabilities(probs, model.description.instance_rule)

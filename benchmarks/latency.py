@@ -2,12 +2,15 @@
 
 Run it in a fresh process: "cold" is the first call after the model file is
 loaded (CUDA context, cuDNN autotuning and allocator warm-up included), "warm"
-the median of the calls after it. The image is the bundled nuclei sample
+the median of the calls after it. ``--engine openvino`` converts the network
+first (timed on its own line): the warm figure a CPU user reaches once
+``auto`` has switched to OpenVINO. The image is the bundled nuclei sample
 padded or cropped to the size asked for.
 
 Usage (repository root)::
 
     PYTHONPATH=src python benchmarks/latency.py --device cpu
+    PYTHONPATH=src python benchmarks/latency.py --device cpu --engine openvino
     PYTHONPATH=src python benchmarks/latency.py --device cuda --model nuclei
 """
 
@@ -32,6 +35,7 @@ def main() -> None:
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--warm-runs", type=int, default=5)
+    parser.add_argument("--engine", default="auto", choices=["auto", "torch", "openvino"])
     args = parser.parse_args()
     imported = time.perf_counter() - started
     t0 = time.perf_counter()
@@ -43,14 +47,18 @@ def main() -> None:
 
     def once() -> tuple[float, int]:
         t = time.perf_counter()
-        result = segment(image, model, output="instances", device=args.device)
+        result = segment(image, model, output="instances", device=args.device, engine=args.engine)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return time.perf_counter() - t, result.n_objects
 
+    if args.engine == "openvino":
+        t = time.perf_counter()
+        segment(image[:64, :64], model, output="instances", device=args.device, engine="openvino")
+        print(f"converting the network for OpenVINO {time.perf_counter() - t:.2f} s (once per model)")
     cold, n = once()
     warm = [once()[0] for _ in range(args.warm_runs)]
-    print(f"device {args.device}, model {args.model}, image {image.shape[0]} x {image.shape[1]}, {n} objects")
+    print(f"device {args.device}, engine {args.engine}, model {args.model}, image {image.shape[0]} x {image.shape[1]}, {n} objects")
     print(f"import {imported:.2f} s, model load {loaded:.3f} s")
     print(f"cold (first call) {cold:.3f} s; warm median {statistics.median(warm):.3f} s "
           f"(min {min(warm):.3f}, max {max(warm):.3f}, {len(warm)} runs)")

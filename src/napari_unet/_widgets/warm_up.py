@@ -29,6 +29,9 @@ MODULES = (
     "scipy.ndimage",
     "skimage.segmentation",
     "skimage.measure",
+    # the first Labels layer's random colormap imports these through skimage's lazy loader
+    "skimage.color.colorconv",
+    "scipy.linalg",
     "vispy.visuals.line.dash_atlas",
     "napari._vispy.layers.labels",
     "napari._vispy.layers.image",

@@ -8,6 +8,9 @@ the suite's other tests keep PyTorch (tests/conftest.py sets
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,7 +23,8 @@ from napari_unet.core.predict import predict_plane_job
 from napari_unet.core.progress import run_job
 
 CPU = torch.device("cpu")
-openvino = pytest.importorskip("openvino", reason="the testing extra installs OpenVINO")
+if not engine_module.openvino_available():  # imported our way: with its telemetry off
+    pytest.skip("the testing extra installs OpenVINO", allow_module_level=True)
 
 
 @pytest.fixture
@@ -166,3 +170,21 @@ def test_validation_during_training_stays_with_pytorch(tiny_model, monkeypatch, 
     # while a plain prediction with the same model converts it
     run_job(predict_plane_job(image[..., None], tiny_model, device=CPU))
     assert tiny_model.network in engine_module._CACHE
+
+
+def test_openvino_sends_no_telemetry(tmp_path):
+    """Importing openvino and converting a network must not start its usage telemetry (it writes ~/intel)."""
+    script = (
+        "import numpy as np\n"
+        "from napari_unet.core import new_model, segment\n"
+        "model = new_model(depth=2, base_features=4)\n"
+        "segment(np.ones((16, 16), np.float32), model, device='cpu', engine='openvino')\n"
+        "import openvino.tools.ovc.telemetry_utils as t\n"
+        "print(t.tm.__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("telemetry_stub")
+    assert not (tmp_path / "intel").exists()

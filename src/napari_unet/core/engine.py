@@ -23,11 +23,14 @@ two calls.
 from __future__ import annotations
 
 import logging
+import importlib
 import os
+import sys
 import threading
 import warnings
 import weakref
 from collections.abc import Callable
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
@@ -57,10 +60,36 @@ class EngineError(RuntimeError):
 def openvino_available() -> bool:
     """True if the ``openvino`` package can be imported."""
     try:
-        import openvino  # noqa: F401
+        import_openvino()
     except ImportError:
         return False
     return True
+
+
+def import_openvino() -> ModuleType:
+    """Import ``openvino`` with its usage telemetry switched off.
+
+    Importing openvino (and converting a model) sends usage events to Google
+    Analytics unless the user has opted out with ``opt_in_out --opt_out``.
+    napari-unet sends nothing anywhere, and many of its users work offline:
+    while openvino is first imported, its ``openvino_telemetry`` package is
+    hidden, so openvino falls back to its own no-op stub for this process.
+
+    Raises
+    ------
+    ImportError
+        If openvino is not installed.
+    """
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    hidden = {name: module for name, module in sys.modules.items()
+              if name == "openvino_telemetry" or name.startswith("openvino_telemetry.")}
+    sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import now raises ImportError
+    try:
+        return importlib.import_module("openvino")
+    finally:
+        del sys.modules["openvino_telemetry"]
+        sys.modules.update(hidden)
 
 
 def choose_engine(net: torch.nn.Module, device: torch.device, /, *, engine: str = "auto") -> str:
@@ -164,7 +193,7 @@ class _CompiledNetwork:
     """An OpenVINO-compiled copy of a network, called like the network."""
 
     def __init__(self, net: torch.nn.Module) -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         config = net.config  # type: ignore[attr-defined]
         step = 2 ** (config.depth - 1)

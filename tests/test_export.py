@@ -161,7 +161,9 @@ def test_segment_files_returns_rows_and_writes_the_summary(tmp_path, nuclei_crop
     rows = segment_files([tmp_path / "in"], model=tiny_model, output_folder=tmp_path / "out", device="cpu",
                          summary=tmp_path / "s.json", on_progress=lambda p: stages.append(p.stage))
     assert [(r.status, r.output) for r in rows] == [("ok", str(tmp_path / "out" / "a.tif"))]
-    assert rows[0].objects == len(np.unique(tifffile.imread(tmp_path / "out" / "a.tif"))) - 1
+    written = tifffile.imread(tmp_path / "out" / "a.tif")
+    # (an untrained model may call the whole crop one object: count IDs, not values minus background)
+    assert rows[0].objects == len(np.unique(written[written > 0]))
     assert stages[0] == "file-start" and stages[-1] == "file-done" and "tiles" in stages
     assert '"status": "ok"' in (tmp_path / "s.json").read_text()
     again = segment_files([tmp_path / "in" / "a.tif"], model=tiny_model, output_folder=tmp_path / "out")

@@ -226,8 +226,6 @@ def _wants_blocks(args: argparse.Namespace) -> bool:
 
 def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
     """``segment`` for large images: each input block by block into OME-Zarr."""
-    from tqdm import tqdm
-
     from napari_unet.core.progress import run_job
     from napari_unet.core.zarr_batch import expand_large_inputs, segment_files_to_zarr_job, zarr_output_paths
 
@@ -245,21 +243,7 @@ def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
     if isinstance(prepared, int):
         return prepared
     model, summary = prepared
-    bars: list[tqdm] = []
-
-    def report(progress) -> None:  # type: ignore[no-untyped-def]
-        if progress.stage == "file-start":
-            bars.append(tqdm(total=0, desc=progress.message, unit="block", disable=args.quiet, leave=False))
-        elif progress.stage == "file-done":
-            bars.pop().close()
-            _print_row(progress.data["summary"])
-        elif bars and progress.stage == "blocks":
-            bars[-1].total = progress.total
-            bars[-1].n = progress.done
-            bars[-1].refresh()
-        elif bars and progress.stage in ("relabel", "pyramid") and progress.done == 0:
-            bars[-1].set_postfix_str(progress.message)
-
+    report = _FileBars(unit="block", quiet=args.quiet)
     options = {"block_size": args.block_size or 2048, "margin": args.margin, "device": args.device,
                "tile_size": args.tile_size, "batch_size": args.batch_size, "channel_axis": args.channel_axis,
                "scheduler": args.scheduler, "n_workers": args.workers}
@@ -276,8 +260,6 @@ def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from napari_unet.core.batch import segment_files_job
     from napari_unet.core.progress import run_job
 
@@ -293,20 +275,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         return prepared
     model, summary = prepared
 
-    bars: list[tqdm] = []
-
-    def report(progress) -> None:  # type: ignore[no-untyped-def]
-        if progress.stage == "file-start":
-            bars.append(tqdm(total=100, desc=progress.message, unit="%", disable=args.quiet, leave=False))
-        elif progress.stage == "file-done":
-            bars.pop().close()
-            _print_row(progress.data["summary"])
-        elif bars:
-            bars[-1].n = round(100 * progress.fraction)
-            bars[-1].refresh()
-            if progress.stage == "notice":
-                tqdm.write(progress.message)
-
+    report = _FileBars(unit="%", quiet=args.quiet)
     job = segment_files_job(files, model=model, outputs=targets, output=args.kind, device=args.device,
                             tile_size=args.tile_size, batch_size=args.batch_size,
                             channel_axis=args.channel_axis, overwrite=args.overwrite)
@@ -315,6 +284,48 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         rows = run_job(job, on_progress=report)
     # every file's line (a failure with its reason) was printed as it finished: count them, do not repeat them
     return _report_batch(rows, summary)
+
+
+class _FileBars:
+    """Progress of a batch: one bar per file, opened at ``file-start``, its row printed at ``file-done``.
+
+    ``unit="%"`` follows each report's overall fraction (TIFF outputs);
+    ``unit="block"`` counts the blocks written and names the later stages
+    (relabelling, pyramid) beside the bar (OME-Zarr outputs). Notices are
+    printed above the bar in both.
+    """
+
+    def __init__(self, *, unit: str, quiet: bool) -> None:
+        self.unit = unit
+        self.quiet = quiet
+        self.bar: Any = None
+
+    def __call__(self, progress: Any) -> None:
+        from tqdm import tqdm
+
+        if progress.stage == "file-start":
+            self.bar = tqdm(total=100 if self.unit == "%" else 0, desc=progress.message, unit=self.unit,
+                            disable=self.quiet, leave=False)
+        elif progress.stage == "file-done":
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            _print_row(progress.data["summary"])
+        elif self.bar is None:
+            return
+        elif progress.stage == "notice":
+            tqdm.write(progress.message)
+        elif self.unit == "%":
+            self._show(100, round(100 * progress.fraction))
+        elif progress.stage == "blocks":
+            self._show(progress.total, progress.done)
+        elif progress.stage in ("relabel", "pyramid") and progress.done == 0:
+            self.bar.set_postfix_str(progress.message)
+
+    def _show(self, total: int, done: int) -> None:
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
 
 
 def _prepare_batch(args: argparse.Namespace, *, to_one: bool, first_target: Path) -> tuple[Any, Path | None] | int:

@@ -101,6 +101,23 @@ def test_all_results_are_written_named_after_their_images(qtbot, viewer_widget, 
     assert notices["error"] == [] and "Exported 2 file(s)" in notices["info"][0]
 
 
+def test_a_time_series_result_keeps_its_axes_and_exports_as_frames(qtbot, viewer_widget, tmp_path):
+    viewer, widget = viewer_widget
+    movie = viewer.add_image(np.zeros((4, 16, 12), np.uint8), name="movie", axis_labels=("t", "y", "x"),
+                             units=("s", "um", "um"), scale=(30.0, 0.5, 0.5))
+    [labels_layer] = add_result(viewer, movie, "instances", _labels((4, 16, 12), 5))
+    assert tuple(labels_layer.axis_labels) == ("t", "y", "x")
+    assert [str(u) for u in labels_layer.units] == [str(u) for u in movie.units]
+    # a second result replaces the data in place and keeps the axes
+    add_result(viewer, movie, "instances", _labels((4, 16, 12), 6, seed=2))
+    assert tuple(labels_layer.axis_labels) == ("t", "y", "x")
+    widget.choose_layer(labels_layer)
+    widget.folder_edit.setText(str(tmp_path))
+    run_export(qtbot, widget)
+    meta = read_imagej_metadata(tmp_path / "movie_labels.tif")
+    assert meta["imagej"].get("frames") == 4 and "slices" not in meta["imagej"]
+
+
 def test_class_mask_needs_classes_or_probabilities(qtbot, viewer_widget, tmp_path, notices):
     viewer, widget = viewer_widget
     image = viewer.add_image(np.zeros((12, 10), np.uint8), name="img")

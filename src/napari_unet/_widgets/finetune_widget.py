@@ -565,7 +565,7 @@ class FineTuneWidget(QWidget):
         if layer is not None:
             self.viewer.layers.remove(layer)
         layer = napari.layers.Labels(np.zeros(target.shape, np.uint32), name=preview_name(target.source.name),
-                                     scale=target.scale, translate=target.translate, opacity=0.5)
+                                     **target.geometry, opacity=0.5)
         self._previews.add(layer)  # before it is added, so the layer choosers never list it
         selection = self.viewer.layers.selection
         selected = [unwrap_proxy(chosen) for chosen in selection]

@@ -91,14 +91,14 @@ def show_lazy_result(viewer: Any, results: Any, target: Target, result: Blockwis
     if result.output == "probabilities":
         channel = len(target.layout.stack_axes)
         names = [probabilities_name(target.source.name, c) for c in class_names]
-        layers = viewer.add_image(data, channel_axis=channel, name=names, scale=target.scale,
-                                  translate=target.translate, contrast_limits=[0.0, 1.0], blending="additive",
+        layers = viewer.add_image(data, channel_axis=channel, name=names, **target.geometry,
+                                  contrast_limits=[0.0, 1.0], blending="additive",
                                   multiscale=len(levels) > 1, visible=[False] + [True] * (len(names) - 1))
         for index, layer in enumerate(layers):
             unwrap_proxy(layer).metadata[RESULT_KEY] = {**metadata, "class_index": index}
     else:
-        layer = viewer.add_labels(data, name=labels_name(target.source.name), scale=target.scale,
-                                  translate=target.translate, multiscale=len(levels) > 1)
+        layer = viewer.add_labels(data, name=labels_name(target.source.name), **target.geometry,
+                                  multiscale=len(levels) > 1)
         unwrap_proxy(layer).metadata[RESULT_KEY] = metadata
         layers = [layer]
     results.bind(target.source, kind, layers)

@@ -57,6 +57,9 @@ class Target:
         Stack index of the one plane that was segmented, or None for all.
     scale, translate : tuple of float
         Spatial part of the source layer's transform (no channel axis).
+    axis_labels, units : tuple of str
+        The source layer's axis names and units without the channel axis
+        (a time series stays one: its export is TYX, not ZYX).
     """
 
     source: Any
@@ -64,6 +67,18 @@ class Target:
     plane: tuple[int, ...] | None
     scale: tuple[float, ...]
     translate: tuple[float, ...]
+    axis_labels: tuple[str, ...] | None = None
+    units: tuple[str, ...] | None = None
+
+    @property
+    def geometry(self) -> dict[str, Any]:
+        """Keyword arguments that give a new layer the source's geometry."""
+        extra: dict[str, Any] = {}
+        if self.axis_labels is not None:
+            extra["axis_labels"] = self.axis_labels
+        if self.units is not None:
+            extra["units"] = self.units
+        return {"scale": self.scale, "translate": self.translate, **extra}
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -80,7 +95,16 @@ def make_target(source: Any, layout: ImageLayout, plane: tuple[int, ...] | None 
         plane=plane,
         scale=tuple(float(source.scale[a]) for a in keep),
         translate=tuple(float(source.translate[a]) for a in keep),
+        axis_labels=_spatial(getattr(source, "axis_labels", None), keep),
+        units=_spatial(getattr(source, "units", None), keep),
     )
+
+
+def _spatial(values: Any, keep: list[int]) -> tuple[str, ...] | None:
+    """``values`` (one per layer axis) without the channel axis, as strings; None if absent."""
+    if values is None or len(values) <= max(keep, default=-1):
+        return None
+    return tuple(str(values[a]) for a in keep)
 
 
 def shown_plane(viewer: Any, source: Any, layout: ImageLayout) -> tuple[int, ...]:
@@ -188,8 +212,7 @@ class ResultLayers:
         else:
             if layer is not None:
                 viewer.layers.remove(layer)
-            layer = viewer.add_labels(labels, name=labels_name(target.source.name),
-                                      scale=target.scale, translate=target.translate)
+            layer = viewer.add_labels(labels, name=labels_name(target.source.name), **target.geometry)
         unwrap_proxy(layer).metadata[RESULT_KEY] = {
             "output": "instances" if instances else "classes",
             "source": target.source.name,
@@ -221,7 +244,7 @@ class ResultLayers:
             for c, (name, data) in enumerate(zip(class_names, per_class)):
                 layers.append(viewer.add_image(
                     data, name=probabilities_name(target.source.name, name),
-                    scale=target.scale, translate=target.translate, contrast_limits=(0.0, 1.0),
+                    **target.geometry, contrast_limits=(0.0, 1.0),
                     colormap="gray" if c == 0 else _CLASS_COLORMAPS[(c - 1) % len(_CLASS_COLORMAPS)],
                     blending="additive", visible=c != 0,
                 ))
@@ -249,6 +272,10 @@ def _place(layer: Any, target: Target) -> None:
         layer.scale = target.scale
     if not np.allclose(layer.translate, target.translate):
         layer.translate = target.translate
+    for name in ("axis_labels", "units"):
+        wanted = getattr(target, name)
+        if wanted is not None and tuple(str(v) for v in getattr(layer, name, wanted)) != wanted:
+            setattr(layer, name, wanted)
 
 
 def _write_plane(old: Any, target: Target, plane: np.ndarray, *, offset_ids: bool) -> np.ndarray:

@@ -187,6 +187,21 @@ def test_train_reports_missing_labels(tmp_path, nuclei_crop, capsys):
     assert "no labels found for a.tif" in capsys.readouterr().err
 
 
+def test_train_pairs_differently_named_labels_in_order_and_says_so(tmp_path, nuclei_crop, tiny_model_file, capsys):
+    image, labels = nuclei_crop
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    for n in range(2):
+        tifffile.imwrite(tmp_path / "img" / f"t00{n}.tif", image)
+        tifffile.imwrite(tmp_path / "lab" / f"man_seg00{n}.tif", labels)
+    code = main(["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--from", str(tiny_model_file),
+                 "-o", str(tmp_path / "m.unet.safetensors"), "--steps", "1", "--patch-size", "32",
+                 "--batch-size", "1", "--device", "cpu", "--quiet"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "paired in sorted order: t000.tif + man_seg000.tif, t001.tif + man_seg001.tif" in err
+
+
 # --------------------------------------------------------------------------- output faults: nothing is lost
 
 
@@ -419,3 +434,19 @@ def test_train_out_of_memory_even_for_one_patch_is_an_error_message_not_a_traceb
     assert err.startswith("error: out of memory") and "lower the patch size" in err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback():
+    """``napari-unet models | head -0``: the pipe closes before the output is written."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.Popen([sys.executable, "-m", "napari_unet.cli", "models"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env)
+    run.stdout.close()
+    with run.stderr:
+        err = run.stderr.read().decode()
+    assert run.wait(timeout=120) == 1
+    assert "Traceback" not in err and "Exception ignored" not in err, err

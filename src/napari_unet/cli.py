@@ -9,6 +9,7 @@ engine is :func:`napari_unet.core.batch.segment_files`, which notebooks can call
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -95,7 +96,13 @@ def _labels_for(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Pat
     candidates = expand_inputs(label_inputs)
     by_name = {p.name: p for p in candidates}
     if len(images) == len(candidates) and not all(i.name in by_name for i in images):
-        return list(candidates)  # same count, different names: pair in order
+        # same count, different names (e.g. t000.tif and man_seg000.tif): pair in order, and show
+        # the pairs, since a wrong order would silently train on the wrong labels
+        pairs = [f"{i.name} + {c.name}" for i, c in zip(images, candidates)]
+        shown = ", ".join(pairs[:5]) + (f" and {len(pairs) - 5} more" if len(pairs) > 5 else "")
+        print(f"warning: label file names differ from the image names; paired in sorted order: {shown}",
+              file=sys.stderr)
+        return list(candidates)
     missing = [i.name for i in images if i.name not in by_name]
     if missing:
         raise InputError(f"no labels found for {missing[0]}; label files must have the same names as the images")
@@ -412,12 +419,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _plain_warning  # e.g. "warning: CUDA was asked for but ...; running on the CPU"
     try:
         if args.command == "models":
-            return _cmd_models()
-        if args.command == "train":
-            return _cmd_train(args)
-        if _wants_blocks(args):
-            return _cmd_segment_to_zarr(args)
-        return _cmd_segment(args)
+            status = _cmd_models()
+        elif args.command == "train":
+            status = _cmd_train(args)
+        elif _wants_blocks(args):
+            status = _cmd_segment_to_zarr(args)
+        else:
+            status = _cmd_segment(args)
+        sys.stdout.flush()  # a reader that went away (napari-unet ... | head) shows here, not at exit
+        return status
+    except BrokenPipeError:
+        # the reader stopped reading: stop quietly, as Unix tools do, without a traceback at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("\ncancelled; outputs written so far are complete, nothing half-written was left", file=sys.stderr)
         return 130

@@ -115,6 +115,31 @@ class _RunningJob:
     over: bool = False  # the result (or failure) arrived
 
 
+def _add_unselected(viewer: Any, layer: Any) -> None:
+    """Add ``layer`` without selecting it: painting during training stays in the user's labels layer.
+
+    napari selects every layer it adds; the layer controls panel then shows
+    the new layer's controls for the first time, which costs about 0.2 s on
+    the GUI thread. napari's layer list can insert without activating (its
+    ``_activate_on_insert`` switch); where that switch is missing, the
+    selection is given back after the insert instead.
+    """
+    layers = unwrap_proxy(viewer.layers)
+    if isinstance(getattr(layers, "_activate_on_insert", None), bool):
+        previous = layers._activate_on_insert
+        layers._activate_on_insert = False
+        try:
+            viewer.add_layer(layer)
+        finally:
+            layers._activate_on_insert = previous
+        return
+    selection = viewer.layers.selection
+    selected = [unwrap_proxy(chosen) for chosen in selection]
+    viewer.add_layer(layer)
+    selection.clear()
+    selection.update(selected)
+
+
 class FineTuneWidget(QWidget):
     """Fine-tune the viewer's U-Net on painted labels, with a live curve and Accept/Discard.
 
@@ -567,14 +592,8 @@ class FineTuneWidget(QWidget):
         layer = napari.layers.Labels(np.zeros(target.shape, np.uint32), name=preview_name(target.source.name),
                                      **target.geometry, opacity=0.5)
         self._previews.add(layer)  # before it is added, so the layer choosers never list it
-        selection = self.viewer.layers.selection
-        selected = [unwrap_proxy(chosen) for chosen in selection]
         self.session.results.bind(target.source, "preview", [layer])
-        self.viewer.add_layer(layer)
-        # napari selects a new layer; give the selection back, so that painting
-        # during training goes on in the user's labels layer, not into the preview
-        selection.clear()
-        selection.update(selected)
+        _add_unselected(self.viewer, layer)
         return layer
 
     def _remove_hidden_previews(self) -> None:

@@ -136,6 +136,11 @@ def test_auto_converts_only_once_enough_pixels_went_through_pytorch(tiny_model, 
     assert runner is not net
     # converted: later small jobs use it at once
     assert network_runner(net, CPU, pixels=1) is runner
+    # new weights (a fine-tune) start counting again instead of converting at the next call
+    with torch.no_grad():
+        tiny_model.network.head.weight.mul_(2.0)
+    assert network_runner(net, CPU, pixels=64 * 64) is net
+    assert network_runner(net, CPU, pixels=2 * 64 * 64) is not net
 
 
 def test_a_failed_conversion_falls_back_to_pytorch_under_auto(tiny_model, monkeypatch, caplog, auto_engine):

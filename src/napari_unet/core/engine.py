@@ -160,8 +160,11 @@ def network_runner(net: torch.nn.Module, device: torch.device, /, *, engine: str
         return net
     if engine == "auto" and not _is_converted(net):
         with _CACHE_LOCK:
-            given = _TORCH_PIXELS.get(net, 0) + max(0, int(pixels))
-            _TORCH_PIXELS[net] = given
+            # counted per set of weights: after Fine-tune the new weights must earn their conversion
+            fingerprint = _fingerprint(net)
+            counted_for, given = _TORCH_PIXELS.get(net, (fingerprint, 0))
+            given = (given if counted_for == fingerprint else 0) + max(0, int(pixels))
+            _TORCH_PIXELS[net] = (fingerprint, given)
         if given < CONVERT_AFTER_PIXELS:
             return net
     try:
@@ -227,8 +230,8 @@ class _CompiledNetwork:
 
 #: Converted networks by network object: (fingerprint of the weights, compiled network).
 _CACHE: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, _CompiledNetwork]] = weakref.WeakKeyDictionary()
-#: Input pixels each network has run through PyTorch under "auto".
-_TORCH_PIXELS: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
+#: Input pixels each network has run through PyTorch under "auto", with the weights they were counted for.
+_TORCH_PIXELS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, int]] = weakref.WeakKeyDictionary()
 #: Fingerprints of networks OpenVINO failed to convert (not tried again).
 _FAILED: set[tuple] = set()
 _CACHE_LOCK = threading.Lock()

@@ -134,8 +134,9 @@ def test_auto_converts_only_once_enough_pixels_went_through_pytorch(tiny_model, 
     assert network_runner(net, CPU, pixels=64 * 64) is net
     runner = network_runner(net, CPU, pixels=64 * 64)
     assert runner is not net
+    np.testing.assert_allclose(runner(torch.ones(1, 1, 16, 16)), net(torch.ones(1, 1, 16, 16)).detach(), atol=1e-5)
     # converted: later small jobs use it at once
-    assert network_runner(net, CPU, pixels=1) is runner
+    assert network_runner(net, CPU, pixels=1) is not net
     # new weights (a fine-tune) start counting again instead of converting at the next call
     with torch.no_grad():
         tiny_model.network.head.weight.mul_(2.0)
@@ -192,3 +193,19 @@ def test_openvino_sends_no_telemetry(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("telemetry_stub")
     assert not (tmp_path / "intel").exists()
+
+
+def test_openvino_failing_on_a_tile_hands_the_job_to_pytorch(tiny_model, monkeypatch, caplog, auto_engine):
+    monkeypatch.setattr(engine_module, "CONVERT_AFTER_PIXELS", 0)
+    image = np.random.default_rng(5).random((40, 40)).astype(np.float32)
+    expected = _probabilities(image, tiny_model, "torch")
+
+    def out_of_memory(self, x):
+        raise RuntimeError("Cannot allocate memory")
+
+    monkeypatch.setattr(engine_module._CompiledNetwork, "__call__", out_of_memory)
+    with caplog.at_level(logging.WARNING, logger="napari_unet.core.engine"):
+        got = _probabilities(image, tiny_model, "auto")
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert "running the network with PyTorch" in caplog.text
+    assert choose_engine(tiny_model.network, CPU, engine="auto") == "torch"

@@ -175,7 +175,27 @@ def network_runner(net: torch.nn.Module, device: torch.device, /, *, engine: str
         log.warning("OpenVINO could not convert the network (%s); running it with PyTorch", exc)
         _FAILED.add(_fingerprint(net))
         return net
-    return compiled
+    if engine == "openvino":
+        return compiled
+    return _WithFallback(compiled, net)
+
+
+class _WithFallback:
+    """OpenVINO, and PyTorch for the rest of the job if OpenVINO fails on a tile (``"auto"`` only)."""
+
+    def __init__(self, compiled: Runner, net: torch.nn.Module) -> None:
+        self._compiled: Runner | None = compiled
+        self._net = net
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._compiled is not None:
+            try:
+                return self._compiled(x)
+            except Exception as exc:  # noqa: BLE001 - PyTorch can still do the work
+                log.warning("OpenVINO failed on a tile (%s); running the network with PyTorch", exc)
+                self._compiled = None
+                _FAILED.add(_fingerprint(self._net))
+        return self._net(x)
 
 
 def _why_not_openvino(net: torch.nn.Module, device: torch.device) -> str:

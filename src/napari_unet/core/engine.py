@@ -1,9 +1,8 @@
 """Which engine runs the network on a batch of tiles: PyTorch, or OpenVINO on the CPU.
 
 On CPUs, OpenVINO runs our U-Nets about 1.6x faster than PyTorch (measured
-with ``benchmarks/inference.py``: 2.4 against 1.5 Mpx/s for the nuclei model
-on 2 cores): it fuses each convolution with its normalisation and ReLU and
-picks kernels for the processor. It is an optional extra
+with ``benchmarks/inference.py``: 2.4 against 1.2-1.6 Mpx/s for the nuclei
+model on 2 cores, see docs/performance.md). It is an optional extra
 (``pip install "napari-unet[openvino]"``); without it everything runs in
 PyTorch. The results agree with PyTorch's to float32 rounding (about 1e-5 in
 the logits), because OpenVINO is asked for float32 inference.
@@ -11,7 +10,7 @@ the logits), because OpenVINO is asked for float32 inference.
 Converting a network takes one to two seconds, longer than PyTorch needs
 for a 512 x 512 image. ``"auto"`` therefore converts a network only once it
 has been given :data:`CONVERT_AFTER_PIXELS` input pixels (a 2048 x 2048
-image at once, or about fifteen 512 x 512 images one after the other), the
+image at once, or about a dozen 512 x 512 images one after the other), the
 way a JIT compiler waits for hot code: small one-off jobs keep PyTorch's
 start-up, long sessions and large images get the faster engine. A converted
 network is kept for as long as the network object lives and its weights do
@@ -22,8 +21,8 @@ two calls.
 
 from __future__ import annotations
 
-import logging
 import importlib
+import logging
 import os
 import sys
 import threading
@@ -58,12 +57,20 @@ class EngineError(RuntimeError):
 
 
 def openvino_available() -> bool:
-    """True if the ``openvino`` package can be imported."""
+    """True if the ``openvino`` package can be imported (a failed import is not tried again)."""
+    global _OPENVINO_MISSING
+    if _OPENVINO_MISSING:
+        return False
     try:
         import_openvino()
     except ImportError:
+        _OPENVINO_MISSING = True
         return False
     return True
+
+
+#: Set once importing openvino failed: every Segment asks, and a failed import searches sys.path.
+_OPENVINO_MISSING = False
 
 
 def import_openvino() -> ModuleType:

@@ -87,8 +87,9 @@ def import_openvino() -> ModuleType:
     ImportError
         If openvino is not installed.
     """
-    if "openvino" in sys.modules:
-        return sys.modules["openvino"]
+    loaded = sys.modules.get("openvino")
+    if loaded is not None:
+        return loaded
     hidden = {name: module for name, module in sys.modules.items()
               if name == "openvino_telemetry" or name.startswith("openvino_telemetry.")}
     sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import now raises ImportError

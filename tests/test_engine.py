@@ -209,3 +209,33 @@ def test_openvino_failing_on_a_tile_hands_the_job_to_pytorch(tiny_model, monkeyp
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert "running the network with PyTorch" in caplog.text
     assert choose_engine(tiny_model.network, CPU, engine="auto") == "torch"
+
+
+def test_a_job_can_be_cancelled_while_the_network_is_being_converted(tiny_model, monkeypatch):
+    import threading
+    import time
+
+    release = threading.Event()
+    real = engine_module._CompiledNetwork
+
+    def slow(net):
+        release.wait(10)  # a conversion that takes as long as the test wants
+        return real(net)
+
+    monkeypatch.setattr(engine_module, "_CompiledNetwork", slow)
+    job = predict_plane_job(np.ones((32, 32, 1), np.float32), tiny_model, device=CPU, engine="openvino")
+    first = next(job)
+    assert first.stage == "prepare" and "OpenVINO" in first.message
+    started = time.perf_counter()
+    job.close()  # what Cancel does: the job ends at its yield, not after the conversion
+    assert time.perf_counter() - started < 0.5
+    release.set()
+    # the conversion finishes in the background and serves the next job
+    deadline = time.monotonic() + 30
+    while not engine_module._is_converted(tiny_model.network) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine_module._is_converted(tiny_model.network)
+    stages = []
+    run_job(predict_plane_job(np.ones((32, 32, 1), np.float32), tiny_model, device=CPU, engine="openvino"),
+            on_progress=lambda p: stages.append(p.stage))
+    assert "prepare" not in stages

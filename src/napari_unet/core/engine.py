@@ -35,6 +35,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .progress import Job, Progress, run_job
+
 log = logging.getLogger(__name__)
 
 Engine = Literal["auto", "torch", "openvino"]
@@ -143,6 +145,9 @@ def choose_engine(net: torch.nn.Module, device: torch.device, /, *, engine: str 
 def network_runner(net: torch.nn.Module, device: torch.device, /, *, engine: str = "auto", pixels: int = 0) -> Runner:
     """A function that maps a batch of tiles (N, C, H, W) to logits, with the engine chosen.
 
+    The blocking form of :func:`network_runner_job` (a conversion, when one
+    is due, happens before it returns).
+
     Parameters
     ----------
     net : torch.nn.Module
@@ -163,6 +168,30 @@ def network_runner(net: torch.nn.Module, device: torch.device, /, *, engine: str
         return a lower precision under autocast). With ``"auto"``, a network
         OpenVINO fails to convert is run by PyTorch, with a logged warning.
     """
+    return run_job(network_runner_job(net, device, engine=engine, pixels=pixels))
+
+
+def network_runner_job(
+    net: torch.nn.Module,
+    device: torch.device,
+    /,
+    *,
+    engine: str = "auto",
+    pixels: int = 0,
+    plane_index: int = 0,
+    n_planes: int = 1,
+) -> Job[Runner]:
+    """:func:`network_runner` as a job: while a network is converted, it yields progress every 0.1 s.
+
+    Converting takes 1-2.5 s; it runs in a thread so that a job stopped at
+    one of these yields (Cancel) ends at once. The conversion then finishes
+    in the background and is kept for the next job.
+
+    Yields
+    ------
+    Progress
+        Stage ``"prepare"`` while the network is being converted.
+    """
     chosen = choose_engine(net, device, engine=engine)
     if chosen == "torch":
         return net
@@ -175,14 +204,32 @@ def network_runner(net: torch.nn.Module, device: torch.device, /, *, engine: str
             _TORCH_PIXELS[net] = (fingerprint, given)
         if given < CONVERT_AFTER_PIXELS:
             return net
-    try:
-        compiled = _compiled(net)
-    except Exception as exc:  # noqa: BLE001 - any conversion failure falls back to PyTorch under "auto"
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def convert() -> None:
+        try:
+            outcome["compiled"] = _compiled(net)
+        except Exception as exc:  # noqa: BLE001 - handed to the job below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    if _is_converted(net):
+        convert()
+    else:
+        threading.Thread(target=convert, name="napari-unet-openvino-conversion", daemon=True).start()
+    while not done.wait(0.1):
+        yield Progress("prepare", plane=plane_index, n_planes=n_planes,
+                       message="preparing the network for OpenVINO (once per model)")
+    error = outcome.get("error")
+    if error is not None:
         if engine == "openvino":
-            raise EngineError(f"OpenVINO could not convert the network: {exc}") from exc
-        log.warning("OpenVINO could not convert the network (%s); running it with PyTorch", exc)
+            raise EngineError(f"OpenVINO could not convert the network: {error}") from error  # type: ignore[misc]
+        log.warning("OpenVINO could not convert the network (%s); running it with PyTorch", error)
         _FAILED.add(_fingerprint(net))
         return net
+    compiled: Runner = outcome["compiled"]  # type: ignore[assignment]
     if engine == "openvino":
         return compiled
     return _WithFallback(compiled, net)

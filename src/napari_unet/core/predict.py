@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .device import auto_batch_size, auto_tile_size, autocast, empty_cache, free_memory_bytes, is_out_of_memory
-from .engine import Runner, network_runner
+from .engine import Runner, network_runner_job
 from .model_file import SegmentationModel
 from .normalization import apply_normalization
 from .progress import Job, Progress
@@ -106,8 +106,9 @@ def predict_plane_job(
         else:
             batch = max(1, int(batch_size))
         batch = min(batch, len(grid.tiles))
-        runner = network_runner(net, device, engine=engine,
-                                pixels=len(grid.tiles) * grid.input_shape[0] * grid.input_shape[1])
+        runner = yield from network_runner_job(
+            net, device, engine=engine, pixels=len(grid.tiles) * grid.input_shape[0] * grid.input_shape[1],
+            plane_index=plane_index, n_planes=n_planes)
         try:
             return (
                 yield from _run_grid(plane, runner, grid, stats, origin=origin, extent=extent, device=device,

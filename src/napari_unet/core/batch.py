@@ -35,6 +35,7 @@ __all__ = [
     "InputError",
     "expand_inputs",
     "output_paths",
+    "per_file_job",
     "refuse_overwriting_inputs",
     "segment_files",
     "segment_files_job",
@@ -45,7 +46,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 #: Columns of a summary file, in order.
 SUMMARY_FIELDS = ("file", "output", "status", "objects", "seconds", "message")
 #: Errors that fail one file of a batch but not the batch.
-_FILE_ERRORS = (ImageReadError, ImageLayoutError, OutputError, ValueError, RuntimeError, OSError)
+_FILE_ERRORS = (ImageReadError, ImageLayoutError, OutputError, ValueError, RuntimeError, OSError, MemoryError)
 
 
 class InputError(ValueError):
@@ -220,9 +221,41 @@ def segment_files_job(
         if not folder.exists():
             folder.mkdir(parents=True, exist_ok=True)
 
+    return (yield from per_file_job(
+        files, targets,
+        lambda source, target: _segment_one(source, target, model, output=output, device=device,
+                                            tile_size=tile_size, batch_size=batch_size, channel_axis=channel_axis),
+        overwrite=overwrite))
+
+
+#: One file's result: (objects or None, a message for the summary or "").
+FileOutcome = tuple[int | None, str]
+
+
+def per_file_job(
+    sources: Sequence[Path],
+    targets: Sequence[Path],
+    segment_one: Callable[[Path, Path], Generator[Progress, None, FileOutcome]],
+    /,
+    *,
+    overwrite: bool,
+) -> Generator[Progress, None, list[FileSummary]]:
+    """The batch rules shared by TIFF and OME-Zarr outputs, around one job per file.
+
+    An existing target is skipped unless ``overwrite``; a file whose job
+    raises one of the errors a bad file causes (unreadable, wrong layout,
+    output not writable, out of memory) is recorded as failed and the batch
+    goes on. ``"file-start"`` and ``"file-done"`` (``data["summary"]``) frame
+    the reports of each file's job.
+
+    Returns
+    -------
+    list of FileSummary
+        One row per source, in order.
+    """
     rows: list[FileSummary] = []
-    n = len(files)
-    for index, (source, target) in enumerate(zip(files, targets)):
+    n = len(sources)
+    for index, (source, target) in enumerate(zip(sources, targets)):
         yield Progress("file-start", done=0, total=1, plane=index, n_planes=n, message=source.name,
                        data={"file": source})
         if target.exists() and not overwrite:
@@ -231,9 +264,7 @@ def segment_files_job(
         else:
             started = time.perf_counter()
             try:
-                objects, message = yield from _segment_one(
-                    source, target, model, output=output, device=device, tile_size=tile_size,
-                    batch_size=batch_size, channel_axis=channel_axis)
+                objects, message = yield from segment_one(source, target)
             except _FILE_ERRORS as exc:
                 row = FileSummary(str(source), str(target), "failed", None,
                                   round(time.perf_counter() - started, 3), str(exc))

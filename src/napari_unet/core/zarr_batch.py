@@ -11,25 +11,21 @@ from __future__ import annotations
 
 import glob
 import os
-import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .batch import FileSummary, InputError
+from .batch import FileOutcome, FileSummary, InputError, per_file_job
 from .blockwise import segment_to_zarr_job
 from .model_file import SegmentationModel
 from .progress import Progress, run_job
 from .registry import load_named_model
 from .segmentation import OutputKind
-from .tiff_io import ImageReadError
 from .zarr_io import TIFF_SUFFIXES, ZARR_SUFFIXES, LazyImage, is_lazy_path
 
 __all__ = ["expand_large_inputs", "segment_files_to_zarr", "segment_files_to_zarr_job", "zarr_output_paths"]
 
 #: Failures that end one file but not the batch.
-_FILE_ERRORS = (ImageReadError, OSError, ValueError, MemoryError, RuntimeError)
-
 #: Name part added to each result, by output kind.
 _SUFFIX = {"instances": "labels", "classes": "classes", "probabilities": "probabilities"}
 
@@ -152,32 +148,16 @@ def segment_files_to_zarr_job(
 
 def _run_files(images: list[Path], targets: list[Path], model: SegmentationModel, output_kind: OutputKind,
                overwrite: bool, options: dict[str, Any]) -> Generator[Progress, None, list[FileSummary]]:
-    rows: list[FileSummary] = []
-    for index, (source, target) in enumerate(zip(images, targets)):
-        yield Progress("file-start", done=0, total=1, plane=index, n_planes=len(images), message=source.name,
-                       data={"file": source})
-        started = time.perf_counter()
-        if target.exists() and not overwrite:
-            row = FileSummary(str(source), str(target), "skipped", None, 0.0, f"{target} exists (overwrite to redo it)")
-        else:
-            image = None
-            try:
-                image = LazyImage(source)
-                result = yield from segment_to_zarr_job(image, model, target, output=output_kind, overwrite=overwrite,
-                                                        **options)
-            except _FILE_ERRORS as exc:
-                row = FileSummary(str(source), str(target), "failed", None, round(time.perf_counter() - started, 3),
-                                  str(exc))
-            else:
-                objects = result.n_objects if output_kind == "instances" else None
-                row = FileSummary(str(source), str(target), "ok", objects, round(result.seconds, 3))
-            finally:
-                if image is not None:
-                    image.close()
-        rows.append(row)
-        yield Progress("file-done", done=1, total=1, plane=index, n_planes=len(images),
-                       message=f"{source.name}: {row.status}", data={"summary": row})
-    return rows
+    def one(source: Path, target: Path) -> Generator[Progress, None, FileOutcome]:
+        image = LazyImage(source)
+        try:
+            result = yield from segment_to_zarr_job(image, model, target, output=output_kind, overwrite=overwrite,
+                                                    **options)
+        finally:
+            image.close()
+        return (result.n_objects if output_kind == "instances" else None), ""
+
+    return (yield from per_file_job(images, targets, one, overwrite=overwrite))
 
 
 def segment_files_to_zarr(inputs: Sequence[str | os.PathLike], /, **options: Any) -> list[FileSummary]:

@@ -46,10 +46,9 @@ from napari_unet.core import (
     segment_job,
     shipped_models,
 )
+from napari_unet.core.blockwise import BlockwiseResult
 from napari_unet.core.layout import ImageLayout, ImageLayoutError, infer_layout
 from napari_unet.core.predict import OutOfMemoryError
-
-from napari_unet.core.blockwise import BlockwiseResult
 
 from . import shortcuts
 from .channel_hint import channel_notice
@@ -542,14 +541,18 @@ class SegmentWidget(QWidget):
             if job.notice:
                 show_info(job.notice)
         worker = _segmentation_worker(image, model, options)
-        worker.yielded.connect(lambda report: self._on_progress(job, report))
         worker.returned.connect(lambda result: self._on_returned(job, result))
+        return self._start(job, worker, f"Segmenting {layer.name}{where}...")
+
+    def _start(self, job: _RunningJob, worker: GeneratorWorker, status: str) -> GeneratorWorker:
+        """Connect progress, cancel and end of ``worker`` (the caller connects its result) and start it."""
+        worker.yielded.connect(lambda report: self._on_progress(job, report))
         worker.aborted.connect(lambda: self._on_aborted(job))
         worker.finished.connect(lambda: self._on_finished(job))
         self.worker = worker
         self._job = job
         self._guard.started(worker.quit)
-        self.status_label.setText(f"Segmenting {layer.name}{where}...")
+        self.status_label.setText(status)
         self._update_state()
         worker.start()
         return worker
@@ -558,6 +561,7 @@ class SegmentWidget(QWidget):
         """Segment a layer too large to load, block by block into a zarr folder (whole stack)."""
         output = self.output_combo.currentData()
         path = result_path(layer, output)
+        target = make_target(layer, layout)
         options = {
             "output": output,
             "channel_axis": layout.channel_axis if not layer.rgb else None,
@@ -566,23 +570,14 @@ class SegmentWidget(QWidget):
             "tile_size": self.tile_spin.value() or None,
             "batch_size": self.batch_spin.value() or None,
             "amp": self.amp_check.isChecked(),
-            "scale": make_target(layer, layout).scale,
+            "scale": target.scale,
         }
         pbar = progress(total=100, desc=f"U-Net: {layer.name} (block by block)")
-        job = _RunningJob(make_target(layer, layout), pbar)
+        job = _RunningJob(target, pbar)
         worker = blockwise_worker(_full_resolution(layer), model, path, options)
-        worker.yielded.connect(lambda report: self._on_progress(job, report))
         names = list(model.description.class_names)  # of the model used, whatever is chosen when it ends
         worker.returned.connect(lambda result: self._on_large_returned(job, result, names))
-        worker.aborted.connect(lambda: self._on_aborted(job))
-        worker.finished.connect(lambda: self._on_finished(job))
-        self.worker = worker
-        self._job = job
-        self._guard.started(worker.quit)
-        self.status_label.setText(f"Segmenting {layer.name} block by block into {path}...")
-        self._update_state()
-        worker.start()
-        return worker
+        return self._start(job, worker, f"Segmenting {layer.name} block by block into {path}...")
 
     def _on_large_returned(self, job: _RunningJob, result: BlockwiseResult | str, class_names: list[str]) -> None:
         if self._guard.closed or job.dropped:

@@ -80,7 +80,11 @@ def find_samples(data: Path, split: str | None) -> tuple[Path, list[Sample]]:
     if not images.is_dir() or not labels.is_dir():
         hint = ""
         if not split:
-            subs = sorted(p.name for p in data.iterdir() if (p / "images").is_dir() and (p / "labels").is_dir()) if data.is_dir() else []
+            subs = (
+                sorted(p.name for p in data.iterdir() if (p / "images").is_dir() and (p / "labels").is_dir())
+                if data.is_dir()
+                else []
+            )
             hint = f"; choose one with --split ({', '.join(subs)})" if subs else ""
         raise SystemExit(f"{root} holds no images/ and labels/ folders{hint}")
     samples = []
@@ -151,8 +155,9 @@ def iou_from_confusion(conf: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
 
 
-def score_instances(sample: Sample, truth: np.ndarray, image: np.ndarray, model: Any, args: argparse.Namespace,
-                    totals: Totals) -> dict[str, Any]:
+def score_instances(
+    sample: Sample, truth: np.ndarray, image: np.ndarray, model: Any, args: argparse.Namespace, totals: Totals
+) -> dict[str, Any]:
     result = segment(image, model, output="instances", rgb=is_rgb(image), device=args.device)
     pred = result.labels
     seg = seg_measure(truth, pred)
@@ -165,23 +170,31 @@ def score_instances(sample: Sample, truth: np.ndarray, image: np.ndarray, model:
     n_truth, n_pred = table[0].tp + table[0].fn, table[0].tp + table[0].fp
     totals.n_truth += n_truth
     totals.n_pred += n_pred
-    return {"n_truth": n_truth, "n_pred": n_pred, "ap50": table[0].average_precision, "seg": seg.score,
-            "sparse": sample.sparse, "seconds": result.seconds, "device": result.device}
+    return {
+        "n_truth": n_truth,
+        "n_pred": n_pred,
+        "ap50": table[0].average_precision,
+        "seg": seg.score,
+        "sparse": sample.sparse,
+        "seconds": result.seconds,
+        "device": result.device,
+    }
 
 
-def score_semantic(truth: np.ndarray, image: np.ndarray, model: Any, args: argparse.Namespace,
-                   totals: Totals) -> dict[str, Any]:
+def score_semantic(
+    truth: np.ndarray, image: np.ndarray, model: Any, args: argparse.Namespace, totals: Totals
+) -> dict[str, Any]:
     result = segment(image, model, output="classes", rgb=is_rgb(image), device=args.device)
     conf = confusion(truth, result.labels, model.description.config.n_classes)
     totals.confusion = conf if totals.confusion is None else totals.confusion + conf
     return {"pixel_error": 1 - np.trace(conf) / conf.sum(), "seconds": result.seconds, "device": result.device}
 
 
-def score_em(truth: np.ndarray, image: np.ndarray, model: Any, args: argparse.Namespace,
-             totals: Totals) -> dict[str, Any]:
+def score_em(
+    truth: np.ndarray, image: np.ndarray, model: Any, args: argparse.Namespace, totals: Totals
+) -> dict[str, Any]:
     rule = model.description.instance_rule
-    result = segment(image, model, output="instances", rgb=is_rgb(image), device=args.device,
-                     keep_probabilities=True)
+    result = segment(image, model, output="instances", rgb=is_rgb(image), device=args.device, keep_probabilities=True)
     pred_interior = np.isin(np.argmax(result.probabilities, axis=0), rule.foreground_classes)
     true_interior = truth != 0
     truth_segments, _ = ndi.label(true_interior)  # 4-connected, as the challenge's script
@@ -196,53 +209,87 @@ def score_em(truth: np.ndarray, image: np.ndarray, model: Any, args: argparse.Na
     totals.confusion = conf if totals.confusion is None else totals.confusion + conf
     totals.n_truth += int(truth_segments.max())
     totals.n_pred += int(result.n_objects)
-    return {"rand_error": rs.error, "pixel_error": 1 - np.trace(conf) / conf.sum(),
-            "n_truth": int(truth_segments.max()), "n_pred": int(result.n_objects), "seconds": result.seconds,
-            "device": result.device}
+    return {
+        "rand_error": rs.error,
+        "pixel_error": 1 - np.trace(conf) / conf.sum(),
+        "n_truth": int(truth_segments.max()),
+        "n_pred": int(result.n_objects),
+        "seconds": result.seconds,
+        "device": result.device,
+    }
 
 
-def report(kind: str, totals: Totals, model: Any, header: str, seconds: float, seg_seconds: float,
-           n_images: int) -> tuple[str, dict[str, Any]]:
+def report(
+    kind: str, totals: Totals, model: Any, header: str, seconds: float, seg_seconds: float, n_images: int
+) -> tuple[str, dict[str, Any]]:
     lines = [header]
-    out: dict[str, Any] = {"kind": kind, "n_images": n_images, "seconds": seconds,
-                           "segmentation_seconds": seg_seconds}
-    timing = f"seconds: {seconds:.1f} total, {seg_seconds:.1f} segmenting ({seg_seconds / max(n_images, 1):.2f} per image)"
+    out: dict[str, Any] = {"kind": kind, "n_images": n_images, "seconds": seconds, "segmentation_seconds": seg_seconds}
+    timing = (
+        f"seconds: {seconds:.1f} total, {seg_seconds:.1f} segmenting ({seg_seconds / max(n_images, 1):.2f} per image)"
+    )
     if kind == "instances":
         pooled = pool_match_scores(totals.tables)
         at = {s.threshold: s for s in pooled}
         cols = "".join(f"{t:>8.1f}" for t in TABLE_THRESHOLDS)
         lines.append(f"{'IoU threshold':<14}{cols}")
-        for label, get in [("AP", lambda s: f"{s.average_precision:8.3f}"), ("F1", lambda s: f"{s.f1:8.3f}"),
-                           ("precision", lambda s: f"{s.precision:8.3f}"), ("recall", lambda s: f"{s.recall:8.3f}"),
-                           ("TP", lambda s: f"{s.tp:8d}"), ("FP", lambda s: f"{s.fp:8d}"),
-                           ("FN", lambda s: f"{s.fn:8d}")]:
+        for label, get in [
+            ("AP", lambda s: f"{s.average_precision:8.3f}"),
+            ("F1", lambda s: f"{s.f1:8.3f}"),
+            ("precision", lambda s: f"{s.precision:8.3f}"),
+            ("recall", lambda s: f"{s.recall:8.3f}"),
+            ("TP", lambda s: f"{s.tp:8d}"),
+            ("FP", lambda s: f"{s.fp:8d}"),
+            ("FN", lambda s: f"{s.fn:8d}"),
+        ]:
             lines.append(f"{label:<14}" + "".join(get(at[t]) for t in TABLE_THRESHOLDS))
         lines.append(f"{'SEG':<14}{totals.seg.score:8.3f}   (mean IoU over {totals.seg.count} truth objects)")
-        lines.append(f"images: {n_images}   objects: {totals.n_truth} truth, {totals.n_pred} predicted"
-                     + (f"   sparse frames: {totals.n_sparse}" if totals.n_sparse else ""))
+        lines.append(
+            f"images: {n_images}   objects: {totals.n_truth} truth, {totals.n_pred} predicted"
+            + (f"   sparse frames: {totals.n_sparse}" if totals.n_sparse else "")
+        )
         out.update(
-            thresholds=[{"iou": s.threshold, "tp": s.tp, "fp": s.fp, "fn": s.fn, "ap": s.average_precision,
-                         "f1": s.f1, "precision": s.precision, "recall": s.recall} for s in pooled],
-            seg=totals.seg.score, seg_objects=totals.seg.count, n_truth=totals.n_truth, n_pred=totals.n_pred,
+            thresholds=[
+                {
+                    "iou": s.threshold,
+                    "tp": s.tp,
+                    "fp": s.fp,
+                    "fn": s.fn,
+                    "ap": s.average_precision,
+                    "f1": s.f1,
+                    "precision": s.precision,
+                    "recall": s.recall,
+                }
+                for s in pooled
+            ],
+            seg=totals.seg.score,
+            seg_objects=totals.seg.count,
+            n_truth=totals.n_truth,
+            n_pred=totals.n_pred,
             n_sparse=totals.n_sparse,
         )
     else:
         conf = totals.confusion
         iou = iou_from_confusion(conf)
         pixel_error = 1 - np.trace(conf) / conf.sum()
-        names = (["membrane", "interior"] if kind == "em" else list(model.description.class_names))
+        names = ["membrane", "interior"] if kind == "em" else list(model.description.class_names)
         lines.append(f"{'class':<14}" + "".join(f"{n[:10]:>11}" for n in names) + f"{'mean':>11}")
         lines.append(f"{'IoU':<14}" + "".join(f"{v:11.3f}" for v in iou) + f"{np.nanmean(iou):11.3f}")
         lines.append(f"{'pixel error':<14}{pixel_error:11.4f}")
-        out.update(iou={n: float(v) for n, v in zip(names, iou)}, mean_iou=float(np.nanmean(iou)),
-                   pixel_error=float(pixel_error))
+        out.update(
+            iou={n: float(v) for n, v in zip(names, iou)},
+            mean_iou=float(np.nanmean(iou)),
+            pixel_error=float(pixel_error),
+        )
         if kind == "em":
             err, prec, rec = (float(np.nanmean(col)) for col in zip(*totals.rand))
-            lines.append(f"{'Rand error':<14}{err:11.4f}   (foreground-restricted, mean over images; "
-                         f"Rand precision {prec:.3f}, recall {rec:.3f})")
+            lines.append(
+                f"{'Rand error':<14}{err:11.4f}   (foreground-restricted, mean over images; "
+                f"Rand precision {prec:.3f}, recall {rec:.3f})"
+            )
             lines.append(f"images: {n_images}   segments: {totals.n_truth} truth, {totals.n_pred} predicted")
-            out.update(rand_error=err, rand_precision=prec, rand_recall=rec, n_truth=totals.n_truth,
-                       n_pred=totals.n_pred)
+            out.update(
+                rand_error=err, rand_precision=prec, rand_recall=rec, n_truth=totals.n_truth, n_pred=totals.n_pred
+            )
         else:
             lines.append(f"images: {n_images}")
     lines.append(timing)
@@ -258,13 +305,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N images (sorted by name)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     parser.add_argument("--only-gray", action="store_true", help="skip RGB(A) colour images")
-    parser.add_argument("--sparse", default="auto", choices=("auto", "yes", "no"),
-                        help="treat frames as sparsely annotated: from a CSV's fully_annotated column (auto), "
-                             "all (yes), none (no)")
-    parser.add_argument("--fill-membranes", action="store_true",
-                        help="EM only: grow the predicted cells over the membranes before the Rand error "
-                             "(the watershed post-processing of ISBI 2012 entries; the model's own output keeps "
-                             "membranes as 0)")
+    parser.add_argument(
+        "--sparse",
+        default="auto",
+        choices=("auto", "yes", "no"),
+        help="treat frames as sparsely annotated: from a CSV's fully_annotated column (auto), all (yes), none (no)",
+    )
+    parser.add_argument(
+        "--fill-membranes",
+        action="store_true",
+        help="EM only: grow the predicted cells over the membranes before the Rand error "
+        "(the watershed post-processing of ISBI 2012 entries; the model's own output keeps "
+        "membranes as 0)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
@@ -309,14 +362,23 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no images were scored")
 
     desc = model.description
-    header = (f"model: {desc.name} ({args.model})   data: {root}   kind: {kind}   device: {totals.device}"
-              + (f"   colour images skipped: {n_colour_skipped}" if n_colour_skipped else "")
-              + (f"   limit: {args.limit}" if args.limit is not None else ""))
+    header = (
+        f"model: {desc.name} ({args.model})   data: {root}   kind: {kind}   device: {totals.device}"
+        + (f"   colour images skipped: {n_colour_skipped}" if n_colour_skipped else "")
+        + (f"   limit: {args.limit}" if args.limit is not None else "")
+    )
     text, numbers = report(kind, totals, model, header, time.perf_counter() - started, seg_seconds, n_images)
     print(text)
     if args.json:
-        numbers.update(model=args.model, model_name=desc.name, data=str(root), only_gray=args.only_gray,
-                       colour_skipped=n_colour_skipped, limit=args.limit, per_image=totals.per_image)
+        numbers.update(
+            model=args.model,
+            model_name=desc.name,
+            data=str(root),
+            only_gray=args.only_gray,
+            colour_skipped=n_colour_skipped,
+            limit=args.limit,
+            per_image=totals.per_image,
+        )
         args.json.write_text(json.dumps(numbers, indent=2, default=float))
     return 0
 

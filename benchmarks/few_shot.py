@@ -51,8 +51,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and val/")
     parser.add_argument("--model", default="nuclei", help="starting model: shipped name or file")
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 3, 5])
-    parser.add_argument("--checkpoints", type=float, nargs="+", default=[30, 60, 120],
-                        help="training seconds at which the val split is scored")
+    parser.add_argument(
+        "--checkpoints",
+        type=float,
+        nargs="+",
+        default=[30, 60, 120],
+        help="training seconds at which the val split is scored",
+    )
     parser.add_argument("--val-limit", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -91,6 +96,7 @@ def main() -> None:
 
         settings = TrainingSettings(steps=1_000_000, device=args.device, seed=args.seed, patch_size=128, batch_size=4)
         run_job(train_job(start, samples, settings=settings, stop=stop), on_progress=at_step)
+
 
 if __name__ == "__main__":
     main()

@@ -53,8 +53,19 @@ STALL_S = 0.05
 #: Seconds measured after a job ended (the new layer is drawn then).
 AFTER_S = 0.5
 #: Module name prefixes counted as heavy when first imported on the GUI thread.
-HEAVY_PREFIXES = ("torch", "pandas", "scipy", "skimage", "vispy", "dask", "numba", "matplotlib", "tifffile",
-                  "safetensors", "PIL")
+HEAVY_PREFIXES = (
+    "torch",
+    "pandas",
+    "scipy",
+    "skimage",
+    "vispy",
+    "dask",
+    "numba",
+    "matplotlib",
+    "tifffile",
+    "safetensors",
+    "PIL",
+)
 
 
 @dataclass
@@ -158,8 +169,11 @@ class StallMeter:
             top = name.partition(".")[0]
             if name.startswith(HEAVY_PREFIXES) and top not in self.import_stacks:
                 stack = traceback.extract_stack()[:-1]
-                self.import_stacks[top] = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack
-                                           if "importlib" not in f.filename and "<frozen" not in f.filename][-12:]
+                self.import_stacks[top] = [
+                    f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                    for f in stack
+                    if "importlib" not in f.filename and "<frozen" not in f.filename
+                ][-12:]
 
 
 def _most_common(samples: list[str]) -> list[str]:
@@ -187,9 +201,17 @@ def _spin(app: Any, seconds: float) -> None:
     _wait_until(app, lambda: time.perf_counter() > end, seconds + 60)
 
 
-def _measure(app: Any, meter: StallMeter, scenario: str, start: Callable[[], Any], is_running: Callable[[], bool],
-             *, press: Callable[[], None] | None = None, press_when: Callable[[], bool] | None = None,
-             timeout: float = 300) -> Measurement:
+def _measure(
+    app: Any,
+    meter: StallMeter,
+    scenario: str,
+    start: Callable[[], Any],
+    is_running: Callable[[], bool],
+    *,
+    press: Callable[[], None] | None = None,
+    press_when: Callable[[], bool] | None = None,
+    timeout: float = 300,
+) -> Measurement:
     """Click ``start``, optionally ``press`` (Cancel/Stop) once ``press_when()`` holds, and wait for the end."""
     meter.reset()
     began = time.perf_counter()
@@ -205,8 +227,15 @@ def _measure(app: Any, meter: StallMeter, scenario: str, start: Callable[[], Any
     ended = time.perf_counter()
     _spin(app, AFTER_S)
     worst, stalls, imports, stacks = meter.stop()
-    return Measurement(scenario, round(worst, 4), round(ended - began, 3),
-                       None if pressed is None else round(ended - pressed, 3), imports, stalls, stacks)
+    return Measurement(
+        scenario,
+        round(worst, 4),
+        round(ended - began, 3),
+        None if pressed is None else round(ended - pressed, 3),
+        imports,
+        stalls,
+        stacks,
+    )
 
 
 def run_once(*, crop: int | None, stop_after: float, ready_wait: float) -> list[Measurement]:
@@ -237,14 +266,30 @@ def run_once(*, crop: int | None, stop_after: float, ready_wait: float) -> list[
         segment.segment_button.click()
         segment.worker.yielded.connect(reports.append)
 
-    results.append(_measure(app, meter, "segment + cancel", segment_and_watch, lambda: segment.is_running,
-                            press=segment.cancel_button.click, press_when=lambda: bool(reports)))
+    results.append(
+        _measure(
+            app,
+            meter,
+            "segment + cancel",
+            segment_and_watch,
+            lambda: segment.is_running,
+            press=segment.cancel_button.click,
+            press_when=lambda: bool(reports),
+        )
+    )
     tune.budget_spin.setValue(120)
     assert tune.finetune_button.isEnabled(), tune.finetune_button.toolTip()
-    results.append(_measure(
-        app, meter, "fine-tune + stop", tune.finetune_button.click, lambda: tune.is_running,
-        press=tune.stop_button.click,
-        press_when=lambda: bool(tune._job and tune._job.last.get("seconds", 0.0) >= stop_after)))
+    results.append(
+        _measure(
+            app,
+            meter,
+            "fine-tune + stop",
+            tune.finetune_button.click,
+            lambda: tune.is_running,
+            press=tune.stop_button.click,
+            press_when=lambda: bool(tune._job and tune._job.last.get("seconds", 0.0) >= stop_after),
+        )
+    )
     assert tune.result is not None and tune.result.stopped, "Stop did not end the training"
     viewer.close()
     return results
@@ -266,8 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3, help="fresh processes to run (default 3)")
     parser.add_argument("--crop", type=int, default=0, help="segment only the top-left CROP x CROP pixels (0: all)")
     parser.add_argument("--stop-after", type=float, default=3.0, help="seconds of training before Stop")
-    parser.add_argument("--ready-wait", type=float, default=1.0,
-                        help="seconds between docking the widgets and the first click")
+    parser.add_argument(
+        "--ready-wait", type=float, default=1.0, help="seconds between docking the widgets and the first click"
+    )
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--stalls", action="store_true", help="print where the GUI thread was in every stall")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -278,18 +324,36 @@ def main(argv: list[str] | None = None) -> None:
         return
     runs = []
     for n in range(args.runs):
-        command = [sys.executable, __file__, "--child", "--crop", str(args.crop), "--stop-after",
-                   str(args.stop_after), "--ready-wait", str(args.ready_wait)]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--crop",
+            str(args.crop),
+            "--stop-after",
+            str(args.stop_after),
+            "--ready-wait",
+            str(args.ready_wait),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode or not lines:
             sys.exit(f"run {n + 1} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
-        runs.append(json.loads(lines[-1][len("RESULT "):]))
-        print(f"run {n + 1}/{args.runs}: " + ", ".join(f"{m['scenario']} {m['worst_gap']:.3f} s" for m in runs[-1]),
-              flush=True)
+        runs.append(json.loads(lines[-1][len("RESULT ") :]))
+        print(
+            f"run {n + 1}/{args.runs}: " + ", ".join(f"{m['scenario']} {m['worst_gap']:.3f} s" for m in runs[-1]),
+            flush=True,
+        )
     print(_table(runs))
-    heavy = sorted({name.partition(".")[0] for run in runs for m in run for name in m["gui_imports"]
-                    if name.startswith(HEAVY_PREFIXES)})  # packages; --json has every module
+    heavy = sorted(
+        {
+            name.partition(".")[0]
+            for run in runs
+            for m in run
+            for name in m["gui_imports"]
+            if name.startswith(HEAVY_PREFIXES)
+        }
+    )  # packages; --json has every module
     print(f"heavy modules first imported on the GUI thread: {', '.join(heavy) if heavy else 'none'}")
     if args.stalls:
         for n, run in enumerate(runs, 1):

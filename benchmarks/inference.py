@@ -31,7 +31,7 @@ import torch
 from napari_unet.core import new_model, segment
 from napari_unet.core.device import autocast, resolve_device
 from napari_unet.core.model import UNet
-from napari_unet.core.registry import shipped_models, load_named_model
+from napari_unet.core.registry import load_named_model, shipped_models
 
 NETWORKS = {
     "paper": dict(depth=5, base_features=64),
@@ -79,8 +79,9 @@ def monai_predict(image: np.ndarray, model, device: torch.device, roi: int, batc
     # the layout our prediction uses, on every device: it is faster for MONAI too
     net = model.network.to(device).eval().to(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, enabled=amp):
-        logits = sliding_window_inference(x, roi_size=(roi, roi), sw_batch_size=batch, predictor=net,
-                                          overlap=0.25, mode="gaussian")
+        logits = sliding_window_inference(
+            x, roi_size=(roi, roi), sw_batch_size=batch, predictor=net, overlap=0.25, mode="gaussian"
+        )
     return torch.softmax(logits.float(), 1)[0].cpu().numpy()
 
 
@@ -97,8 +98,11 @@ def conv_flops_per_pixel(net: torch.nn.Module, side: int = 256) -> float:
             pixels = output.shape[-1] * output.shape[-2]
         total += 2.0 * module.in_channels * module.out_channels * k * pixels / module.groups
 
-    handles = [m.register_forward_hook(hook) for m in net.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in net.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))
+    ]
     was_training = net.training
     net.eval()
     with torch.inference_mode():
@@ -112,7 +116,9 @@ def conv_flops_per_pixel(net: torch.nn.Module, side: int = 256) -> float:
 def bare_network(model, device: torch.device, side: int, amp: bool, repeats: int) -> float:
     """Mpx/s of the network alone on one side x side input already on the device (no tiling, no copies)."""
     net = model.network.to(device).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(1, model.config.in_channels, side, side, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(1, model.config.in_channels, side, side, device=device).contiguous(
+        memory_format=torch.channels_last
+    )
 
     def run():  # type: ignore[no-untyped-def]
         with torch.inference_mode(), autocast(device, enabled=amp):
@@ -157,9 +163,11 @@ def breakdown(image: np.ndarray, model, device: torch.device, amp: bool, tile: i
     host = np.empty((config.n_classes, *image.shape), dtype=np.float32)
     copy_ms = clock(lambda: torch.from_numpy(host).copy_(out))
     computed = calls * batch * in_h * in_w / 1e6
-    return (f"tiles {len(grid.tiles)} x {in_h}x{in_w} in batches of {batch} ({computed:.1f} Mpx computed for "
-            f"{image.size / 1e6:.1f}); statistics {stats_ms:.0f} ms, network {net_ms:.0f} ms, "
-            f"probabilities to host {copy_ms:.0f} ms")
+    return (
+        f"tiles {len(grid.tiles)} x {in_h}x{in_w} in batches of {batch} ({computed:.1f} Mpx computed for "
+        f"{image.size / 1e6:.1f}); statistics {stats_ms:.0f} ms, network {net_ms:.0f} ms, "
+        f"probabilities to host {copy_ms:.0f} ms"
+    )
 
 
 def main() -> None:
@@ -172,10 +180,19 @@ def main() -> None:
     parser.add_argument("--monai-batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--whole-limit", type=int, default=2048, help="largest size for the whole-image reference")
-    parser.add_argument("--engines", nargs="+", default=None, choices=["torch", "openvino"],
-                        help="our engines to time (default: torch, and openvino on the CPU when installed)")
-    parser.add_argument("--peak-tflops", type=float, default=790.0,
-                        help="the device's dense bf16 rate, for the compute limit (H100: ~790 measured)")
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=None,
+        choices=["torch", "openvino"],
+        help="our engines to time (default: torch, and openvino on the CPU when installed)",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=790.0,
+        help="the device's dense bf16 rate, for the compute limit (H100: ~790 measured)",
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     amp = device.type == "cuda"
@@ -189,8 +206,10 @@ def main() -> None:
     engines = args.engines or (["torch", "openvino"] if device.type == "cpu" and openvino_available() else ["torch"])
     rng = np.random.default_rng(0)
     columns = "".join(f" {'ours ' + e:>14}" for e in engines) + "".join(f" {e + '/MONAI':>14}" for e in engines)
-    print(f"{'network':8} {'size':>5}{columns} {'MONAI Mpx/s':>11} {'MONAI roi,batch':>15} "
-          f"{'ours seam':>9} {'MONAI seam':>10} {'valid Mpx/s':>11} {'bare Mpx/s':>10}")
+    print(
+        f"{'network':8} {'size':>5}{columns} {'MONAI Mpx/s':>11} {'MONAI roi,batch':>15} "
+        f"{'ours seam':>9} {'MONAI seam':>10} {'valid Mpx/s':>11} {'bare Mpx/s':>10}"
+    )
     for name in args.networks:
         same = build(name, "same")
         valid = build(name, "valid")
@@ -198,57 +217,92 @@ def main() -> None:
         bare_side = 2048 if device.type == "cuda" else 512
         bare = bare_network(same, device, bare_side, amp, args.repeats)
         limit = args.peak_tflops * 1e12 / flops / 1e6
-        print(f"# {name}: {sum(p.numel() for p in same.network.parameters()):,} parameters, "
-              f"{flops / 1e6:.2f} MFLOP per pixel; bare network on one {bare_side}^2 input {bare:.1f} Mpx/s"
-              + (f"; compute limit at {args.peak_tflops:.0f} TFLOP/s: {limit:.0f} Mpx/s" if amp else ""), flush=True)
+        print(
+            f"# {name}: {sum(p.numel() for p in same.network.parameters()):,} parameters, "
+            f"{flops / 1e6:.2f} MFLOP per pixel; bare network on one {bare_side}^2 input {bare:.1f} Mpx/s"
+            + (f"; compute limit at {args.peak_tflops:.0f} TFLOP/s: {limit:.0f} Mpx/s" if amp else ""),
+            flush=True,
+        )
         if "openvino" in engines:
             t0 = time.perf_counter()
-            segment(np.zeros((64, 64), np.float32), same, output="probabilities", device=str(device),
-                    engine="openvino")
-            print(f"# {name}: converting it for OpenVINO (once per network and weights) took "
-                  f"{time.perf_counter() - t0:.2f} s", flush=True)
+            segment(np.zeros((64, 64), np.float32), same, output="probabilities", device=str(device), engine="openvino")
+            print(
+                f"# {name}: converting it for OpenVINO (once per network and weights) took "
+                f"{time.perf_counter() - t0:.2f} s",
+                flush=True,
+            )
         for size in args.sizes:
             image = rng.normal(100, 20, (size, size)).astype(np.float32)
             mpx = size * size / 1e6
             ours_t = {}
             for engine in engines:
                 ours_t[engine], _ = timed(
-                    lambda e=engine: segment(image, same, output="probabilities", device=str(device),
-                                             tile_size=args.tile, engine=e).probabilities,
-                    repeats=args.repeats, device=device)
+                    lambda e=engine, image=image, same=same: (
+                        segment(
+                            image, same, output="probabilities", device=str(device), tile_size=args.tile, engine=e
+                        ).probabilities
+                    ),
+                    repeats=args.repeats,
+                    device=device,
+                )
             best_monai = None
             for roi in sorted({min(r, size) for r in args.monai_rois}):
                 for batch in args.monai_batches:
-                    t, out = timed(lambda b=batch, r=roi: monai_predict(image, same, device, r, b, amp),
-                                   repeats=args.repeats, device=device)
+                    t, out = timed(
+                        lambda b=batch, r=roi, image=image, same=same: monai_predict(image, same, device, r, b, amp),
+                        repeats=args.repeats,
+                        device=device,
+                    )
                     if best_monai is None or t < best_monai[0]:
                         best_monai = (t, out, f"{roi},{batch}")
             monai_t, monai_out, monai_setting = best_monai
             same.network.to(memory_format=torch.contiguous_format)
-            valid_t, _ = timed(lambda: segment(image, valid, output="probabilities", device=str(device),
-                                               tile_size=args.tile).probabilities,
-                               repeats=1, device=device)
+            valid_t, _ = timed(
+                lambda image=image, valid=valid: (
+                    segment(image, valid, output="probabilities", device=str(device), tile_size=args.tile).probabilities
+                ),
+                repeats=1,
+                device=device,
+            )
             seam_ours = seam_monai = float("nan")
             if size <= args.whole_limit:
                 # in float32 (TF32 off): bf16 rounding differs between tile shapes and would hide
                 # what the tiling itself does
                 tf32 = torch.backends.cudnn.allow_tf32
                 torch.backends.cudnn.allow_tf32 = False
-                whole = segment(image, same, output="probabilities", device=str(device), amp=False,
-                                tile_size=size + 512, engine=engines[-1]).probabilities
-                tiled = segment(image, same, output="probabilities", device=str(device), amp=False,
-                                tile_size=args.tile, engine=engines[-1]).probabilities
+                whole = segment(
+                    image,
+                    same,
+                    output="probabilities",
+                    device=str(device),
+                    amp=False,
+                    tile_size=size + 512,
+                    engine=engines[-1],
+                ).probabilities
+                tiled = segment(
+                    image,
+                    same,
+                    output="probabilities",
+                    device=str(device),
+                    amp=False,
+                    tile_size=args.tile,
+                    engine=engines[-1],
+                ).probabilities
                 torch.backends.cudnn.allow_tf32 = tf32
                 seam_ours = float(np.abs(tiled - whole).max())
                 seam_monai = float(np.abs(monai_out - whole).max())
             if size == max(args.sizes):
-                print(f"# {name} {size}: ours ({engines[0]}) {ours_t[engines[0]] * 1e3:.0f} ms = "
-                      + breakdown(image, same, device, amp, args.tile))
+                print(
+                    f"# {name} {size}: ours ({engines[0]}) {ours_t[engines[0]] * 1e3:.0f} ms = "
+                    + breakdown(image, same, device, amp, args.tile)
+                )
             speeds = "".join(f" {mpx / ours_t[e]:14.2f}" for e in engines)
             ratios = "".join(f" {monai_t / ours_t[e]:14.2f}" for e in engines)
-            print(f"{name:8} {size:5d}{speeds}{ratios} {mpx / monai_t:11.2f} {monai_setting:>15} "
-                  f"{seam_ours:9.2e} {seam_monai:10.2e} {mpx / valid_t:11.2f} {bare:10.1f}",
-                  flush=True)
+            print(
+                f"{name:8} {size:5d}{speeds}{ratios} {mpx / monai_t:11.2f} {monai_setting:>15} "
+                f"{seam_ours:9.2e} {seam_monai:10.2e} {mpx / valid_t:11.2f} {bare:10.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

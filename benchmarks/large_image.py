@@ -83,13 +83,21 @@ def child(args: argparse.Namespace) -> None:
         result = segment(image, model, device=args.device, tile_size=args.tile_size)
         n_objects = result.n_objects
     else:
-        result = segment_to_zarr(LazyImage(args.input), model, args.output, device=args.device,
-                                 block_size=args.block_size, margin=args.margin, tile_size=args.tile_size)
+        result = segment_to_zarr(
+            LazyImage(args.input),
+            model,
+            args.output,
+            device=args.device,
+            block_size=args.block_size,
+            margin=args.margin,
+            tile_size=args.tile_size,
+        )
         n_objects = result.n_objects
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mib": peak / 1024, "baseline_mib": baseline / 1024, "seconds": seconds,
-                      "objects": n_objects}))
+    print(
+        json.dumps({"peak_mib": peak / 1024, "baseline_mib": baseline / 1024, "seconds": seconds, "objects": n_objects})
+    )
 
 
 def _with_threshold_network(model):  # type: ignore[no-untyped-def]
@@ -115,9 +123,27 @@ def _with_threshold_network(model):  # type: ignore[no-untyped-def]
 
 
 def run_child(mode: str, input_path: Path, output: Path, args: argparse.Namespace, network: str) -> dict:
-    command = [sys.executable, __file__, "--child", "--mode", mode, "--input", str(input_path), "--output",
-               str(output), "--model", args.model, "--device", args.device, "--block-size", str(args.block_size),
-               "--margin", str(args.margin), "--network", network]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--mode",
+        mode,
+        "--input",
+        str(input_path),
+        "--output",
+        str(output),
+        "--model",
+        args.model,
+        "--device",
+        args.device,
+        "--block-size",
+        str(args.block_size),
+        "--margin",
+        str(args.margin),
+        "--network",
+        network,
+    ]
     if args.tile_size:
         command += ["--tile-size", str(args.tile_size)]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
@@ -148,8 +174,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         folder = Path(tmp)
-        print(f"model {args.model}, device {args.device}, block {args.block_size}, margin {args.margin}, "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"model {args.model}, device {args.device}, block {args.block_size}, margin {args.margin}, "
+            f"{os.cpu_count()} CPUs"
+        )
         print(f"{'image':>13} {'path':<10} {'network':<9} {'peak MiB':>9} {'seconds':>8} {'objects':>8}")
         for side in args.sizes:
             source = folder / f"mosaic{side}.zarr"
@@ -159,8 +187,10 @@ def main() -> None:
                 rows[mode] = run_child(mode, source, folder / f"out{side}-{mode}.zarr", args, "real")
                 _print_row(side, mode, "real", rows[mode])
             if "error" not in rows["in-memory"] and "error" not in rows["blockwise"]:
-                print(f"{'':>13} peak memory blockwise / in-memory: "
-                      f"{rows['blockwise']['peak_mib'] / rows['in-memory']['peak_mib']:.2f}")
+                print(
+                    f"{'':>13} peak memory blockwise / in-memory: "
+                    f"{rows['blockwise']['peak_mib'] / rows['in-memory']['peak_mib']:.2f}"
+                )
         if args.large:
             source = folder / f"mosaic{args.large}.zarr"
             t0 = time.perf_counter()
@@ -170,16 +200,20 @@ def main() -> None:
             _print_row(args.large, "blockwise", args.large_network, row)
             if "error" not in row:
                 pixels = args.large**2
-                print(f"{'':>13} image {pixels / 2**20:.0f} MiB as uint8; its labels {pixels * 4 / 2**20:.0f} MiB "
-                      f"as uint32; peak / labels size: {row['peak_mib'] / (pixels * 4 / 2**20):.2f}")
+                print(
+                    f"{'':>13} image {pixels / 2**20:.0f} MiB as uint8; its labels {pixels * 4 / 2**20:.0f} MiB "
+                    f"as uint32; peak / labels size: {row['peak_mib'] / (pixels * 4 / 2**20):.2f}"
+                )
 
 
 def _print_row(side: int, mode: str, network: str, row: dict) -> None:
     if "error" in row:
         print(f"{side:>6} x {side:<6}{mode:<10} {network:<9} failed: {row['error']}")
         return
-    print(f"{side:>6} x {side:<6}{mode:<10} {network:<9} {row['peak_mib']:>9.0f} {row['seconds']:>8.1f} "
-          f"{row['objects']:>8}")
+    print(
+        f"{side:>6} x {side:<6}{mode:<10} {network:<9} {row['peak_mib']:>9.0f} {row['seconds']:>8.1f} "
+        f"{row['objects']:>8}"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ def main() -> None:
     model = load_named_model(args.model)
     loaded = time.perf_counter() - t0
     image = np.asarray(nuclei_sample()[0][0])
-    image = np.pad(image, [(0, max(0, args.size - image.shape[0])), (0, max(0, args.size - image.shape[1]))],
-                   mode="reflect")[: args.size, : args.size]
+    image = np.pad(
+        image, [(0, max(0, args.size - image.shape[0])), (0, max(0, args.size - image.shape[1]))], mode="reflect"
+    )[: args.size, : args.size]
 
     def once() -> tuple[float, int]:
         t = time.perf_counter()
@@ -58,10 +59,14 @@ def main() -> None:
         print(f"converting the network for OpenVINO {time.perf_counter() - t:.2f} s (once per model)")
     cold, n = once()
     warm = [once()[0] for _ in range(args.warm_runs)]
-    print(f"device {args.device}, engine {args.engine}, model {args.model}, image {image.shape[0]} x {image.shape[1]}, {n} objects")
+    print(
+        f"device {args.device}, engine {args.engine}, model {args.model}, image {image.shape[0]} x {image.shape[1]}, {n} objects"
+    )
     print(f"import {imported:.2f} s, model load {loaded:.3f} s")
-    print(f"cold (first call) {cold:.3f} s; warm median {statistics.median(warm):.3f} s "
-          f"(min {min(warm):.3f}, max {max(warm):.3f}, {len(warm)} runs)")
+    print(
+        f"cold (first call) {cold:.3f} s; warm median {statistics.median(warm):.3f} s "
+        f"(min {min(warm):.3f}, max {max(warm):.3f}, {len(warm)} runs)"
+    )
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ def main() -> None:
 
     # 3. elastic deformation as in the paper: image and labels move together
     rng = np.random.default_rng(3)
-    warped, warped_classes = augment_sample(image[..., None], target.classes, rng=rng, flips=False, rotate90=False,
-                                            intensity=False, elastic_sigma=10.0)[:2]
+    warped, warped_classes = augment_sample(
+        image[..., None], target.classes, rng=rng, flips=False, rotate90=False, intensity=False, elastic_sigma=10.0
+    )[:2]
     iio.imwrite(OUT / "elastic.png", panel(base, gray(warped[..., 0]), CLASS_COLOURS[np.maximum(warped_classes, 0)]))
     print(f"wrote {sorted(p.name for p in OUT.glob('*.png'))}")
 

@@ -31,8 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 MODELS = ROOT / "src" / "napari_unet" / "models"
 
-SETTINGS_GPU = {"patch_size": 256, "batch_size": 8, "learning_rate": 2e-3, "optimizer": "adamw",
-                "validate_every": 500, "mistake_weight": 1.0, "schedule": "cosine", "loader_threads": 4}
+SETTINGS_GPU = {
+    "patch_size": 256,
+    "batch_size": 8,
+    "learning_rate": 2e-3,
+    "optimizer": "adamw",
+    "validate_every": 500,
+    "mistake_weight": 1.0,
+    "schedule": "cosine",
+    "loader_threads": 4,
+}
 
 CONFIGS = {
     "nuclei": {
@@ -83,8 +91,12 @@ CONFIGS = {
         # cells are seeded where the network is sure (p > 0.9) and grow over the
         # cell class: a faint gap in a membrane no longer merges two neurites
         # (val Rand error 0.104 with plain connected components, 0.075 seeded)
-        "instance_rule": {"method": "seeded_watershed", "foreground_classes": [1], "seed_classes": [1],
-                          "seed_threshold": 0.9},
+        "instance_rule": {
+            "method": "seeded_watershed",
+            "foreground_classes": [1],
+            "seed_classes": [1],
+            "seed_threshold": 0.9,
+        },
         "settings": SETTINGS_GPU,
     },
 }
@@ -108,8 +120,9 @@ def membrane_target(labels: np.ndarray) -> tuple[TrainingTarget, np.ndarray]:
     return TrainingTarget(classes, weights), instances
 
 
-def load_split(data: Path, dataset: str, split: str, kind: str | None, scheme: str, *,
-               limit: int | None = None) -> list[TrainingSample]:
+def load_split(
+    data: Path, dataset: str, split: str, kind: str | None, scheme: str, *, limit: int | None = None
+) -> list[TrainingSample]:
     """Annotated samples of one split of a shared dataset (complete frames only)."""
     folder = data / dataset / split
     kinds = {}
@@ -158,49 +171,80 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-limit", type=int, default=16, help="val images used to pick the best checkpoint")
     parser.add_argument("-o", "--output", type=Path, default=None)
     parser.add_argument("--learning-rate", type=float, default=None, help="override the config's learning rate")
-    parser.add_argument("--from", dest="start", type=Path, default=None,
-                        help="continue training this model file instead of starting from scratch")
+    parser.add_argument(
+        "--from",
+        dest="start",
+        type=Path,
+        default=None,
+        help="continue training this model file instead of starting from scratch",
+    )
     args = parser.parse_args(argv)
     cfg = CONFIGS[args.config]
 
     train = [s for ds, kind in cfg["datasets"] for s in load_split(args.data, ds, "train", kind, cfg["scheme"])]
-    val = [s for ds, kind in cfg["val_datasets"]
-           for s in load_split(args.data, ds, "val", kind, cfg["scheme"], limit=args.val_limit)]
+    val = [
+        s
+        for ds, kind in cfg["val_datasets"]
+        for s in load_split(args.data, ds, "val", kind, cfg["scheme"], limit=args.val_limit)
+    ]
     print(f"{len(train)} training images, {len(val)} validation images", flush=True)
     if args.start is not None:
         model = load_model(args.start)
     elif cfg["scheme"] == "instances":
-        model = new_model(name=cfg["title"], description=cfg["description"], normalization=cfg["normalization"],
-                          channel_names=[cfg.get("channel", "fluorescence")], **cfg["architecture"])
+        model = new_model(
+            name=cfg["title"],
+            description=cfg["description"],
+            normalization=cfg["normalization"],
+            channel_names=[cfg.get("channel", "fluorescence")],
+            **cfg["architecture"],
+        )
     else:
-        model = new_model(name=cfg["title"], description=cfg["description"], normalization=cfg["normalization"],
-                          class_names=cfg["class_names"], channel_names=["EM"], **cfg["architecture"])
+        model = new_model(
+            name=cfg["title"],
+            description=cfg["description"],
+            normalization=cfg["normalization"],
+            class_names=cfg["class_names"],
+            channel_names=["EM"],
+            **cfg["architecture"],
+        )
     model.description.instance_rule = instance_rule(cfg, model.description.instance_rule)
     recipe = dict(cfg["settings"])
     if args.learning_rate is not None:
         recipe["learning_rate"] = args.learning_rate
     if args.loader_threads is not None:
         recipe["loader_threads"] = args.loader_threads
-    settings = TrainingSettings(steps=args.steps, max_seconds=args.minutes * 60, seed=args.seed, device=args.device,
-                                **recipe)
-    record = {"script": "scripts/train_default_models.py", "config": args.config,
-              "datasets": [d if k is None else f"{d} ({k} images)" for d, k in cfg["datasets"]],
-              "split": "train (fully annotated frames)", "checkpoint_selection": f"val (first {args.val_limit})",
-              "architecture": cfg["architecture"], "min_size": cfg["min_size"], "seed": args.seed}
+    settings = TrainingSettings(
+        steps=args.steps, max_seconds=args.minutes * 60, seed=args.seed, device=args.device, **recipe
+    )
+    record = {
+        "script": "scripts/train_default_models.py",
+        "config": args.config,
+        "datasets": [d if k is None else f"{d} ({k} images)" for d, k in cfg["datasets"]],
+        "split": "train (fully annotated frames)",
+        "checkpoint_selection": f"val (first {args.val_limit})",
+        "architecture": cfg["architecture"],
+        "min_size": cfg["min_size"],
+        "seed": args.seed,
+    }
     started = time.perf_counter()
 
     def report(p):  # type: ignore[no-untyped-def]
         if "metric" in p.data or p.done % 50 == 0:
-            extra = f" {p.data.get('metric_name', '')} {p.data['metric']:.3f}" if p.data.get("metric") is not None else ""
+            extra = (
+                f" {p.data.get('metric_name', '')} {p.data['metric']:.3f}" if p.data.get("metric") is not None else ""
+            )
             print(f"[{time.perf_counter() - started:7.1f}s] {p.message}{extra}", flush=True)
 
-    result = run_job(train_job(model, train, settings=settings, validation=val,
-                                  from_scratch=args.start is None, record=record),
-                     on_progress=report)
+    result = run_job(
+        train_job(model, train, settings=settings, validation=val, from_scratch=args.start is None, record=record),
+        on_progress=report,
+    )
     out = args.output or MODELS / f"{args.config}.unet.safetensors"
     save_model(result.model, out, half=True)
-    print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB): best {result.metric_name} {result.best_metric:.3f} "
-          f"after {result.steps_done} steps, {result.seconds / 60:.1f} min")
+    print(
+        f"saved {out} ({out.stat().st_size / 1e6:.1f} MB): best {result.metric_name} {result.best_metric:.3f} "
+        f"after {result.steps_done} steps, {result.seconds / 60:.1f} min"
+    )
     return 0
 
 

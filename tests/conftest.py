@@ -9,9 +9,23 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("QT_API", "pyqt6")
+os.environ.setdefault("PYTEST_QT_API", "pyqt6")  # pytest-qt, where installed, uses the same binding as qtpy
 # PyTorch runs the networks unless a test asks for OpenVINO (tests/test_engine.py):
 # results then do not depend on how much work a test process did before
 os.environ.setdefault("NAPARI_UNET_CPU_ENGINE", "torch")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Settings that only apply where the GUI test tools are installed.
+
+    The core tests also run with nothing but pytest, numpy and torch (``tox -e core``), so
+    this cannot sit in ``pyproject.toml``: there pytest refuses an unknown option.
+    """
+    if config.pluginmanager.hasplugin("xvfb") and getattr(config.option, "xvfb_backend", None) is None:
+        # a missing Xvfb is then a clear usage error, not a Qt abort in the middle of the run
+        config.option.xvfb_backend = "xvfb"
+
 
 #: The shared annotated data sets (``../shared/data`` from the repository root).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

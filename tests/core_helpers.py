@@ -11,7 +11,9 @@ from torch import nn
 from napari_unet.core import SegmentationModel, new_model
 
 
-def tiny_model(*, padding: str = "valid", depth: int = 2, base_features: int = 4, seed: int = 0, **options: Any) -> SegmentationModel:
+def tiny_model(
+    *, padding: str = "valid", depth: int = 2, base_features: int = 4, seed: int = 0, **options: Any
+) -> SegmentationModel:
     """A small untrained model with reproducible random weights."""
     torch.manual_seed(seed)
     return new_model(depth=depth, base_features=base_features, padding=padding, **options)
@@ -39,8 +41,9 @@ class ThresholdNet(nn.Module):
 
 def threshold_model(*, in_channels: int = 1) -> SegmentationModel:
     """A two-class (background, object) model whose network thresholds the input at 0.5."""
-    base = new_model(depth=2, base_features=4, padding="same", class_names=("background", "object"),
-                     in_channels=in_channels)
+    base = new_model(
+        depth=2, base_features=4, padding="same", class_names=("background", "object"), in_channels=in_channels
+    )
     return SegmentationModel(base.description, ThresholdNet(2))  # type: ignore[arg-type]
 
 

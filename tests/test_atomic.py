@@ -123,8 +123,10 @@ def test_a_process_killed_while_writing_leaves_the_previous_file_intact(tmp_path
         target = write_labels(tmp_path / "labels.tif", np.ones((16, 16), np.uint8)).path
     before = target.read_bytes()
     ready = tmp_path / "ready"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(atomic.__file__).parents[2]),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(atomic.__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
     child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, kind, str(target), str(ready)], env=env)
     try:
         deadline = time.monotonic() + 120

@@ -76,7 +76,13 @@ def test_zero_sigma_elastic_is_identity():
     labels = _blobs((20, 30), seed=0)
     weights = np.random.default_rng(1).random((20, 30)).astype(np.float32)
     out = augment_sample(
-        image, labels, weights, rng=np.random.default_rng(2), flips=False, rotate90=False, intensity=False,
+        image,
+        labels,
+        weights,
+        rng=np.random.default_rng(2),
+        flips=False,
+        rotate90=False,
+        intensity=False,
         elastic_sigma=0.0,
     )
     for before, after in zip((image, labels, weights), out, strict=True):

@@ -9,7 +9,9 @@ from napari_unet.core.blocks import block_grid, comparison_zone, neighbours, rel
 from napari_unet.core.label_merge import LabelUnion, block_offsets, matching_pairs
 
 
-@pytest.mark.parametrize("shape, size, margin, step", [((100, 70), 32, 16, 4), ((64, 64), 64, 0, 1), ((33, 200), 16, 10, 8)])
+@pytest.mark.parametrize(
+    "shape, size, margin, step", [((100, 70), 32, 16, 4), ((64, 64), 64, 0, 1), ((33, 200), 16, 10, 8)]
+)
 def test_block_cores_tile_the_plane_exactly_once(shape, size, margin, step):
     blocks = block_grid(shape, block_size=size, margin=margin, step=step)
     cover = np.zeros(shape, np.int32)

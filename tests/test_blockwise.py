@@ -10,7 +10,6 @@ import pytest
 import tifffile
 
 import napari_unet
-
 from core_helpers import CountingArray, dots_image, threshold_model, tiny_model
 from napari_unet.core import segment
 from napari_unet.core.blockwise import segment_to_zarr, segment_to_zarr_job
@@ -88,8 +87,17 @@ def test_classes_of_a_stack_with_axes_and_calibration(tmp_path):
     model = tiny_model(padding="same")
     stack = np.random.default_rng(2).random((3, 70, 90)).astype(np.float32)
     whole = segment(stack, model, output="classes", device="cpu")
-    result = segment_to_zarr(stack, model, tmp_path / "c.zarr", output="classes", block_size=32, device="cpu",
-                             scale=(2.0, 0.5, 0.5), unit="micrometer", pyramid=False)
+    result = segment_to_zarr(
+        stack,
+        model,
+        tmp_path / "c.zarr",
+        output="classes",
+        block_size=32,
+        device="cpu",
+        scale=(2.0, 0.5, 0.5),
+        unit="micrometer",
+        pyramid=False,
+    )
     np.testing.assert_array_equal(read(result.path), whole.labels)
     attrs = zarr.open_group(str(result.path), mode="r").attrs
     multiscale = attrs["multiscales"][0]
@@ -139,8 +147,9 @@ def test_lazy_inputs_tiff_zarr_and_ome_zarr(tmp_path, dots):
     for source in (tiff, plain):
         image = LazyImage(source)
         assert image.shape == dots.shape
-        result = segment_to_zarr(source, model, tmp_path / f"{source.stem}{source.suffix[1:]}.zarr", block_size=32,
-                                 margin=16, device="cpu")
+        result = segment_to_zarr(
+            source, model, tmp_path / f"{source.stem}{source.suffix[1:]}.zarr", block_size=32, margin=16, device="cpu"
+        )
         assert same_partition(read(result.path), expected)
         image.close()
     # An OME-Zarr (here our own class mask, values 0/1) opens at full resolution.
@@ -151,8 +160,9 @@ def test_cancel_leaves_no_output_and_keeps_the_old_one(tmp_path, dots):
     target = tmp_path / "out.zarr"
     segment_to_zarr(dots, threshold_model(), target, output="classes", block_size=32, device="cpu")
     before = read(target)
-    job = segment_to_zarr_job(np.zeros_like(dots), threshold_model(), target, output="classes", block_size=32,
-                              device="cpu", overwrite=True)
+    job = segment_to_zarr_job(
+        np.zeros_like(dots), threshold_model(), target, output="classes", block_size=32, device="cpu", overwrite=True
+    )
     for progress in job:
         if progress.stage == "blocks":
             job.close()  # what Cancel does
@@ -166,8 +176,9 @@ def test_existing_output_is_not_replaced_unless_asked(tmp_path, dots):
     segment_to_zarr(dots, threshold_model(), target, output="classes", block_size=64, device="cpu")
     with pytest.raises(OutputError, match="exists"):
         segment_to_zarr(dots, threshold_model(), target, output="classes", block_size=64, device="cpu")
-    result = segment_to_zarr(np.zeros_like(dots), threshold_model(), target, output="classes", block_size=64,
-                             device="cpu", overwrite=True)
+    result = segment_to_zarr(
+        np.zeros_like(dots), threshold_model(), target, output="classes", block_size=64, device="cpu", overwrite=True
+    )
     assert read(result.path).max() == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
 
@@ -205,12 +216,19 @@ def test_unreadable_lazy_input_names_the_file(tmp_path):
     bad.mkdir()
     (bad / "zarr.json").write_text("{ not json")
     with pytest.raises(ImageReadError, match="slide.zarr"):
-        LazyImage(bad).shape
+        _ = LazyImage(bad).shape
 
 
 def test_zarr_output_metadata_is_ome_ngff(tmp_path):
-    out = ZarrOutput(tmp_path / "x.zarr", shape=(2, 40, 30), dtype=np.float32, chunks=(1, 40, 30), axes="cyx",
-                     scale=(1, 0.25, 0.25), unit="micrometer")
+    out = ZarrOutput(
+        tmp_path / "x.zarr",
+        shape=(2, 40, 30),
+        dtype=np.float32,
+        chunks=(1, 40, 30),
+        axes="cyx",
+        scale=(1, 0.25, 0.25),
+        unit="micrometer",
+    )
     out.array(0)[...] = 1.0
     path = out.commit()
     meta = json.loads((path / ".zattrs").read_text())["multiscales"][0]
@@ -226,8 +244,9 @@ def test_dask_local_cluster_of_two_processes_equals_single_process(tmp_path):
     image = tifffile.imread(SAMPLES / "nuclei_crowded.tif")
     model = load_named_model("nuclei")
     here = segment_to_zarr(image, model, tmp_path / "here.zarr", block_size=128, margin=64, device="cpu")
-    there = segment_to_zarr(image, model, tmp_path / "there.zarr", block_size=128, margin=64, device="cpu",
-                            scheduler="local", n_workers=2)
+    there = segment_to_zarr(
+        image, model, tmp_path / "there.zarr", block_size=128, margin=64, device="cpu", scheduler="local", n_workers=2
+    )
     assert there.device == "dask cluster" and there.n_blocks == here.n_blocks > 4
     assert there.n_objects == here.n_objects > 50
     np.testing.assert_array_equal(read(there.path), read(here.path))

@@ -7,7 +7,6 @@ import errno
 import json
 import subprocess
 import sys
-
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +29,19 @@ def images(tmp_path, nuclei_crop):
 
 def test_segment_one_file_writes_uint16_instances(tmp_path, images, tiny_model_file, capsys):
     out = tmp_path / "labels.tif"
-    code = main(["segment", str(images / "a.tif"), "--model", str(tiny_model_file), "-o", str(out),
-                 "--device", "cpu", "--quiet"])
+    code = main(
+        [
+            "segment",
+            str(images / "a.tif"),
+            "--model",
+            str(tiny_model_file),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert code == 0
     labels = tifffile.imread(out)
     assert labels.shape == (128, 128)
@@ -52,8 +62,10 @@ def test_segment_folder_keeps_names_and_skips_done(tmp_path, images, tiny_model_
     # the summary describes the latest run: both files skipped, with the reason
     with (out / "napari-unet-summary.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["file"], r["status"]) for r in rows] == [(str(images / "a.tif"), "skipped"),
-                                                         (str(images / "b.tif"), "skipped")]
+    assert [(r["file"], r["status"]) for r in rows] == [
+        (str(images / "a.tif"), "skipped"),
+        (str(images / "b.tif"), "skipped"),
+    ]
     assert all("exists" in r["message"] for r in rows)
 
 
@@ -71,8 +83,7 @@ def test_unreadable_file_is_reported_and_the_rest_done(tmp_path, images, tiny_mo
 def test_default_summary_csv_has_one_row_per_input_with_status(tmp_path, images, tiny_model_file):
     (images / "broken.tif").write_bytes(b"this is not a tiff")
     out = tmp_path / "out"
-    assert main(["segment", str(images), "-m", str(tiny_model_file), "-o", str(out), "--device", "cpu",
-                 "--quiet"]) == 1
+    assert main(["segment", str(images), "-m", str(tiny_model_file), "-o", str(out), "--device", "cpu", "--quiet"]) == 1
     with (out / "napari-unet-summary.csv").open() as fh:
         reader = csv.DictReader(fh)
         assert reader.fieldnames == ["file", "output", "status", "objects", "seconds", "message"]
@@ -90,22 +101,40 @@ def test_default_summary_csv_has_one_row_per_input_with_status(tmp_path, images,
 
 def test_summary_json_for_one_file_and_none_by_default(tmp_path, images, tiny_model_file):
     out = tmp_path / "one.tif"
-    base = ["segment", str(images / "a.tif"), "-m", str(tiny_model_file), "-o", str(out), "--device", "cpu",
-            "--quiet"]
+    base = ["segment", str(images / "a.tif"), "-m", str(tiny_model_file), "-o", str(out), "--device", "cpu", "--quiet"]
     assert main(base) == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".csv", ".json")) == []
     summary = tmp_path / "report" / "summary.json"
     summary.parent.mkdir()
     assert main([*base, "--summary", str(summary)]) == 0  # the output exists now: skipped
     rows = json.loads(summary.read_text())
-    assert rows == [{"file": str(images / "a.tif"), "output": str(out), "status": "skipped", "objects": None,
-                     "seconds": 0.0, "message": f"{out} exists (overwrite to redo it)"}]
+    assert rows == [
+        {
+            "file": str(images / "a.tif"),
+            "output": str(out),
+            "status": "skipped",
+            "objects": None,
+            "seconds": 0.0,
+            "message": f"{out} exists (overwrite to redo it)",
+        }
+    ]
 
 
 def test_summary_with_another_suffix_is_refused_before_segmenting(tmp_path, images, tiny_model_file, capsys):
     out = tmp_path / "out"
-    code = main(["segment", str(images), "-m", str(tiny_model_file), "-o", str(out), "--summary",
-                 str(tmp_path / "s.txt"), "--quiet"])
+    code = main(
+        [
+            "segment",
+            str(images),
+            "-m",
+            str(tiny_model_file),
+            "-o",
+            str(out),
+            "--summary",
+            str(tmp_path / "s.txt"),
+            "--quiet",
+        ]
+    )
     assert code == 2
     assert ".csv or .json" in capsys.readouterr().err
     assert not out.exists()
@@ -114,8 +143,24 @@ def test_summary_with_another_suffix_is_refused_before_segmenting(tmp_path, imag
 def test_classes_and_probabilities_outputs(tmp_path, images, tiny_model_file):
     for kind in ("classes", "probabilities"):
         out = tmp_path / f"{kind}.tif"
-        assert main(["segment", str(images / "a.tif"), "-m", str(tiny_model_file), "-o", str(out),
-                     "--output-kind", kind, "--device", "cpu", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    str(images / "a.tif"),
+                    "-m",
+                    str(tiny_model_file),
+                    "-o",
+                    str(out),
+                    "--output-kind",
+                    kind,
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         data = tifffile.imread(out)
         if kind == "classes":
             assert data.dtype == np.uint8 and data.shape == (128, 128) and data.max() < 3
@@ -125,8 +170,17 @@ def test_classes_and_probabilities_outputs(tmp_path, images, tiny_model_file):
 
 
 def test_missing_model_is_a_clear_error(tmp_path, images, capsys):
-    code = main(["segment", str(images / "a.tif"), "-m", str(tmp_path / "nope.unet.safetensors"),
-                 "-o", str(tmp_path / "x.tif"), "--quiet"])
+    code = main(
+        [
+            "segment",
+            str(images / "a.tif"),
+            "-m",
+            str(tmp_path / "nope.unet.safetensors"),
+            "-o",
+            str(tmp_path / "x.tif"),
+            "--quiet",
+        ]
+    )
     assert code == 2
     assert "no model file" in capsys.readouterr().err
     assert not (tmp_path / "x.tif").exists()
@@ -147,8 +201,9 @@ def test_output_paths_need_a_folder_for_several_inputs(tmp_path):
 
 
 def test_console_script_runs_models_listing():
-    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", "models"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_unet.cli", "models"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0
     assert proc.stdout.strip()
 
@@ -162,9 +217,27 @@ def test_train_fine_tunes_and_writes_a_loadable_model(tmp_path, nuclei_crop, tin
     tifffile.imwrite(tmp_path / "img" / "a.tif", image)
     tifffile.imwrite(tmp_path / "lab" / "a.tif", labels)
     out = tmp_path / "tuned.unet.safetensors"
-    code = main(["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--from", str(tiny_model_file),
-                 "-o", str(out), "--steps", "4", "--patch-size", "32", "--batch-size", "2", "--device", "cpu",
-                 "--quiet"])
+    code = main(
+        [
+            "train",
+            str(tmp_path / "img"),
+            "--labels",
+            str(tmp_path / "lab"),
+            "--from",
+            str(tiny_model_file),
+            "-o",
+            str(out),
+            "--steps",
+            "4",
+            "--patch-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert code == 0
     tuned = load_model(out)
     history = tuned.description.training_history[-1]
@@ -181,8 +254,17 @@ def test_train_reports_missing_labels(tmp_path, nuclei_crop, capsys):
     (tmp_path / "lab").mkdir()
     tifffile.imwrite(tmp_path / "lab" / "other.tif", image)
     tifffile.imwrite(tmp_path / "lab" / "more.tif", image)
-    code = main(["train", str(tmp_path / "a.tif"), "--labels", str(tmp_path / "lab"), "-o",
-                 str(tmp_path / "m.unet.safetensors"), "--quiet"])
+    code = main(
+        [
+            "train",
+            str(tmp_path / "a.tif"),
+            "--labels",
+            str(tmp_path / "lab"),
+            "-o",
+            str(tmp_path / "m.unet.safetensors"),
+            "--quiet",
+        ]
+    )
     assert code == 2
     assert "no labels found for a.tif" in capsys.readouterr().err
 
@@ -194,9 +276,27 @@ def test_train_pairs_differently_named_labels_in_order_and_says_so(tmp_path, nuc
     for n in range(2):
         tifffile.imwrite(tmp_path / "img" / f"t00{n}.tif", image)
         tifffile.imwrite(tmp_path / "lab" / f"man_seg00{n}.tif", labels)
-    code = main(["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--from", str(tiny_model_file),
-                 "-o", str(tmp_path / "m.unet.safetensors"), "--steps", "1", "--patch-size", "32",
-                 "--batch-size", "1", "--device", "cpu", "--quiet"])
+    code = main(
+        [
+            "train",
+            str(tmp_path / "img"),
+            "--labels",
+            str(tmp_path / "lab"),
+            "--from",
+            str(tiny_model_file),
+            "-o",
+            str(tmp_path / "m.unet.safetensors"),
+            "--steps",
+            "1",
+            "--patch-size",
+            "32",
+            "--batch-size",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert "paired in sorted order: t000.tif + man_seg000.tif, t001.tif + man_seg001.tif" in err
@@ -222,8 +322,9 @@ def test_missing_output_folder_is_refused_before_segmenting(tmp_path, images, ti
     assert not out.parent.exists()
 
 
-def test_full_disk_keeps_the_previous_output_and_leaves_no_partial_file(tmp_path, images, tiny_model_file,
-                                                                         capsys, monkeypatch):
+def test_full_disk_keeps_the_previous_output_and_leaves_no_partial_file(
+    tmp_path, images, tiny_model_file, capsys, monkeypatch
+):
     out = tmp_path / "labels.tif"
     assert main(_segment_args(images / "a.tif", tiny_model_file, out)) == 0
     before = out.read_bytes()
@@ -239,8 +340,9 @@ def test_full_disk_keeps_the_previous_output_and_leaves_no_partial_file(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "labels.tif", "tiny.unet.safetensors"]
 
 
-def test_unwritable_output_folder_fails_each_file_and_keeps_previous_outputs(tmp_path, images, tiny_model_file,
-                                                                              capsys, monkeypatch):
+def test_unwritable_output_folder_fails_each_file_and_keeps_previous_outputs(
+    tmp_path, images, tiny_model_file, capsys, monkeypatch
+):
     from napari_unet.core import atomic
 
     out = tmp_path / "out"
@@ -261,8 +363,7 @@ def test_unwritable_output_folder_fails_each_file_and_keeps_previous_outputs(tmp
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_train_full_disk_keeps_the_previous_model_file(tmp_path, nuclei_crop, tiny_model_file, capsys,
-                                                      monkeypatch):
+def test_train_full_disk_keeps_the_previous_model_file(tmp_path, nuclei_crop, tiny_model_file, capsys, monkeypatch):
     from napari_unet.core import atomic
 
     image, labels = nuclei_crop
@@ -275,9 +376,28 @@ def test_train_full_disk_keeps_the_previous_model_file(tmp_path, nuclei_crop, ti
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "fsync", no_space)
-    code = main(["train", str(tmp_path / "a.tif"), "--labels", str(tmp_path / "lab"), "--from",
-                 str(tiny_model_file), "-o", str(tiny_model_file), "--overwrite", "--steps", "1",
-                 "--patch-size", "32", "--batch-size", "1", "--device", "cpu", "--quiet"])
+    code = main(
+        [
+            "train",
+            str(tmp_path / "a.tif"),
+            "--labels",
+            str(tmp_path / "lab"),
+            "--from",
+            str(tiny_model_file),
+            "-o",
+            str(tiny_model_file),
+            "--overwrite",
+            "--steps",
+            "1",
+            "--patch-size",
+            "32",
+            "--batch-size",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
 
     assert code == 1
     assert "disk is full" in capsys.readouterr().err
@@ -285,8 +405,7 @@ def test_train_full_disk_keeps_the_previous_model_file(tmp_path, nuclei_crop, ti
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
-def test_cuda_without_a_gpu_falls_back_to_the_cpu_with_a_notice(tmp_path, images, tiny_model_file, capsys,
-                                                                 monkeypatch):
+def test_cuda_without_a_gpu_falls_back_to_the_cpu_with_a_notice(tmp_path, images, tiny_model_file, capsys, monkeypatch):
     import torch
 
     from napari_unet.core.device import DeviceWarning
@@ -305,8 +424,9 @@ def test_cuda_without_a_gpu_falls_back_to_the_cpu_with_a_notice(tmp_path, images
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_output_folder_that_is_the_input_folder_is_refused_and_inputs_kept(tmp_path, images, tiny_model_file,
-                                                                           capsys, overwrite):
+def test_output_folder_that_is_the_input_folder_is_refused_and_inputs_kept(
+    tmp_path, images, tiny_model_file, capsys, overwrite
+):
     before = {p.name: p.read_bytes() for p in images.iterdir()}
     args = _segment_args(images, tiny_model_file, images) + (["--overwrite"] if overwrite else [])
     assert main(args) == 2
@@ -315,8 +435,9 @@ def test_output_folder_that_is_the_input_folder_is_refused_and_inputs_kept(tmp_p
     assert {p.name: p.read_bytes() for p in images.iterdir()} == before
 
 
-def test_one_input_written_onto_itself_is_refused_also_through_another_spelling(tmp_path, images,
-                                                                                 tiny_model_file, capsys):
+def test_one_input_written_onto_itself_is_refused_also_through_another_spelling(
+    tmp_path, images, tiny_model_file, capsys
+):
     before = (images / "a.tif").read_bytes()
     other_spelling = images / ".." / images.name / "a.tif"
     assert main([*_segment_args(images / "a.tif", tiny_model_file, other_spelling), "--overwrite"]) == 2
@@ -336,8 +457,13 @@ def test_segment_files_refuses_explicit_outputs_that_are_inputs(images, tiny_mod
 
     before = (images / "b.tif").read_bytes()
     with pytest.raises(InputError, match="would replace the input image"):
-        segment_files([images / "a.tif", images / "b.tif"], model=str(tiny_model_file),
-                      outputs=[images.parent / "a_out.tif", images / "b.tif"], overwrite=True, device="cpu")
+        segment_files(
+            [images / "a.tif", images / "b.tif"],
+            model=str(tiny_model_file),
+            outputs=[images.parent / "a_out.tif", images / "b.tif"],
+            overwrite=True,
+            device="cpu",
+        )
     assert (images / "b.tif").read_bytes() == before
     assert not (images.parent / "a_out.tif").exists()
 
@@ -357,8 +483,7 @@ def test_device_fallback_warning_is_one_plain_line_without_source_location(tmp_p
     out = tmp_path / "labels.tif"
     args = _segment_args(images / "a.tif", tiny_model_file, out)
     args[args.index("--device") + 1] = "mps"  # never available on Linux or Windows
-    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     warning_lines = [line for line in proc.stderr.splitlines() if "MPS" in line]
     assert warning_lines == ["warning: MPS was asked for but is not available; running on the CPU"]
@@ -381,12 +506,30 @@ def _train_args(tmp_path, nuclei_crop, model_file, out):
     (tmp_path / "lab").mkdir()
     tifffile.imwrite(tmp_path / "img" / "a.tif", image)
     tifffile.imwrite(tmp_path / "lab" / "a.tif", labels)
-    return ["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--from", str(model_file),
-            "-o", str(out), "--steps", "3", "--patch-size", "32", "--batch-size", "1", "--device", "cpu", "--quiet"]
+    return [
+        "train",
+        str(tmp_path / "img"),
+        "--labels",
+        str(tmp_path / "lab"),
+        "--from",
+        str(model_file),
+        "-o",
+        str(out),
+        "--steps",
+        "3",
+        "--patch-size",
+        "32",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
 
 
-def test_train_says_when_validation_never_improved_and_the_model_is_unchanged(tmp_path, nuclei_crop,
-                                                                              tiny_model_file, capsys, monkeypatch):
+def test_train_says_when_validation_never_improved_and_the_model_is_unchanged(
+    tmp_path, nuclei_crop, tiny_model_file, capsys, monkeypatch
+):
     from napari_unet.core import load_model, training
 
     monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: 0.25)  # every validation: no better
@@ -400,8 +543,7 @@ def test_train_says_when_validation_never_improved_and_the_model_is_unchanged(tm
         assert np.array_equal(tuned.network.state_dict()[key].numpy(), value.numpy()), key
 
 
-def test_train_is_quiet_about_validation_when_it_improved(tmp_path, nuclei_crop, tiny_model_file, capsys,
-                                                          monkeypatch):
+def test_train_is_quiet_about_validation_when_it_improved(tmp_path, nuclei_crop, tiny_model_file, capsys, monkeypatch):
     from napari_unet.core import training
 
     scores = iter([0.2, 0.3, 0.4, 0.5, 0.6])
@@ -413,9 +555,9 @@ def test_train_is_quiet_about_validation_when_it_improved(tmp_path, nuclei_crop,
     assert "never improved" not in captured.err
 
 
-def test_train_out_of_memory_even_for_one_patch_is_an_error_message_not_a_traceback(tmp_path, nuclei_crop,
-                                                                                    tiny_model_file, capsys,
-                                                                                    monkeypatch):
+def test_train_out_of_memory_even_for_one_patch_is_an_error_message_not_a_traceback(
+    tmp_path, nuclei_crop, tiny_model_file, capsys, monkeypatch
+):
     import torch
 
     from napari_unet.core.model import UNet
@@ -443,8 +585,9 @@ def test_a_reader_that_stops_reading_gets_no_traceback():
     import sys
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    run = subprocess.Popen([sys.executable, "-m", "napari_unet.cli", "models"], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, env=env)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "napari_unet.cli", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
     run.stdout.close()
     with run.stderr:
         err = run.stderr.read().decode()

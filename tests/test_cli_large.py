@@ -10,8 +10,8 @@ import tifffile
 
 from napari_unet.cli import main
 from napari_unet.core import segment
-from napari_unet.core.zarr_batch import expand_large_inputs, zarr_output_paths
 from napari_unet.core.batch import InputError
+from napari_unet.core.zarr_batch import expand_large_inputs, zarr_output_paths
 from napari_unet.core.zarr_io import open_result
 
 zarr = pytest.importorskip("zarr")
@@ -24,8 +24,23 @@ def image() -> np.ndarray:
 
 def test_a_tiff_into_one_zarr_equals_segmenting_it_whole(tmp_path, image, tiny_model, tiny_model_file, capsys):
     tifffile.imwrite(tmp_path / "slide.tif", image, tile=(64, 64))
-    code = main(["segment", str(tmp_path / "slide.tif"), "--model", str(tiny_model_file), "-o",
-                 str(tmp_path / "slide.zarr"), "--kind", "classes", "--block-size", "64", "--device", "cpu", "--quiet"])
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "slide.tif"),
+            "--model",
+            str(tiny_model_file),
+            "-o",
+            str(tmp_path / "slide.zarr"),
+            "--kind",
+            "classes",
+            "--block-size",
+            "64",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert "slide.tif -> " in capsys.readouterr().out
     written = np.asarray(open_result(tmp_path / "slide.zarr")[0][...])
@@ -41,8 +56,21 @@ def test_a_folder_of_tiff_and_zarr_keeps_going_and_skips_what_is_done(tmp_path, 
     broken.mkdir()
     (broken / "zarr.json").write_text("not json")
     out = tmp_path / "out"
-    args = ["segment", str(inputs), "--model", str(tiny_model_file), "-o", str(out), "--kind", "classes",
-            "--block-size", "64", "--device", "cpu", "--quiet"]
+    args = [
+        "segment",
+        str(inputs),
+        "--model",
+        str(tiny_model_file),
+        "-o",
+        str(out),
+        "--kind",
+        "classes",
+        "--block-size",
+        "64",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main(args) == 1  # one input failed
     captured = capsys.readouterr()
     assert "2 segmented, 0 skipped, 1 failed" in captured.out
@@ -77,8 +105,18 @@ def test_inputs_accept_ome_zarr_folders_and_patterns(tmp_path, image):
 
 def test_bad_block_size_is_refused_before_any_work(tmp_path, image, tiny_model_file, capsys):
     tifffile.imwrite(tmp_path / "a.tif", image)
-    code = main(["segment", str(tmp_path / "a.tif"), "--model", str(tiny_model_file), "-o", str(tmp_path / "a.zarr"),
-                 "--block-size", "8"])
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "a.tif"),
+            "--model",
+            str(tiny_model_file),
+            "-o",
+            str(tmp_path / "a.zarr"),
+            "--block-size",
+            "8",
+        ]
+    )
     assert code == 2
     assert "--block-size" in capsys.readouterr().err
     assert not (tmp_path / "a.zarr").exists()

@@ -106,11 +106,15 @@ def test_slugs_follow_github():
 
 def test_link_checker_finds_broken_files_and_anchors_and_skips_code(tmp_path):
     page = DOCS / "index.md"
-    text = ("[ok](getting-started.md) [gone](no-such-page.md) [bad anchor](explanation.md#no-such-heading) "
-            "[good anchor](explanation.md#the-weight-map) [web](https://napari.org) `[code](nope.md)`\n"
-            "[elsewhere](how-to/cluster.md) ![image](images/elastic.png)\n```\n[block](nope2.md)\n```\n")
-    assert broken_links(page, text) == ["no-such-page.md (no such file)",
-                                        "explanation.md#no-such-heading (no heading with anchor #no-such-heading)"]
+    text = (
+        "[ok](getting-started.md) [gone](no-such-page.md) [bad anchor](explanation.md#no-such-heading) "
+        "[good anchor](explanation.md#the-weight-map) [web](https://napari.org) `[code](nope.md)`\n"
+        "[elsewhere](how-to/cluster.md) ![image](images/elastic.png)\n```\n[block](nope2.md)\n```\n"
+    )
+    assert broken_links(page, text) == [
+        "no-such-page.md (no such file)",
+        "explanation.md#no-such-heading (no heading with anchor #no-such-heading)",
+    ]
 
 
 # --------------------------------------------------------------------------- links
@@ -123,8 +127,11 @@ def test_relative_links_resolve(page):
 
 def test_the_index_links_every_page_and_the_readme_links_the_index():
     index = DOCS / "index.md"
-    linked = {relative((DOCS / target.partition("#")[0]).resolve()) for target in links(index.read_text("utf-8"))
-              if not target.startswith(("http:", "https:"))}
+    linked = {
+        relative((DOCS / target.partition("#")[0]).resolve())
+        for target in links(index.read_text("utf-8"))
+        if not target.startswith(("http:", "https:"))
+    }
     pages = {relative(p) for p in DOCS.rglob("*.md")} - {"docs/index.md"}
     assert pages | PAGES_WRITTEN_ELSEWHERE <= linked, sorted((pages | PAGES_WRITTEN_ELSEWHERE) - linked)
     assert "docs/index.md" in links((ROOT / "README.md").read_text("utf-8"))

@@ -84,7 +84,9 @@ def test_openvino_probabilities_equal_pytorch_ones(tiny_model, shape):
 
 
 def test_openvino_runs_batches_and_several_channels():
-    model = new_model(in_channels=2, class_names=("background", "a", "b", "c"), depth=3, base_features=4, padding="same", norm="batch")
+    model = new_model(
+        in_channels=2, class_names=("background", "a", "b", "c"), depth=3, base_features=4, padding="same", norm="batch"
+    )
     image = np.random.default_rng(2).random((90, 70, 2)).astype(np.float32)
     options = dict(channel_axis=-1, tile_size=48, batch_size=3)
     expected = _probabilities(image, model, "torch", **options)
@@ -236,6 +238,8 @@ def test_a_job_can_be_cancelled_while_the_network_is_being_converted(tiny_model,
         time.sleep(0.05)
     assert engine_module._is_converted(tiny_model.network)
     stages = []
-    run_job(predict_plane_job(np.ones((32, 32, 1), np.float32), tiny_model, device=CPU, engine="openvino"),
-            on_progress=lambda p: stages.append(p.stage))
+    run_job(
+        predict_plane_job(np.ones((32, 32, 1), np.float32), tiny_model, device=CPU, engine="openvino"),
+        on_progress=lambda p: stages.append(p.stage),
+    )
     assert "prepare" not in stages

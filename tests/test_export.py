@@ -23,7 +23,7 @@ from napari_unet.core.export import (
     export_job,
     file_stem,
 )
-from napari_unet.core.tiff_io import LabelsDtypeWarning, read_image, read_imagej_metadata
+from napari_unet.core.tiff_io import read_image, read_imagej_metadata
 
 
 def _labels(shape: tuple[int, ...], top: int) -> np.ndarray:
@@ -102,8 +102,9 @@ def test_class_mask_is_the_most_probable_class():
     np.testing.assert_array_equal(mask, [[0, 1], [2, 2]])
 
 
-@pytest.mark.parametrize(("name", "stem"), [("nuclei", "nuclei"), ("a/b:c.tif", "a_b_c"),
-                                            ("stack.ome.tiff", "stack"), ("...", "image")])
+@pytest.mark.parametrize(
+    ("name", "stem"), [("nuclei", "nuclei"), ("a/b:c.tif", "a_b_c"), ("stack.ome.tiff", "stack"), ("...", "image")]
+)
 def test_file_stem_is_safe(name, stem):
     assert file_stem(name) == stem
 
@@ -111,13 +112,16 @@ def test_file_stem_is_safe(name, stem):
 # --------------------------------------------------------------------------- layer geometry
 
 
-@pytest.mark.parametrize(("ndim", "labels", "units", "axes"), [
-    (2, None, None, "YX"),
-    (3, None, None, "ZYX"),
-    (3, ("t", "y", "x"), None, "TYX"),
-    (3, ("0", "1", "2"), ("second", "micrometer", "micrometer"), "TYX"),
-    (4, None, None, "TZYX"),
-])
+@pytest.mark.parametrize(
+    ("ndim", "labels", "units", "axes"),
+    [
+        (2, None, None, "YX"),
+        (3, None, None, "ZYX"),
+        (3, ("t", "y", "x"), None, "TYX"),
+        (3, ("0", "1", "2"), ("second", "micrometer", "micrometer"), "TYX"),
+        (4, None, None, "TZYX"),
+    ],
+)
 def test_label_axes_from_the_layer(ndim, labels, units, axes):
     assert label_axes(ndim, axis_labels=labels, units=units) == axes
 
@@ -127,21 +131,28 @@ def test_label_axes_refuse_five_dimensions():
         label_axes(5)
 
 
-@pytest.mark.parametrize(("scale", "units", "axes", "expected"), [
-    ((1.0, 1.0), ("pixel", "pixel"), "YX", (None, None)),
-    ((0.5, 0.25), ("pixel", "pixel"), "YX", ((0.5, 0.25), "um")),
-    ((0.5, 0.25), ("nanometer", "nanometer"), "YX", ((0.5, 0.25), "nm")),
-    ((2.0, 0.5, 0.5), ("micrometer", "nanometer", "nanometer"), "ZYX", ((2000.0, 0.5, 0.5), "nm")),
-    ((3.0, 0.5, 0.5), ("second", "micrometer", "micrometer"), "TYX", ((0.5, 0.5), "um")),
-])
+@pytest.mark.parametrize(
+    ("scale", "units", "axes", "expected"),
+    [
+        ((1.0, 1.0), ("pixel", "pixel"), "YX", (None, None)),
+        ((0.5, 0.25), ("pixel", "pixel"), "YX", ((0.5, 0.25), "um")),
+        ((0.5, 0.25), ("nanometer", "nanometer"), "YX", ((0.5, 0.25), "nm")),
+        ((2.0, 0.5, 0.5), ("micrometer", "nanometer", "nanometer"), "ZYX", ((2000.0, 0.5, 0.5), "nm")),
+        ((3.0, 0.5, 0.5), ("second", "micrometer", "micrometer"), "TYX", ((0.5, 0.5), "um")),
+    ],
+)
 def test_spatial_calibration_from_scale_and_units(scale, units, axes, expected):
     assert spatial_calibration(scale, units, axes) == expected
 
 
 def test_writer_function_writes_a_calibrated_tyx_file(tmp_path):
     labels = _labels((2, 6, 8), 12).astype(np.int32)
-    meta = {"scale": [5.0, 0.5, 0.5], "units": ("second", "micrometer", "micrometer"),
-            "axis_labels": ("t", "y", "x"), "multiscale": False}
+    meta = {
+        "scale": [5.0, 0.5, 0.5],
+        "units": ("second", "micrometer", "micrometer"),
+        "axis_labels": ("t", "y", "x"),
+        "multiscale": False,
+    }
     [written] = write_labels_layer(str(tmp_path / "t.tif"), labels, meta)
     data, info = read_image(written)
     np.testing.assert_array_equal(data, labels)
@@ -158,8 +169,14 @@ def test_segment_files_returns_rows_and_writes_the_summary(tmp_path, nuclei_crop
     (tmp_path / "in").mkdir()
     tifffile.imwrite(tmp_path / "in" / "a.tif", image[:48, :48])
     stages = []
-    rows = segment_files([tmp_path / "in"], model=tiny_model, output_folder=tmp_path / "out", device="cpu",
-                         summary=tmp_path / "s.json", on_progress=lambda p: stages.append(p.stage))
+    rows = segment_files(
+        [tmp_path / "in"],
+        model=tiny_model,
+        output_folder=tmp_path / "out",
+        device="cpu",
+        summary=tmp_path / "s.json",
+        on_progress=lambda p: stages.append(p.stage),
+    )
     assert [(r.status, r.output) for r in rows] == [("ok", str(tmp_path / "out" / "a.tif"))]
     written = tifffile.imread(tmp_path / "out" / "a.tif")
     # (an untrained model may call the whole crop one object: count IDs, not values minus background)

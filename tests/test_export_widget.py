@@ -42,9 +42,15 @@ def add_result(viewer, image, output, data):
     layout = infer_layout(tuple(image.data.shape), in_channels=1)
     labels = None if output == "probabilities" else data
     probabilities = data if output == "probabilities" else None
-    result = SegmentationResult(output=output, labels=labels, probabilities=probabilities, class_names=CLASSES,
-                                n_objects=int(np.max(data)) if output == "instances" else 0, device="cpu",
-                                seconds=0.0)
+    result = SegmentationResult(
+        output=output,
+        labels=labels,
+        probabilities=probabilities,
+        class_names=CLASSES,
+        n_objects=int(np.max(data)) if output == "instances" else 0,
+        device="cpu",
+        seconds=0.0,
+    )
     return session_for(viewer).results.show(viewer, make_target(image, layout), result)
 
 
@@ -103,8 +109,13 @@ def test_all_results_are_written_named_after_their_images(qtbot, viewer_widget, 
 
 def test_a_time_series_result_keeps_its_axes_and_exports_as_frames(qtbot, viewer_widget, tmp_path):
     viewer, widget = viewer_widget
-    movie = viewer.add_image(np.zeros((4, 16, 12), np.uint8), name="movie", axis_labels=("t", "y", "x"),
-                             units=("s", "um", "um"), scale=(30.0, 0.5, 0.5))
+    movie = viewer.add_image(
+        np.zeros((4, 16, 12), np.uint8),
+        name="movie",
+        axis_labels=("t", "y", "x"),
+        units=("s", "um", "um"),
+        scale=(30.0, 0.5, 0.5),
+    )
     [labels_layer] = add_result(viewer, movie, "instances", _labels((4, 16, 12), 5))
     assert tuple(labels_layer.axis_labels) == ("t", "y", "x")
     assert [str(u) for u in labels_layer.units] == [str(u) for u in movie.units]
@@ -267,6 +278,7 @@ def test_unwritable_folder_is_a_message_and_leaves_no_file(qtbot, viewer_widget,
     folder.mkdir()
     folder.chmod(0o555)
     if os.geteuid() == 0:  # root ignores permissions: refuse the temporary file as a read-only folder would
+
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
@@ -381,8 +393,9 @@ def test_closing_the_viewer_while_exporting_raises_nothing(qtbot, viewer_widget,
     assert (tmp_path / "b_labels.tif").read_bytes() == b"previous export"
 
 
-def test_full_disk_keeps_the_previous_files_and_leaves_no_partial_file(qtbot, viewer_widget, tmp_path,
-                                                                         monkeypatch, notices):
+def test_full_disk_keeps_the_previous_files_and_leaves_no_partial_file(
+    qtbot, viewer_widget, tmp_path, monkeypatch, notices
+):
     import errno
 
     viewer, widget = viewer_widget

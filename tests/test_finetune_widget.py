@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from job_gates import Gate  # noqa: E402
 from napari_unet._widgets import finetune_job as fj  # noqa: E402
 from napari_unet._widgets import finetune_widget as fw  # noqa: E402
-from job_gates import Gate  # noqa: E402
 from napari_unet._widgets.proxies import unwrap_proxy  # noqa: E402
 from napari_unet._widgets.session import session_for  # noqa: E402
 from napari_unet.core import load_model  # noqa: E402
@@ -60,8 +60,9 @@ def add_pair(viewer, nuclei_crop, labels=None, name="nuclei"):
     """The crop as an image layer (with a scale) and a labels layer (ground truth by default)."""
     image, truth = nuclei_crop
     image_layer = viewer.add_image(image, name=name, scale=(0.5, 0.5), translate=(3.0, 4.0))
-    labels_layer = viewer.add_labels(truth.copy() if labels is None else labels, name=f"{name} labels",
-                                     scale=(0.5, 0.5), translate=(3.0, 4.0))
+    labels_layer = viewer.add_labels(
+        truth.copy() if labels is None else labels, name=f"{name} labels", scale=(0.5, 0.5), translate=(3.0, 4.0)
+    )
     return image_layer, labels_layer
 
 
@@ -206,8 +207,15 @@ def test_scribbles_with_validation_show_before_and_after(qtbot, viewer_widget, n
 
 def test_worse_result_is_flagged(viewer_widget):
     _viewer, widget = viewer_widget
-    result = fj.TrainingResult(model=widget.session.model, baseline_metric=0.61, best_metric=0.5,
-                               metric_name="F1@0.5", steps_done=3, stopped=False, seconds=1.0)
+    result = fj.TrainingResult(
+        model=widget.session.model,
+        baseline_metric=0.61,
+        best_metric=0.5,
+        metric_name="F1@0.5",
+        steps_done=3,
+        stopped=False,
+        seconds=1.0,
+    )
     widget._show_metrics(result)
     assert widget.metric_label.text() == "F1@0.5: 0.61 → 0.50"
     assert widget.warning_label.isVisibleTo(widget)
@@ -215,8 +223,9 @@ def test_worse_result_is_flagged(viewer_widget):
 
 
 @pytest.mark.parametrize(("top_value", "message"), [(0, "nothing is annotated"), (7, "must lie in 0..3")])
-def test_unusable_scribbles_are_an_error_and_change_nothing(qtbot, viewer_widget, nuclei_crop, errors,
-                                                           top_value, message):
+def test_unusable_scribbles_are_an_error_and_change_nothing(
+    qtbot, viewer_widget, nuclei_crop, errors, top_value, message
+):
     viewer, widget = viewer_widget
     scribbles = np.zeros((128, 128), np.uint8)
     scribbles[10:20, 10:20] = top_value
@@ -327,9 +336,11 @@ def test_fine_tune_button_says_what_is_missing(make_napari_viewer, nuclei_crop):
 def test_finetune_job_runs_without_a_gui(tiny_model, nuclei_crop):
     image, truth = nuclei_crop
     request = fj.FineTuneRequest(
-        model=tiny_model, images=[fj.AnnotatedImage("crop", image, truth.copy())],
+        model=tiny_model,
+        images=[fj.AnnotatedImage("crop", image, truth.copy())],
         settings=fj.TrainingSettings(steps=3, patch_size=32, batch_size=2, mistake_weight=1.0),
-        validation_fraction=0.0)
+        validation_fraction=0.0,
+    )
     from napari_unet.core.layout import infer_layout
 
     preview = fj.PreviewSource(image, infer_layout(image.shape, in_channels=1))
@@ -353,14 +364,17 @@ def test_no_preview_is_predicted_once_stop_is_set(tiny_model, nuclei_crop):
     """A preview prediction can take a second: after Stop the job must end, not preview."""
     image, truth = nuclei_crop
     request = fj.FineTuneRequest(
-        model=tiny_model, images=[fj.AnnotatedImage("crop", image, truth.copy())],
+        model=tiny_model,
+        images=[fj.AnnotatedImage("crop", image, truth.copy())],
         settings=fj.TrainingSettings(steps=50, patch_size=32, batch_size=2, mistake_weight=1.0),
-        validation_fraction=0.0)
+        validation_fraction=0.0,
+    )
     from napari_unet.core.layout import infer_layout
 
     stop = threading.Event()
-    job = fj.finetune_job(request, stop=stop, preview=fj.PreviewSource(image, infer_layout(image.shape, in_channels=1)),
-                          preview_every=0.0)
+    job = fj.finetune_job(
+        request, stop=stop, preview=fj.PreviewSource(image, infer_layout(image.shape, in_channels=1)), preview_every=0.0
+    )
     report = next(job)
     while isinstance(report, fj.PreviewUpdate) or report.stage != "train":
         report = next(job)
@@ -380,8 +394,9 @@ def test_a_shapes_layer_marks_the_reviewed_region(viewer_widget, nuclei_crop, mo
     viewer, widget = viewer_widget
     add_pair(viewer, nuclei_crop)  # image pixels are 0.5 world units, shifted by (3, 4)
     # a rectangle in world coordinates over image pixels rows 10..49, columns 20..59
-    shapes = viewer.add_shapes([np.array([[8.0, 14.0], [8.0, 34.0], [28.0, 34.0], [28.0, 14.0]])],
-                               shape_type="rectangle", name="checked")
+    shapes = viewer.add_shapes(
+        [np.array([[8.0, 14.0], [8.0, 34.0], [28.0, 34.0], [28.0, 14.0]])], shape_type="rectangle", name="checked"
+    )
     assert widget.reviewed_combo.count() == 2
     widget.reviewed_combo.setCurrentIndex(1)
     assert unwrap_proxy(widget.reviewed_layer()) is unwrap_proxy(shapes)
@@ -399,8 +414,9 @@ def test_a_shapes_layer_marks_the_reviewed_region(viewer_widget, nuclei_crop, mo
 def test_a_reviewed_region_off_the_image_is_an_error(viewer_widget, nuclei_crop, errors):
     viewer, widget = viewer_widget
     add_pair(viewer, nuclei_crop)
-    viewer.add_shapes([np.array([[900.0, 900.0], [900.0, 950.0], [950.0, 950.0], [950.0, 900.0]])],
-                      shape_type="rectangle")
+    viewer.add_shapes(
+        [np.array([[900.0, 900.0], [900.0, 950.0], [950.0, 950.0], [950.0, 900.0]])], shape_type="rectangle"
+    )
     widget.reviewed_combo.setCurrentIndex(1)
     assert widget.fine_tune() is None
     assert errors and "no shape" in errors[0]
@@ -473,8 +489,9 @@ def test_closing_the_viewer_while_training_raises_nothing(qtbot, viewer_widget, 
     assert same_weights(weights(start), start_weights)
 
 
-def test_full_disk_while_saving_keeps_the_previous_model_file(qtbot, viewer_widget, nuclei_crop, tmp_path,
-                                                              monkeypatch, errors):
+def test_full_disk_while_saving_keeps_the_previous_model_file(
+    qtbot, viewer_widget, nuclei_crop, tmp_path, monkeypatch, errors
+):
     import errno
 
     from napari_unet.core import atomic, save_model
@@ -498,8 +515,9 @@ def test_full_disk_while_saving_keeps_the_previous_model_file(qtbot, viewer_widg
     assert widget.save_button.isEnabled()  # still in memory: save it elsewhere
 
 
-def test_only_one_painted_class_is_a_notice_and_training_goes_on(qtbot, viewer_widget, nuclei_crop, monkeypatch,
-                                                                  errors):
+def test_only_one_painted_class_is_a_notice_and_training_goes_on(
+    qtbot, viewer_widget, nuclei_crop, monkeypatch, errors
+):
     viewer, widget = viewer_widget
     infos: list[str] = []
     monkeypatch.setattr(fw, "show_info", infos.append)

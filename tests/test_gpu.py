@@ -51,8 +51,10 @@ def test_cuda_out_of_memory_retries_with_smaller_tiles(monkeypatch, exact_float3
 
     monkeypatch.setattr(model.network, "forward", limited)
     reports = []
-    result = run_job(segment_job(image, model, output="probabilities", device="cuda", amp=False, tile_size=512),
-                     on_progress=reports.append)
+    result = run_job(
+        segment_job(image, model, output="probabilities", device="cuda", amp=False, tile_size=512),
+        on_progress=reports.append,
+    )
     assert any(r.stage == "notice" for r in reports)
     assert np.abs(result.probabilities - expected).max() < 1e-4
 

@@ -33,10 +33,17 @@ MAX_STOP = 2.0
 def measured(tmp_path_factory) -> dict[str, dict]:
     """The benchmark's measurements of one fresh run, by scenario."""
     out = tmp_path_factory.mktemp("gui") / "runs.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCHMARK.parents[1] / "src"),
-                                                                      os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, str(BENCHMARK), "--runs", "1", "--crop", "256", "--stop-after", "1",
-                           "--json", str(out)], capture_output=True, text=True, env=env, timeout=240)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCHMARK.parents[1] / "src"), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--runs", "1", "--crop", "256", "--stop-after", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     (run,) = json.loads(out.read_text())
     return {m["scenario"]: m for m in run}
@@ -54,7 +61,9 @@ def test_no_heavy_module_is_first_imported_on_the_gui_thread_during_segment(meas
         sys.path.remove(str(BENCHMARK.parent))
     for scenario in ("segment (first)", "segment (again)"):
         heavy = sorted({name for name in measured[scenario]["gui_imports"] if name.startswith(HEAVY_PREFIXES)})
-        assert not heavy, f"{scenario}: imported on the GUI thread: {heavy[:10]}, from {measured[scenario]['import_stacks']}"
+        assert not heavy, (
+            f"{scenario}: imported on the GUI thread: {heavy[:10]}, from {measured[scenario]['import_stacks']}"
+        )
 
 
 @pytest.mark.parametrize("scenario", ["segment (first)", "segment (again)", "segment + cancel", "fine-tune + stop"])

@@ -209,8 +209,15 @@ def test_relabel_consecutive_handles_huge_ids_without_a_huge_table():
 
 @pytest.mark.parametrize(
     "max_label, dtype",
-    [(0, np.uint8), (255, np.uint8), (256, np.uint16), (65535, np.uint16), (65536, np.uint32),
-     (2**32 - 1, np.uint32), (2**32, np.uint64)],
+    [
+        (0, np.uint8),
+        (255, np.uint8),
+        (256, np.uint16),
+        (65535, np.uint16),
+        (65536, np.uint32),
+        (2**32 - 1, np.uint32),
+        (2**32, np.uint64),
+    ],
 )
 def test_smallest_label_dtype_edges(max_label, dtype):
     assert smallest_label_dtype(max_label) == np.dtype(dtype)

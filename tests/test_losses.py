@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from napari_unet.core.losses import dice_cross_entropy, masked_cross_entropy, soft_dice_loss
 
+
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     """Like ``torch.testing.assert_close`` for float32 scalars, without its 2 s first-call import cost."""
     assert torch.allclose(actual, expected, rtol=1e-5, atol=1e-6), f"{actual.item()} != {expected.item()}"
@@ -100,9 +101,7 @@ def test_zero_weight_acts_like_ignoring_the_pixel():
     weights[0] = 0
     ignored_first = target.clone()
     ignored_first[0] = -1
-    _assert_close(
-        masked_cross_entropy(logits, target, weights=weights), masked_cross_entropy(logits, ignored_first)
-    )
+    _assert_close(masked_cross_entropy(logits, target, weights=weights), masked_cross_entropy(logits, ignored_first))
 
 
 def test_dice_is_near_zero_for_a_confident_correct_prediction_and_high_for_a_wrong_one():
@@ -130,9 +129,7 @@ def test_dice_cross_entropy_is_the_sum_of_its_terms():
     combined = dice_cross_entropy(logits, target, weights=weights, dice_weight=0.5)
     expected = masked_cross_entropy(logits, target, weights=weights) + 0.5 * soft_dice_loss(logits, target)
     _assert_close(combined, expected)
-    _assert_close(
-        dice_cross_entropy(logits, target, dice_weight=0.0), masked_cross_entropy(logits, target)
-    )
+    _assert_close(dice_cross_entropy(logits, target, dice_weight=0.0), masked_cross_entropy(logits, target))
 
 
 def test_other_ignore_index():
@@ -150,9 +147,7 @@ def test_shape_mismatch_raises(name):
 
 def test_weight_shape_mismatch_raises():
     with pytest.raises(ValueError):
-        masked_cross_entropy(
-            torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.int64), weights=torch.ones(4, 4)
-        )
+        masked_cross_entropy(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.int64), weights=torch.ones(4, 4))
 
 
 def test_float_target_raises():

@@ -163,7 +163,9 @@ def test_bottleneck_dropout_sees_the_deepest_features():
 
 
 def test_config_dict_round_trip():
-    config = UNetConfig(in_channels=3, n_classes=4, depth=3, base_features=16, padding="same", norm="group", dropout=0.25)
+    config = UNetConfig(
+        in_channels=3, n_classes=4, depth=3, base_features=16, padding="same", norm="group", dropout=0.25
+    )
     assert UNetConfig.from_dict(config.to_dict()) == config
 
 
@@ -182,7 +184,15 @@ def test_config_refuses_missing_keys():
 
 @pytest.mark.parametrize(
     "options",
-    [{"depth": 0}, {"depth": 9}, {"padding": "full"}, {"norm": "layer"}, {"dropout": 1.0}, {"in_channels": 0}, {"n_classes": 0}],
+    [
+        {"depth": 0},
+        {"depth": 9},
+        {"padding": "full"},
+        {"norm": "layer"},
+        {"dropout": 1.0},
+        {"in_channels": 0},
+        {"n_classes": 0},
+    ],
 )
 def test_config_refuses_impossible_values(options):
     with pytest.raises(ValueError):

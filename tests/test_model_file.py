@@ -335,8 +335,13 @@ def test_successful_save_leaves_no_temporary(tmp_path, model, saved):
 # --- every refusal says what to do ------------------------------------------------------------
 
 #: Phrases that tell the user what to do about a refused file.
-_ADVICE = ("check the path", "copy or download it again", "choose a model file saved by napari-unet",
-           "update napari-unet", "Ask for a napari-unet model file")
+_ADVICE = (
+    "check the path",
+    "copy or download it again",
+    "choose a model file saved by napari-unet",
+    "update napari-unet",
+    "Ask for a napari-unet model file",
+)
 
 
 def _break(kind, path, model):
@@ -369,8 +374,21 @@ def _break(kind, path, model):
     return path
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "truncated-weights", "truncated-header", "random-bytes",
-                                  "another-tool", "newer-version", "another-format", "nan-weights", "pickle"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "missing",
+        "empty",
+        "truncated-weights",
+        "truncated-header",
+        "random-bytes",
+        "another-tool",
+        "newer-version",
+        "another-format",
+        "nan-weights",
+        "pickle",
+    ],
+)
 def test_every_refused_file_gets_a_message_that_says_what_to_do(saved, model, kind):
     path = _break(kind, saved, model)
     with pytest.raises(ModelFileError) as refused:

@@ -13,8 +13,8 @@ pytest.importorskip("pytestqt")
 
 import tifffile  # noqa: E402
 
-from napari_unet._widgets import segment_widget as sw  # noqa: E402
 from job_gates import Gate  # noqa: E402
+from napari_unet._widgets import segment_widget as sw  # noqa: E402
 from napari_unet._widgets.proxies import unwrap_proxy  # noqa: E402
 from napari_unet._widgets.session import session_for  # noqa: E402
 from napari_unet.core import new_model, save_model, segment  # noqa: E402
@@ -360,8 +360,7 @@ def _previous_result(qtbot, viewer, widget, nuclei):
     return labels
 
 
-def test_closing_the_dock_cancels_the_job_and_keeps_the_previous_result(qtbot, viewer_widget, nuclei,
-                                                                         monkeypatch):
+def test_closing_the_dock_cancels_the_job_and_keeps_the_previous_result(qtbot, viewer_widget, nuclei, monkeypatch):
     from job_gates import close_dock_of
 
     viewer, widget = viewer_widget
@@ -380,8 +379,7 @@ def test_closing_the_dock_cancels_the_job_and_keeps_the_previous_result(qtbot, v
     assert widget.segment() is None  # a closed widget starts nothing
 
 
-def test_closing_the_viewer_while_segmenting_adds_nothing_and_raises_nothing(qtbot, viewer_widget, nuclei,
-                                                                             monkeypatch):
+def test_closing_the_viewer_while_segmenting_adds_nothing_and_raises_nothing(qtbot, viewer_widget, nuclei, monkeypatch):
     viewer, widget = viewer_widget
     viewer.add_image(nuclei, name="nuclei")
     gate = _start_paused(qtbot, widget, monkeypatch)
@@ -396,8 +394,9 @@ def test_closing_the_viewer_while_segmenting_adds_nothing_and_raises_nothing(qtb
     assert len(viewer.layers) == 0
 
 
-def test_deleting_the_image_during_the_job_cancels_it_and_adds_no_layer(qtbot, viewer_widget, nuclei,
-                                                                        monkeypatch, notices):
+def test_deleting_the_image_during_the_job_cancels_it_and_adds_no_layer(
+    qtbot, viewer_widget, nuclei, monkeypatch, notices
+):
     viewer, widget = viewer_widget
     labels = _previous_result(qtbot, viewer, widget, nuclei)
     before = labels.data.tobytes()
@@ -433,8 +432,7 @@ def test_image_deleted_as_the_job_ends_gets_no_result(qtbot, viewer_widget, nucl
     assert len(notices["warning"]) == 1 and "not added" in notices["warning"][0]
 
 
-def test_second_segment_while_running_is_refused_with_a_message(qtbot, viewer_widget, nuclei, monkeypatch,
-                                                                notices):
+def test_second_segment_while_running_is_refused_with_a_message(qtbot, viewer_widget, nuclei, monkeypatch, notices):
     viewer, widget = viewer_widget
     viewer.add_image(nuclei, name="nuclei")
     gate = _start_paused(qtbot, widget, monkeypatch)
@@ -492,7 +490,6 @@ def test_odd_images_give_the_core_result_without_an_error(qtbot, viewer_widget, 
     np.testing.assert_array_equal(labels.data, expected.labels)
 
 
-
 def test_a_notice_of_the_job_reaches_the_user(qtbot, viewer_widget, nuclei, monkeypatch, notices):
     from napari_unet.core import Progress
 
@@ -523,8 +520,9 @@ def _multiscale_nuclei(tmp_path, nuclei):
     return mosaic, [group["0"], group["1"]]
 
 
-def test_a_multiscale_layer_is_segmented_block_by_block_into_a_lazy_layer(qtbot, viewer_widget, nuclei, tmp_path,
-                                                                         monkeypatch, errors):
+def test_a_multiscale_layer_is_segmented_block_by_block_into_a_lazy_layer(
+    qtbot, viewer_widget, nuclei, tmp_path, monkeypatch, errors
+):
     from napari_unet._widgets import large_images
     from napari_unet.core.zarr_io import open_result
 

@@ -64,8 +64,9 @@ def test_rgb_image_with_grayscale_model_uses_luminance(gray_model):
 
 def test_rgba_image_with_grayscale_model_ignores_alpha(gray_model):
     rgba = np.random.default_rng(2).random((40, 52, 4)).astype(np.float32)
-    np.testing.assert_allclose(_probs(rgba, gray_model, rgb=True), _probs(rgba[..., :3].copy(), gray_model, rgb=True),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        _probs(rgba, gray_model, rgb=True), _probs(rgba[..., :3].copy(), gray_model, rgb=True), atol=1e-6
+    )
 
 
 def test_rgb_image_with_three_channel_model_uses_the_colours(rgb_model):
@@ -172,8 +173,22 @@ def test_dask_rgb_input_gives_the_same_as_numpy(gray_model):
 # --- dtypes and odd values -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int8, np.int16, np.int32, np.int64,
-                                   np.float16, np.float32, np.float64, np.bool_])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.float16,
+        np.float32,
+        np.float64,
+        np.bool_,
+    ],
+)
 def test_every_pixel_dtype_works(gray_model, dtype):
     raw = np.random.default_rng(11).random((30, 34))
     if dtype == np.bool_:
@@ -324,7 +339,9 @@ def test_out_of_memory_halves_the_batch_before_the_tiles(monkeypatch):
         return real(x)
 
     monkeypatch.setattr(model.network, "forward", forward)
-    reports, result = _drain(segment_job(image, model, output="probabilities", device="cpu", tile_size=32, batch_size=8))
+    reports, result = _drain(
+        segment_job(image, model, output="probabilities", device="cpu", tile_size=32, batch_size=8)
+    )
     assert any(r.stage == "notice" and "batch" in r.message for r in reports)
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
 
@@ -385,8 +402,7 @@ def test_missing_channel_axis_is_refused(rgb_model):
         segment(np.zeros((3, 20, 20), np.float32), rgb_model, channel_axis=3, device="cpu")
 
 
-@pytest.mark.parametrize(("dtype", "low", "high"), [(np.uint32, 0, 4_000_000_000),
-                                                     (np.int64, -10**12, 10**12)])
+@pytest.mark.parametrize(("dtype", "low", "high"), [(np.uint32, 0, 4_000_000_000), (np.int64, -(10**12), 10**12)])
 def test_wide_integer_values_match_their_float_copy(gray_model, dtype, low, high):
     image = np.random.default_rng(13).integers(low, high, size=(30, 34)).astype(dtype)
     np.testing.assert_allclose(_probs(image, gray_model), _probs(image.astype(np.float64), gray_model), atol=1e-5)

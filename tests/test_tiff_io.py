@@ -34,6 +34,7 @@ from napari_unet.core.tiff_io import (
     write_probabilities,
 )
 
+
 def _fiji_planes(path: Path) -> np.ndarray:
     """Pixels of an ImageJ TIFF read as Fiji's native reader does: (images, Y, X)."""
     meta = read_imagej_metadata(path)
@@ -167,9 +168,7 @@ def test_one_pixel_wide_labels_keep_their_orientation(tmp_path, shape, axes):
     assert np.array_equal(data.reshape(shape), labels)
 
 
-@pytest.mark.parametrize(
-    ("top", "dtype"), [(0, np.uint8), (255, np.uint8), (256, np.uint16), (65535, np.uint16)]
-)
+@pytest.mark.parametrize(("top", "dtype"), [(0, np.uint8), (255, np.uint8), (256, np.uint16), (65535, np.uint16)])
 def test_smallest_imagej_dtype_is_chosen(tmp_path, top, dtype):
     path = tmp_path / "labels.tif"
     result = write_labels(path, _labels((4, 4), top))

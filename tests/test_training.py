@@ -61,8 +61,9 @@ def test_validation_reports_baseline_and_keeps_the_best_model():
 
 def test_stop_event_ends_after_the_current_step_and_returns_a_model():
     stop = threading.Event()
-    job = train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=TrainingSettings(steps=1000, **FAST),
-                    stop=stop)
+    job = train_job(
+        new_model(depth=2, base_features=4), [_sample(0)], settings=TrainingSettings(steps=1000, **FAST), stop=stop
+    )
     first = next(job)
     assert first.stage == "train"
     stop.set()
@@ -79,10 +80,14 @@ def test_closing_the_job_abandons_it_without_error():
 
 def test_unannotated_images_and_unknown_classes_are_refused_with_a_message():
     image, labels = _disks(0)
-    empty = TrainingSample(image, TrainingTarget(np.full(labels.shape, IGNORE, np.int64), np.zeros(labels.shape, np.float32)))
+    empty = TrainingSample(
+        image, TrainingTarget(np.full(labels.shape, IGNORE, np.int64), np.zeros(labels.shape, np.float32))
+    )
     with pytest.raises(ValueError, match="no annotated pixels"):
         next(train_job(new_model(depth=2, base_features=4), [empty]))
-    too_high = TrainingSample(image, TrainingTarget(np.full(labels.shape, 5, np.int64), np.ones(labels.shape, np.float32)))
+    too_high = TrainingSample(
+        image, TrainingTarget(np.full(labels.shape, 5, np.int64), np.ones(labels.shape, np.float32))
+    )
     with pytest.raises(ValueError, match="only 3 classes"):
         next(train_job(new_model(depth=2, base_features=4), [too_high]))
     with pytest.raises(ValueError, match="nothing is annotated"):
@@ -118,8 +123,11 @@ def test_scribbles_ignore_unpainted_pixels_and_mistakes_weigh_more():
 
 def test_a_trained_model_segments_the_disks():
     model = new_model(depth=2, base_features=8, norm="batch")
-    result = run_job(train_job(model, [_sample(0), _sample(1), _sample(2)],
-                               settings=TrainingSettings(steps=120, **FAST), from_scratch=True))
+    result = run_job(
+        train_job(
+            model, [_sample(0), _sample(1), _sample(2)], settings=TrainingSettings(steps=120, **FAST), from_scratch=True
+        )
+    )
     image, labels = _disks(9)
     found = segment(image[..., 0], result.model, device="cpu")
     assert abs(found.n_objects - len(np.unique(labels)) + 1) <= 1
@@ -184,8 +192,9 @@ def test_out_of_memory_while_training_retries_with_fewer_patches_at_once_and_say
     sizes = _oom_above(monkeypatch, 1)
     settings = TrainingSettings(steps=3, **{**FAST, "batch_size": 4})
     reports: list = []
-    result = run_job(train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=settings),
-                     on_progress=reports.append)
+    result = run_job(
+        train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=settings), on_progress=reports.append
+    )
 
     assert result.steps_done == 3
     notices = [r.message for r in reports if r.stage == "notice"]
@@ -218,8 +227,9 @@ def test_stop_returns_the_best_validated_model_without_another_validation(monkey
     monkeypatch.setattr(training, "evaluate", counted)
     stop = threading.Event()
     model = new_model(depth=2, base_features=4)
-    job = train_job(model, [_sample(0)], settings=TrainingSettings(steps=1000, **FAST), validation=[_sample(5)],
-                    stop=stop)
+    job = train_job(
+        model, [_sample(0)], settings=TrainingSettings(steps=1000, **FAST), validation=[_sample(5)], stop=stop
+    )
     baseline = next(job)  # the validation before training
     assert baseline.data["metric"] is not None and len(evaluations) == 1
     step = next(job)
@@ -236,8 +246,9 @@ def test_stop_returns_the_best_validated_model_without_another_validation(monkey
 
 def test_stop_set_before_a_step_starts_does_no_more_steps():
     stop = threading.Event()
-    job = train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=TrainingSettings(steps=1000, **FAST),
-                    stop=stop)
+    job = train_job(
+        new_model(depth=2, base_features=4), [_sample(0)], settings=TrainingSettings(steps=1000, **FAST), stop=stop
+    )
     assert next(job).data["step"] == 1
     stop.set()
     result = run_job(job)

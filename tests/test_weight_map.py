@@ -144,9 +144,7 @@ def test_custom_class_weights_are_used_as_given():
 
 def test_w0_zero_gives_class_weights_only():
     instances = _random_instances((32, 32), 8, seed=2)
-    np.testing.assert_array_equal(
-        unet_weight_map(instances, w0=0), class_balance_weights((instances > 0).astype(int))
-    )
+    np.testing.assert_array_equal(unet_weight_map(instances, w0=0), class_balance_weights((instances > 0).astype(int)))
 
 
 @pytest.mark.parametrize(
@@ -175,14 +173,22 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), height=st.integers(1, 40), width=st.integers(1, 40),
-       n=st.integers(0, 6), unannotated=st.floats(0.0, 0.5))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    height=st.integers(1, 40),
+    width=st.integers(1, 40),
+    n=st.integers(0, 6),
+    unannotated=st.floats(0.0, 0.5),
+)
 def test_weight_map_properties_hold_for_any_instances(seed, height, width, n, unannotated):
     rng = np.random.default_rng(seed)
     instances = np.zeros((height, width), np.int32)
     for i in range(n):
-        rr, cc = disk(tuple(int(c) for c in rng.integers(0, max(height, width), 2)), int(rng.integers(1, 6)),
-                      shape=instances.shape)
+        rr, cc = disk(
+            tuple(int(c) for c in rng.integers(0, max(height, width), 2)),
+            int(rng.integers(1, 6)),
+            shape=instances.shape,
+        )
         instances[rr, cc] = 5 * i + 2
     ignore = rng.random(instances.shape) < unannotated
 

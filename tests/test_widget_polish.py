@@ -75,8 +75,12 @@ def test_every_visible_control_has_a_tooltip(docked, name):
 def test_shortcuts_are_shown_in_the_tooltips(docked):
     _viewer, widgets = docked
     segment, tune = widgets["Segment"], widgets["Fine-tune"]
-    for button, keys in ((segment.segment_button, shortcuts.SEGMENT), (segment.cancel_button, shortcuts.CANCEL_SEGMENT),
-                         (tune.finetune_button, shortcuts.FINE_TUNE), (tune.stop_button, shortcuts.STOP_TRAINING)):
+    for button, keys in (
+        (segment.segment_button, shortcuts.SEGMENT),
+        (segment.cancel_button, shortcuts.CANCEL_SEGMENT),
+        (tune.finetune_button, shortcuts.FINE_TUNE),
+        (tune.stop_button, shortcuts.STOP_TRAINING),
+    ):
         assert button.toolTip().endswith(f"({shortcuts.shortcut_text(button)})"), button.toolTip()
         assert [s for s in (segment.shortcuts + tune.shortcuts) if s.key().toString() == keys]
     keys = [s.key().toString() for s in segment.shortcuts + tune.shortcuts]
@@ -189,8 +193,9 @@ def test_channels_segmented_as_a_stack_are_reported(docked, qtbot, monkeypatch):
 
 
 def test_channel_notice_only_for_short_axes_the_model_cannot_take():
-    assert channel_notice(infer_layout((30, 64, 64), in_channels=1), in_channels=1, layer_name="z",
-                          model_name="m") == ""  # 30 planes: a Z stack, not channels
+    assert (
+        channel_notice(infer_layout((30, 64, 64), in_channels=1), in_channels=1, layer_name="z", model_name="m") == ""
+    )  # 30 planes: a Z stack, not channels
     assert channel_notice(infer_layout((64, 64), in_channels=1), in_channels=1, layer_name="p", model_name="m") == ""
     named = infer_layout((2, 64, 64), in_channels=2, channel_axis=0)
     assert channel_notice(named, in_channels=2, layer_name="c", model_name="m") == ""

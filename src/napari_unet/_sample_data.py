@@ -15,8 +15,9 @@ _CREDIT = "Kaggle 2018 Data Science Bowl (BBBC038v1), CC0"
 def nuclei_sample() -> list[tuple[Any, dict[str, Any], str]]:
     """A fluorescence nuclei image (520 x 696, uint8), for a first Segment."""
     image = tifffile.imread(_FOLDER / "nuclei.tif")
-    return [(image, {"name": "nuclei", "contrast_limits": _data_range(image), "metadata": {"source": _CREDIT}},
-             "image")]
+    return [
+        (image, {"name": "nuclei", "contrast_limits": _data_range(image), "metadata": {"source": _CREDIT}}, "image")
+    ]
 
 
 def nuclei_sample_with_labels() -> list[tuple[Any, dict[str, Any], str]]:
@@ -30,8 +31,11 @@ def crowded_nuclei_sample() -> list[tuple[Any, dict[str, Any], str]]:
     image = tifffile.imread(_FOLDER / "nuclei_crowded.tif")
     labels = tifffile.imread(_FOLDER / "nuclei_crowded_labels.tif")
     return [
-        (image, {"name": "crowded nuclei", "contrast_limits": _data_range(image), "metadata": {"source": _CREDIT}},
-         "image"),
+        (
+            image,
+            {"name": "crowded nuclei", "contrast_limits": _data_range(image), "metadata": {"source": _CREDIT}},
+            "image",
+        ),
         (labels, {"name": "crowded nuclei ground truth", "metadata": {"source": _CREDIT}}, "labels"),
     ]
 

@@ -155,9 +155,9 @@ def spatial_calibration(
     if len(values) == len(axes):
         keep = [i for i, a in enumerate(axes) if a in "ZYX"]
         values = [values[i] for i in keep]
-        unit_list = [unit_list[i] for i in keep] if len(unit_list) == len(axes) else unit_list[-len(keep):]
+        unit_list = [unit_list[i] for i in keep] if len(unit_list) == len(axes) else unit_list[-len(keep) :]
     else:
-        unit_list = unit_list[-len(values):]
+        unit_list = unit_list[-len(values) :]
     names = [_unit_name(u) for u in unit_list]
     if all(n in _PIXEL for n in names):
         if all(math.isclose(v, 1.0) for v in values):

@@ -13,8 +13,8 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from napari_unet.core.batch import TIFF_SUFFIXES, InputError, expand_inputs, output_paths
 
@@ -30,62 +30,131 @@ def _build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segment", help="segment TIFF images with a model")
     seg.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF files, folders or glob patterns")
-    seg.add_argument("-m", "--model", required=True, help="a shipped model's name (see 'napari-unet models') or a model file")
+    seg.add_argument(
+        "-m", "--model", required=True, help="a shipped model's name (see 'napari-unet models') or a model file"
+    )
     seg.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    seg.add_argument("--output-kind", "--kind", dest="kind", default="instances",
-                     choices=["instances", "classes", "probabilities"],
-                     help="objects with one ID each (default), class per pixel, or class probabilities (float32)")
-    seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default: auto)")
-    seg.add_argument("--tile-size", type=int, default=None, help="largest tile side in pixels (default: from free memory)")
+    seg.add_argument(
+        "--output-kind",
+        "--kind",
+        dest="kind",
+        default="instances",
+        choices=["instances", "classes", "probabilities"],
+        help="objects with one ID each (default), class per pixel, or class probabilities (float32)",
+    )
+    seg.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default: auto)"
+    )
+    seg.add_argument(
+        "--tile-size", type=int, default=None, help="largest tile side in pixels (default: from free memory)"
+    )
     seg.add_argument("--batch-size", type=int, default=None, help="tiles per network call (default: from free memory)")
     seg.add_argument("--channel-axis", type=int, default=None, help="axis holding channels in multichannel images")
     seg.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: skip them)")
-    seg.add_argument("--summary", default=None, metavar="PATH",
-                     help="write file, objects, seconds and status (ok/skipped/failed) of every input to this "
-                          f".csv or .json file (default with an output folder: OUTPUT/{DEFAULT_SUMMARY})")
+    seg.add_argument(
+        "--summary",
+        default=None,
+        metavar="PATH",
+        help="write file, objects, seconds and status (ok/skipped/failed) of every input to this "
+        f".csv or .json file (default with an output folder: OUTPUT/{DEFAULT_SUMMARY})",
+    )
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     large = seg.add_argument_group(
-        "large images", "images larger than memory are segmented block by block into OME-Zarr: this happens when "
-        "the output ends in .zarr, an input is a zarr/OME-Zarr image, or --block-size is given")
-    large.add_argument("--block-size", type=int, default=None,
-                       help="side of the blocks in pixels; memory grows with its square (default: 2048)")
-    large.add_argument("--margin", type=int, default=128,
-                       help="pixels predicted around each block so objects cut by block borders are joined; "
-                            "at least the diameter of the largest object (default: 128)")
-    large.add_argument("--scheduler", default=None, metavar="local|ADDRESS",
-                       help="run the blocks on dask.distributed: 'local' starts worker processes on this machine, "
-                            "an address such as tcp://10.0.0.5:8786 uses a running scheduler (default: this process)")
-    large.add_argument("--workers", type=int, default=None,
-                       help="worker processes of --scheduler local (default: one per GPU, else one per two CPU cores)")
+        "large images",
+        "images larger than memory are segmented block by block into OME-Zarr: this happens when "
+        "the output ends in .zarr, an input is a zarr/OME-Zarr image, or --block-size is given",
+    )
+    large.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        help="side of the blocks in pixels; memory grows with its square (default: 2048)",
+    )
+    large.add_argument(
+        "--margin",
+        type=int,
+        default=128,
+        help="pixels predicted around each block so objects cut by block borders are joined; "
+        "at least the diameter of the largest object (default: 128)",
+    )
+    large.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="local|ADDRESS",
+        help="run the blocks on dask.distributed: 'local' starts worker processes on this machine, "
+        "an address such as tcp://10.0.0.5:8786 uses a running scheduler (default: this process)",
+    )
+    large.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes of --scheduler local (default: one per GPU, else one per two CPU cores)",
+    )
 
     sub.add_parser("models", help="list the shipped models")
 
     train = sub.add_parser("train", help="fine-tune a model (or train one from scratch) on annotated TIFF images")
     train.add_argument("images", nargs="+", metavar="IMAGE", help="TIFF images, folders or glob patterns")
-    train.add_argument("--labels", nargs="+", required=True, metavar="LABELS",
-                       help="label TIFFs (or a folder) with the same file names as the images")
-    train.add_argument("--from", dest="start", default=None,
-                       help="model to fine-tune: a shipped model's name or a file (default: a new nuclei-style model)")
+    train.add_argument(
+        "--labels",
+        nargs="+",
+        required=True,
+        metavar="LABELS",
+        help="label TIFFs (or a folder) with the same file names as the images",
+    )
+    train.add_argument(
+        "--from",
+        dest="start",
+        default=None,
+        help="model to fine-tune: a shipped model's name or a file (default: a new nuclei-style model)",
+    )
     train.add_argument("-o", "--output", required=True, help="where to write the trained model file")
-    train.add_argument("--mode", choices=["corrections", "scribbles"], default="corrections",
-                       help="labels are full instance/class labels (corrections) or sparse scribbles "
-                            "(0 = not annotated, 1 = background, k = class k-1)")
-    train.add_argument("--val", nargs="*", default=None, metavar="IMAGE",
-                       help="validation images (labels found by file name in --labels); "
-                            "default: hold back part of the training annotation")
-    train.add_argument("--steps", type=int, default=500,
-                       help="most optimiser steps (default: 500); with --minutes, whichever ends training first")
+    train.add_argument(
+        "--mode",
+        choices=["corrections", "scribbles"],
+        default="corrections",
+        help="labels are full instance/class labels (corrections) or sparse scribbles "
+        "(0 = not annotated, 1 = background, k = class k-1)",
+    )
+    train.add_argument(
+        "--val",
+        nargs="*",
+        default=None,
+        metavar="IMAGE",
+        help="validation images (labels found by file name in --labels); "
+        "default: hold back part of the training annotation",
+    )
+    train.add_argument(
+        "--steps",
+        type=int,
+        default=500,
+        help="most optimiser steps (default: 500); with --minutes, whichever ends training first",
+    )
     train.add_argument("--minutes", type=float, default=None, help="stop after this much time")
     train.add_argument("--learning-rate", type=float, default=None, help="default: 3e-4 fine-tuning, 1e-3 from scratch")
     train.add_argument("--batch-size", type=int, default=4, help="patches per step (default: 4)")
-    train.add_argument("--patch-size", type=int, default=128, help="side of the training patches in pixels (default: 128)")
-    train.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
-                       help="AdamW (default) or the paper's SGD with momentum 0.99")
-    train.add_argument("--loss", choices=["ce", "dice_ce"], default="ce",
-                       help="weighted cross-entropy as in the paper (default) or Dice + cross-entropy")
+    train.add_argument(
+        "--patch-size", type=int, default=128, help="side of the training patches in pixels (default: 128)"
+    )
+    train.add_argument(
+        "--optimizer",
+        choices=["adamw", "sgd"],
+        default="adamw",
+        help="AdamW (default) or the paper's SGD with momentum 0.99",
+    )
+    train.add_argument(
+        "--loss",
+        choices=["ce", "dice_ce"],
+        default="ce",
+        help="weighted cross-entropy as in the paper (default) or Dice + cross-entropy",
+    )
     train.add_argument("--from-scratch", action="store_true", help="re-initialise the weights")
-    train.add_argument("--seed", type=int, default=0, help="seed of patches, augmentation and validation split (default: 0)")
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default: auto)")
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed of patches, augmentation and validation split (default: 0)"
+    )
+    train.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default: auto)"
+    )
     train.add_argument("--overwrite", action="store_true", help="replace an existing output model")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -100,8 +169,9 @@ def _labels_for(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Pat
         # the pairs, since a wrong order would silently train on the wrong labels
         pairs = [f"{i.name} + {c.name}" for i, c in zip(images, candidates)]
         shown = ", ".join(pairs[:5]) + (f" and {len(pairs) - 5} more" if len(pairs) > 5 else "")
-        print(f"warning: label file names differ from the image names; paired in sorted order: {shown}",
-              file=sys.stderr)
+        print(
+            f"warning: label file names differ from the image names; paired in sorted order: {shown}", file=sys.stderr
+        )
         return list(candidates)
     missing = [i.name for i in images if i.name not in by_name]
     if missing:
@@ -140,8 +210,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             image, info = read_image(image_path)
             labels, _ = read_image(label_path)
             channel_axis = info.axes.index("C") if "C" in info.axes and not info.rgb else None
-            samples += samples_from_arrays(image, labels, model, mode=args.mode, channel_axis=channel_axis,
-                                           rgb=info.rgb, name=image_path.name)
+            samples += samples_from_arrays(
+                image, labels, model, mode=args.mode, channel_axis=channel_axis, rgb=info.rgb, name=image_path.name
+            )
         return samples
 
     try:
@@ -151,26 +222,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
         else:
             train, val = split_validation(train, fraction=0.2, seed=args.seed)
         learning_rate = args.learning_rate or (1e-3 if args.from_scratch or not args.start else 3e-4)
-        settings = TrainingSettings(steps=args.steps, max_seconds=None if args.minutes is None else args.minutes * 60,
-                                    learning_rate=learning_rate, batch_size=args.batch_size,
-                                    patch_size=args.patch_size, optimizer=args.optimizer, loss=args.loss,
-                                    seed=args.seed, device=args.device)
+        settings = TrainingSettings(
+            steps=args.steps,
+            max_seconds=None if args.minutes is None else args.minutes * 60,
+            learning_rate=learning_rate,
+            batch_size=args.batch_size,
+            patch_size=args.patch_size,
+            optimizer=args.optimizer,
+            loss=args.loss,
+            seed=args.seed,
+            device=args.device,
+        )
     except (InputError, ImageReadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"training on {len(train)} plane(s), validating on {len(val)}")
-    job = train_job(model, train, settings=settings, validation=val,
-                    from_scratch=args.from_scratch or not args.start,
-                    record={"command": "napari-unet train", "mode": args.mode})
+    job = train_job(
+        model,
+        train,
+        settings=settings,
+        validation=val,
+        from_scratch=args.from_scratch or not args.start,
+        record={"command": "napari-unet train", "mode": args.mode},
+    )
     with tqdm(total=settings.steps, unit="step", disable=args.quiet) as bar:
+
         def update(report, bar=bar):  # type: ignore[no-untyped-def]
             if report.stage == "notice":
                 tqdm.write(f"note: {report.message}", file=sys.stderr)
                 return
             bar.n = report.done
             metric = report.data.get("best")
-            bar.set_postfix(loss=f"{report.data.get('loss', float('nan')):.3f}",
-                            **({report.data.get("metric_name") or "metric": f"{metric:.3f}"} if metric is not None else {}))
+            bar.set_postfix(
+                loss=f"{report.data.get('loss', float('nan')):.3f}",
+                **({report.data.get("metric_name") or "metric": f"{metric:.3f}"} if metric is not None else {}),
+            )
 
         try:
             result = run_job(job, on_progress=update)
@@ -198,14 +284,18 @@ def _validation_verdict(result, out: Path) -> str:  # type: ignore[no-untyped-de
     """
     name, base, best = result.metric_name, result.baseline_metric, result.best_metric
     if best is None:
-        print("no validation data (too little annotation to hold any back): the last model was saved; "
-              "nothing says whether it is better")
+        print(
+            "no validation data (too little annotation to hold any back): the last model was saved; "
+            "nothing says whether it is better"
+        )
         return ""
     print(f"{name}: {'n/a' if base is None else f'{base:.3f}'} before, {best:.3f} after")
     if base is not None and not best > base:
-        return (f"warning: {name} on the validation data never improved on {base:.3f} (the model before "
-                f"training), so {out} holds the starting model unchanged. Annotate more images, train longer "
-                "(--minutes, --steps) or try another --learning-rate.")
+        return (
+            f"warning: {name} on the validation data never improved on {base:.3f} (the model before "
+            f"training), so {out} holds the starting model unchanged. Annotate more images, train longer "
+            "(--minutes, --steps) or try another --learning-rate."
+        )
     return ""
 
 
@@ -226,9 +316,12 @@ def _wants_blocks(args: argparse.Namespace) -> bool:
     """Whether ``segment`` should write OME-Zarr block by block."""
     from napari_unet.core.zarr_io import ZARR_SUFFIXES, is_lazy_path
 
-    return (args.block_size is not None or args.scheduler is not None
-            or Path(args.output).suffix.lower() in ZARR_SUFFIXES
-            or any(is_lazy_path(p) and Path(p).exists() for p in args.inputs))
+    return (
+        args.block_size is not None
+        or args.scheduler is not None
+        or Path(args.output).suffix.lower() in ZARR_SUFFIXES
+        or any(is_lazy_path(p) and Path(p).exists() for p in args.inputs)
+    )
 
 
 def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
@@ -251,11 +344,19 @@ def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
         return prepared
     model, summary = prepared
     report = _FileBars(unit="block", quiet=args.quiet)
-    options = {"block_size": args.block_size or 2048, "margin": args.margin, "device": args.device,
-               "tile_size": args.tile_size, "batch_size": args.batch_size, "channel_axis": args.channel_axis,
-               "scheduler": args.scheduler, "n_workers": args.workers}
-    job = segment_files_to_zarr_job(images, model=model, output=args.output, output_kind=args.kind,
-                                    overwrite=args.overwrite, **options)
+    options = {
+        "block_size": args.block_size or 2048,
+        "margin": args.margin,
+        "device": args.device,
+        "tile_size": args.tile_size,
+        "batch_size": args.batch_size,
+        "channel_axis": args.channel_axis,
+        "scheduler": args.scheduler,
+        "n_workers": args.workers,
+    }
+    job = segment_files_to_zarr_job(
+        images, model=model, output=args.output, output_kind=args.kind, overwrite=args.overwrite, **options
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -283,9 +384,17 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     model, summary = prepared
 
     report = _FileBars(unit="%", quiet=args.quiet)
-    job = segment_files_job(files, model=model, outputs=targets, output=args.kind, device=args.device,
-                            tile_size=args.tile_size, batch_size=args.batch_size,
-                            channel_axis=args.channel_axis, overwrite=args.overwrite)
+    job = segment_files_job(
+        files,
+        model=model,
+        outputs=targets,
+        output=args.kind,
+        device=args.device,
+        tile_size=args.tile_size,
+        batch_size=args.batch_size,
+        channel_axis=args.channel_axis,
+        overwrite=args.overwrite,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         rows = run_job(job, on_progress=report)
@@ -311,8 +420,13 @@ class _FileBars:
         from tqdm import tqdm
 
         if progress.stage == "file-start":
-            self.bar = tqdm(total=100 if self.unit == "%" else 0, desc=progress.message, unit=self.unit,
-                            disable=self.quiet, leave=False)
+            self.bar = tqdm(
+                total=100 if self.unit == "%" else 0,
+                desc=progress.message,
+                unit=self.unit,
+                disable=self.quiet,
+                leave=False,
+            )
         elif progress.stage == "file-done":
             if self.bar is not None:
                 self.bar.close()
@@ -390,8 +504,9 @@ def _print_row(row) -> None:  # type: ignore[no-untyped-def]
             print(f"warning: {row.message}", file=sys.stderr)
 
 
-def _plain_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                   line: str | None = None) -> str:
+def _plain_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
     """Format a warning as ``warning: MESSAGE``, without the source file and line.
 
     Python's default format names the file and line that raised the warning

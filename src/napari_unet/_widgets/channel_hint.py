@@ -54,12 +54,18 @@ def channel_notice(layout: ImageLayout, *, in_channels: int, layer_name: str, mo
     axis = axes[0]
     n = layout.shape[axis]
     channels = f"{in_channels} channel{'s' if in_channels > 1 else ''}"
-    text = (f"{layer_name!r} has {n} entries along axis {axis}, which may be channels. The model {model_name!r} "
-            f"takes {channels}, so each of the {n} was segmented as a separate plane (Channel axis: auto). ")
+    text = (
+        f"{layer_name!r} has {n} entries along axis {axis}, which may be channels. The model {model_name!r} "
+        f"takes {channels}, so each of the {n} was segmented as a separate plane (Channel axis: auto). "
+    )
     if in_channels == 1:
-        text += ("To segment one channel, split the channels (right-click the layer > Split Stack) and segment "
-                 "the one you want; if the axis is Z or time, this is what you want.")
+        text += (
+            "To segment one channel, split the channels (right-click the layer > Split Stack) and segment "
+            "the one you want; if the axis is Z or time, this is what you want."
+        )
     else:
-        text += (f"To use them as channels, set Channel axis to {axis} under Advanced options "
-                 f"(the model needs {in_channels}).")
+        text += (
+            f"To use them as channels, set Channel axis to {axis} under Advanced options "
+            f"(the model needs {in_channels})."
+        )
     return text

@@ -40,7 +40,8 @@ class CurvePlot(QWidget):
         self.setToolTip(
             "Training loss (orange, left scale) and the metric on the held-back annotation "
             "(blue, 0 to 1, right scale) against training steps. The loss should go down "
-            "and the metric up; the dashed line is the metric before training.")
+            "and the metric up; the dashed line is the metric before training."
+        )
 
     def add_point(self, step: int, loss: float | None = None, metric: float | None = None) -> None:
         """Add the values of one step and redraw."""
@@ -91,8 +92,9 @@ class CurvePlot(QWidget):
         painter.drawText(QRectF(0, area.bottom() - line + 2, left - 4, line), Qt.AlignmentFlag.AlignRight, "0")
         painter.setPen(METRIC_COLOR)
         painter.drawText(QRectF(area.right() + 4, area.top() - 2, right, line), Qt.AlignmentFlag.AlignLeft, "1")
-        painter.drawText(QRectF(area.right() + 4, area.bottom() - line + 2, right, line),
-                         Qt.AlignmentFlag.AlignLeft, "0")
+        painter.drawText(
+            QRectF(area.right() + 4, area.bottom() - line + 2, right, line), Qt.AlignmentFlag.AlignLeft, "0"
+        )
         painter.setPen(text_color)
         below = QRectF(area.left(), area.bottom() + 2, area.width(), line)
         painter.drawText(below, Qt.AlignmentFlag.AlignLeft, f"step {first}")

@@ -11,9 +11,9 @@ stops between files) and errors never leave a partial file.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -260,20 +260,26 @@ class ExportWidget(QWidget):
         can = {what: any(e.has(what) for e in entries) for what in ("instances", "classes", "probabilities")}
         self.instances_radio.setEnabled(can["instances"])
         self.instances_radio.setToolTip(
-            "Write the Labels layer as it is: one ID per object." if can["instances"] else
-            "Not available: this layer holds classes, not objects. Segment with Output 'Objects' for them.")
+            "Write the Labels layer as it is: one ID per object."
+            if can["instances"]
+            else "Not available: this layer holds classes, not objects. Segment with Output 'Objects' for them."
+        )
         self.classes_radio.setEnabled(can["classes"])
         self.classes_radio.setToolTip(
-            "Write the most likely class of every pixel (0 = background)." if can["classes"] else
-            "Not available: no class mask for this layer. Segment with Output 'Classes' or 'Probabilities' "
-            "to get one.")
+            "Write the most likely class of every pixel (0 = background)."
+            if can["classes"]
+            else "Not available: no class mask for this layer. Segment with Output 'Classes' or 'Probabilities' "
+            "to get one."
+        )
         if not can[self._what()] and can["instances" if self._what() == "classes" else "classes"]:
             (self.classes_radio if self._what() == "instances" else self.instances_radio).setChecked(True)
             return  # the toggle calls this again
         self.probabilities_check.setEnabled(can["probabilities"])
         self.probabilities_check.setToolTip(
-            "Also write the class probabilities as a float32 file." if can["probabilities"] else
-            "Not available: there are no probability layers. Segment with Output 'Probabilities' first.")
+            "Also write the class probabilities as a float32 file."
+            if can["probabilities"]
+            else "Not available: there are no probability layers. Segment with Output 'Probabilities' first."
+        )
         folder = self.folder_edit.text().strip()
         names = [item.path.name for item in self._plan(Path(folder or "."))] if entries else []
         self.files_label.setText(", ".join(names) if names else "nothing to export")
@@ -290,8 +296,11 @@ class ExportWidget(QWidget):
         self.export_button.setEnabled(not reason)
         self.export_button.setToolTip(reason or f"Write {len(names)} file(s) to {folder}.")
         self.cancel_button.setEnabled(self._running)
-        self.cancel_button.setToolTip("Stop after the file being written; no partial file is left." if self._running
-                                      else "Nothing to cancel: no export is running.")
+        self.cancel_button.setToolTip(
+            "Stop after the file being written; no partial file is left."
+            if self._running
+            else "Nothing to cancel: no export is running."
+        )
 
     # ------------------------------------------------------------------ plan
     def _plan(self, folder: Path, *, copy: bool = False) -> list[ExportItem]:
@@ -312,12 +321,19 @@ class ExportWidget(QWidget):
                     items.append(_item(folder / f"{entry.stem}{_SUFFIXES[what]}", entry.labels, data, "labels"))
                 else:
                     data = _deferred(class_mask, [_snapshot(p.data) for p in entry.probabilities]) if copy else None
-                    items.append(_item(folder / f"{entry.stem}{_SUFFIXES[what]}", entry.probabilities[0],
-                                       data, "labels"))
+                    items.append(
+                        _item(folder / f"{entry.stem}{_SUFFIXES[what]}", entry.probabilities[0], data, "labels")
+                    )
             if self.probabilities_check.isChecked() and entry.has("probabilities"):
                 data = _deferred(_stack_classes, [_snapshot(p.data) for p in entry.probabilities]) if copy else None
-                items.append(_item(folder / f"{entry.stem}{_SUFFIXES['probabilities']}", entry.probabilities[0],
-                                   data, "probabilities"))
+                items.append(
+                    _item(
+                        folder / f"{entry.stem}{_SUFFIXES['probabilities']}",
+                        entry.probabilities[0],
+                        data,
+                        "probabilities",
+                    )
+                )
         return items
 
     # ------------------------------------------------------------------ running
@@ -346,7 +362,8 @@ class ExportWidget(QWidget):
         if existing and not overwrite:
             return self._refuse(
                 f"Nothing exported: {', '.join(p.name for p in existing)} already exist in {folder}. "
-                "Tick 'Overwrite existing files' to replace them, or choose another folder.")
+                "Tick 'Overwrite existing files' to replace them, or choose another folder."
+            )
         worker = _export_worker(items, overwrite)
         pbar = progress(total=len(items), desc="Exporting TIFF files")
         self._written = 0
@@ -424,7 +441,8 @@ class ExportWidget(QWidget):
             return
         if self._cancelled:
             self.status_label.setText(
-                f"Cancelled: {self._written} file(s) were written completely; the others were not started.")
+                f"Cancelled: {self._written} file(s) were written completely; the others were not started."
+            )
         self._update_state()
 
 
@@ -467,5 +485,11 @@ def _item(path: Path, layer: Any, data: Any, kind: str) -> ExportItem:
     scale, unit = spatial_calibration(tuple(layer.scale), getattr(layer, "units", None), axes)
     if kind == "probabilities":
         axes = axes[:-2] + "CYX"
-    return ExportItem(path=path, data=data, kind=kind, axes=axes, scale=scale,  # type: ignore[arg-type]
-                      unit=unit or DEFAULT_UNIT)
+    return ExportItem(
+        path=path,
+        data=data,
+        kind=kind,
+        axes=axes,
+        scale=scale,  # type: ignore[arg-type]
+        unit=unit or DEFAULT_UNIT,
+    )

@@ -160,8 +160,15 @@ def finetune_job(
     else:
         train, validation = samples, []
     record = {"annotation": request.mode, "layers": [item.name for item in request.images]}
-    job = train_job(model, train, settings=settings, validation=validation, stop=stop,
-                    from_scratch=request.from_scratch, record=record)
+    job = train_job(
+        model,
+        train,
+        settings=settings,
+        validation=validation,
+        stop=stop,
+        from_scratch=request.from_scratch,
+        record=record,
+    )
     last_preview = time.perf_counter()
     while True:
         try:
@@ -176,8 +183,9 @@ def finetune_job(
         if preview is not None and live is not None and due and not stop.is_set():  # no preview delays Stop
             # between two steps the job is paused at its yield: the network is not changing
             plane = tuple(preview_plane())
-            labels = _predict(preview.layout.plane(preview.image, plane), live, preview_kind(live), settings.device,
-                              stop=stop)
+            labels = _predict(
+                preview.layout.plane(preview.image, plane), live, preview_kind(live), settings.device, stop=stop
+            )
             if labels is not None:  # None: Stop was pressed during the prediction
                 yield PreviewUpdate(plane, labels, report.done)
             last_preview = time.perf_counter()
@@ -185,14 +193,24 @@ def finetune_job(
 
 def untrained_result(model: SegmentationModel) -> TrainingResult:
     """The result of a job stopped before its first training step: a copy of ``model``, unchanged."""
-    return TrainingResult(model=model.copy(), baseline_metric=None, best_metric=None, metric_name="", steps_done=0,
-                          stopped=True, seconds=0.0, log=[])
+    return TrainingResult(
+        model=model.copy(),
+        baseline_metric=None,
+        best_metric=None,
+        metric_name="",
+        steps_done=0,
+        stopped=True,
+        seconds=0.0,
+        log=[],
+    )
 
 
-def _samples_of(item: AnnotatedImage, model: SegmentationModel, mode: Mode, settings: TrainingSettings,
-                stop: threading.Event) -> Generator[Progress, None, list[TrainingSample]]:
-    layout = infer_layout(tuple(item.image.shape), in_channels=model.config.in_channels,
-                          channel_axis=item.channel_axis, rgb=item.rgb)
+def _samples_of(
+    item: AnnotatedImage, model: SegmentationModel, mode: Mode, settings: TrainingSettings, stop: threading.Event
+) -> Generator[Progress, None, list[TrainingSample]]:
+    layout = infer_layout(
+        tuple(item.image.shape), in_channels=model.config.in_channels, channel_axis=item.channel_axis, rgb=item.rgb
+    )
     planes = None if item.plane is None else [item.plane]
     previous = None
     expected = (*layout.stack_shape, *layout.plane_shape)
@@ -209,22 +227,38 @@ def _samples_of(item: AnnotatedImage, model: SegmentationModel, mode: Mode, sett
                 return []  # stopped: the job ends before training
             previous[idx] = labels
     return samples_from_arrays(
-        item.image, item.labels, model, mode=mode, channel_axis=item.channel_axis, rgb=item.rgb,
-        planes=planes, reviewed=item.reviewed if mode == "corrections" else None, previous=previous,
-        mistake_weight=settings.mistake_weight, name=item.name,
+        item.image,
+        item.labels,
+        model,
+        mode=mode,
+        channel_axis=item.channel_axis,
+        rgb=item.rgb,
+        planes=planes,
+        reviewed=item.reviewed if mode == "corrections" else None,
+        previous=previous,
+        mistake_weight=settings.mistake_weight,
+        name=item.name,
     )
 
 
-def _predict(plane: Any, model: SegmentationModel, kind: str, device: str, *,
-             stop: threading.Event | None = None) -> np.ndarray | None:
+def _predict(
+    plane: Any, model: SegmentationModel, kind: str, device: str, *, stop: threading.Event | None = None
+) -> np.ndarray | None:
     """Labels (objects or classes) of one (Y, X, C) plane; None if ``stop`` was set before it was done.
 
     With ``stop`` the plane is predicted one tile of :data:`STOPPABLE_TILE`
     pixels at a time (the result is the same) and ``stop`` is checked between them, so
     Stop does not wait for a whole plane, which can take seconds on a CPU.
     """
-    job = predict_plane_job(plane, model, device=resolve_device(device), amp=False, engine="torch",
-                            tile_size=None if stop is None else STOPPABLE_TILE, batch_size=None if stop is None else 1)
+    job = predict_plane_job(
+        plane,
+        model,
+        device=resolve_device(device),
+        amp=False,
+        engine="torch",
+        tile_size=None if stop is None else STOPPABLE_TILE,
+        batch_size=None if stop is None else 1,
+    )
     while True:
         if stop is not None and stop.is_set():
             job.close()

@@ -57,8 +57,8 @@ from .results import Target, make_target, shown_plane
 from .reviewed import reviewed_mask
 from .scrolling import scrolling_content
 from .session import session_for
-from .warm_up import start_warm_up
 from .training_options import TrainingOptions
+from .warm_up import start_warm_up
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,20 @@ class _JobFailed:
 
 
 @thread_worker
-def _finetune_worker(request: FineTuneRequest, stop: threading.Event, preview: PreviewSource | None,
-                     job_state: _RunningJob) -> Generator[Any, None, TrainingResult | _JobFailed]:
+def _finetune_worker(
+    request: FineTuneRequest, stop: threading.Event, preview: PreviewSource | None, job_state: _RunningJob
+) -> Generator[Any, None, TrainingResult | _JobFailed]:
     """Run :func:`finetune_job` in a worker thread, turning user errors into a message."""
     try:
-        return (yield from finetune_job(request, stop=stop, preview=preview,
-                                        preview_plane=lambda: job_state.plane, preview_every=PREVIEW_SECONDS))
+        return (
+            yield from finetune_job(
+                request,
+                stop=stop,
+                preview=preview,
+                preview_plane=lambda: job_state.plane,
+                preview_every=PREVIEW_SECONDS,
+            )
+        )
     except _USER_ERRORS as exc:
         log.info("fine-tuning failed", exc_info=True)
         return _JobFailed(str(exc))
@@ -186,8 +194,9 @@ class FineTuneWidget(QWidget):
     def _build(self) -> None:
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
-        self.model_label.setToolTip("The model being fine-tuned: the one the Segment widget uses. "
-                                    "Choose another one there.")
+        self.model_label.setToolTip(
+            "The model being fine-tuned: the one the Segment widget uses. Choose another one there."
+        )
         self.pairs = LayerPairs(self.viewer, self.session, hidden=self._is_preview)
         self.mode_combo = QComboBox()
         for value, text in _MODES:
@@ -203,7 +212,8 @@ class FineTuneWidget(QWidget):
         self.reviewed_combo = QComboBox()
         self.reviewed_combo.setToolTip(
             "Corrections only. 'Whole planes': every pixel of the planes used is ground truth. Or choose a "
-            "Shapes layer: only pixels inside its rectangles/polygons count as reviewed; the rest is ignored.")
+            "Shapes layer: only pixels inside its rectangles/polygons count as reviewed; the rest is ignored."
+        )
         self._refresh_reviewed()
         self._planes_group = QButtonGroup(self)
         self._planes_group.addButton(self.all_planes)
@@ -221,7 +231,8 @@ class FineTuneWidget(QWidget):
         self.budget_spin.setSpecialValueText("no limit (steps only)")
         self.budget_spin.setToolTip(
             "How long to train. Training stops at this time or after the maximum number of steps "
-            "(Advanced options), whichever comes first; Stop ends it earlier.")
+            "(Advanced options), whichever comes first; Stop ends it earlier."
+        )
 
         self.options = TrainingOptions()
 
@@ -229,7 +240,8 @@ class FineTuneWidget(QWidget):
         self.keep_preview_check.setToolTip(
             "While training, the layer '<image> [U-Net preview]' shows what the model being trained predicts "
             "on the plane in view, every few seconds. Unchecked: it is hidden when training ends and removed "
-            "when you Accept or Discard the result.")
+            "when you Accept or Discard the result."
+        )
         self.finetune_button = QPushButton("Fine-tune")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("End training after the current step and keep the best model so far.")
@@ -299,8 +311,10 @@ class FineTuneWidget(QWidget):
         self.discard_button.clicked.connect(self.discard)
         self.revert_button.clicked.connect(self.revert)
         self.save_button.clicked.connect(self._on_save_clicked)
-        self.shortcuts = [shortcuts.add_shortcut(self, self.finetune_button, shortcuts.FINE_TUNE),
-                          shortcuts.add_shortcut(self, self.stop_button, shortcuts.STOP_TRAINING)]
+        self.shortcuts = [
+            shortcuts.add_shortcut(self, self.finetune_button, shortcuts.FINE_TUNE),
+            shortcuts.add_shortcut(self, self.stop_button, shortcuts.STOP_TRAINING),
+        ]
 
     def _connect_layers(self) -> None:
         events = self.viewer.layers.events
@@ -377,8 +391,10 @@ class FineTuneWidget(QWidget):
         if self.mode == "scribbles":
             hint = f"Paint strokes: {scribbles}. Unpainted pixels (0) are ignored."
         elif separates:
-            hint = ("Correct the Segment result: one label value per object, 0 = background. "
-                    "Every pixel of the planes used counts, so fix all mistakes there.")
+            hint = (
+                "Correct the Segment result: one label value per object, 0 = background. "
+                "Every pixel of the planes used counts, so fix all mistakes there."
+            )
         else:
             hint = f"Correct the classes: {classes}. Every pixel of the planes used counts."
         self.mode_hint.setText(hint)
@@ -387,7 +403,8 @@ class FineTuneWidget(QWidget):
             "Corrections: a dense Segment result you corrected (paint, erase, fill). "
             + ("Each object has its own value, 0 is background; " if separates else f"Values are classes ({classes}); ")
             + "all pixels of the planes used are taken as right.\n"
-            f"Sparse scribbles: a few strokes; 0 = not annotated (ignored), {scribbles}.")
+            f"Sparse scribbles: a few strokes; 0 = not annotated (ignored), {scribbles}."
+        )
         self._update_state()
 
     def _layout_of(self, layer: Any, model: SegmentationModel) -> ImageLayout:
@@ -414,15 +431,19 @@ class FineTuneWidget(QWidget):
         elif not any(image is not None for image, _ in pairs):
             reason = "Add or open an image layer first."
         elif missing:
-            reason = (f"Choose the labels layer painted for {missing[0]!r} (or remove its row): "
-                      "segment it and correct the result, or add a Labels layer and paint scribbles.")
+            reason = (
+                f"Choose the labels layer painted for {missing[0]!r} (or remove its row): "
+                "segment it and correct the result, or add a Labels layer and paint scribbles."
+            )
         else:
             reason = ""
         self.finetune_button.setEnabled(not reason)
         shortcuts.set_tip(
             self.finetune_button,
-            reason or f"Train a copy of {model.description.name!r} on the labels; "  # type: ignore[union-attr]
-            "the model in use changes only when you press Accept.")
+            reason
+            or f"Train a copy of {model.description.name!r} on the labels; "  # type: ignore[union-attr]
+            "the model in use changes only when you press Accept.",
+        )
         can_stop = self.is_running and not self._job.stop.is_set()  # type: ignore[union-attr]
         self.stop_button.setEnabled(can_stop)
         if can_stop:
@@ -435,18 +456,23 @@ class FineTuneWidget(QWidget):
         self.accept_button.setEnabled(self._pending)
         self.discard_button.setEnabled(self._pending)
         waiting = "" if self._pending else " (No fine-tuned model waits for a decision; run Fine-tune first.)"
-        self.accept_button.setToolTip("Use the fine-tuned model in Segment; the model before stays available "
-                                      "(Revert)." + waiting)
+        self.accept_button.setToolTip(
+            "Use the fine-tuned model in Segment; the model before stays available (Revert)." + waiting
+        )
         self.discard_button.setToolTip("Forget the fine-tuned model; the model in use does not change." + waiting)
         self.save_button.setEnabled(self.result is not None and self._saveable)
         self.save_button.setToolTip(
             "Write the fine-tuned model to a .unet.safetensors file (to reuse or share)."
-            if self.save_button.isEnabled() else "There is no fine-tuned model to save; run Fine-tune first.")
+            if self.save_button.isEnabled()
+            else "There is no fine-tuned model to save; run Fine-tune first."
+        )
         self.revert_button.setEnabled(self.session.can_revert)
         previous = self.session.previous_model
         self.revert_button.setToolTip(
-            f"Go back to {previous.description.name!r} ({self.session.previous_source})." if previous is not None
-            else "There is no previous model to go back to.")
+            f"Go back to {previous.description.name!r} ({self.session.previous_source})."
+            if previous is not None
+            else "There is no previous model to go back to."
+        )
 
     # ------------------------------------------------------------------ running
     def fine_tune(self) -> GeneratorWorker | None:
@@ -465,12 +491,16 @@ class FineTuneWidget(QWidget):
         except (ValueError, ImageLayoutError) as exc:
             show_error(f"Cannot fine-tune: {exc}")
             return None
-        request = FineTuneRequest(model=model, images=images, mode=self.mode, settings=settings,
-                                  validation_fraction=self.options.validation_fraction,
-                                  from_scratch=self.options.scratch_check.isChecked())
+        request = FineTuneRequest(
+            model=model,
+            images=images,
+            mode=self.mode,
+            settings=settings,
+            validation_fraction=self.options.validation_fraction,
+            from_scratch=self.options.scratch_check.isChecked(),
+        )
         stop = threading.Event()
-        job = _RunningJob(progress(total=100, desc=f"Fine-tuning {model.description.name}"), stop,
-                          settings.max_seconds)
+        job = _RunningJob(progress(total=100, desc=f"Fine-tuning {model.description.name}"), stop, settings.max_seconds)
         self._remove_hidden_previews()
         if preview is not None:
             job.preview = make_target(preview[0], preview[1].layout)
@@ -507,7 +537,8 @@ class FineTuneWidget(QWidget):
                 raise ValueError(
                     f"the labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)} but the "
                     f"image {image_layer.name!r} needs {expected}; paint into a labels layer made for this image "
-                    "(e.g. its Segment result)")
+                    "(e.g. its Segment result)"
+                )
             plane = None
             if self.current_plane.isChecked() and layout.stack_axes:
                 plane = shown_plane(self.viewer, image_layer, layout)
@@ -515,12 +546,21 @@ class FineTuneWidget(QWidget):
             shapes = self.reviewed_layer() if self.mode == "corrections" else None
             reviewed = None if shapes is None else reviewed_mask(shapes, image_layer, expected)
             if reviewed is not None and not reviewed.any():
-                raise ValueError(f"no shape of {shapes.name!r} lies on {image_layer.name!r}; draw a rectangle "
-                                 "over the part you checked, or choose 'Whole planes'")
-            images.append(AnnotatedImage(
-                name=image_layer.name, image=data, labels=np.asarray(labels_layer.data).copy(),
-                channel_axis=layout.channel_axis if not image_layer.rgb else None, rgb=bool(image_layer.rgb),
-                plane=plane, reviewed=reviewed))
+                raise ValueError(
+                    f"no shape of {shapes.name!r} lies on {image_layer.name!r}; draw a rectangle "
+                    "over the part you checked, or choose 'Whole planes'"
+                )
+            images.append(
+                AnnotatedImage(
+                    name=image_layer.name,
+                    image=data,
+                    labels=np.asarray(labels_layer.data).copy(),
+                    channel_axis=layout.channel_axis if not image_layer.rgb else None,
+                    rgb=bool(image_layer.rgb),
+                    plane=plane,
+                    reviewed=reviewed,
+                )
+            )
             if preview is None:
                 preview = (image_layer, PreviewSource(data, layout))
         return images, preview
@@ -589,8 +629,9 @@ class FineTuneWidget(QWidget):
             return layer
         if layer is not None:
             self.viewer.layers.remove(layer)
-        layer = napari.layers.Labels(np.zeros(target.shape, np.uint32), name=preview_name(target.source.name),
-                                     **target.geometry, opacity=0.5)
+        layer = napari.layers.Labels(
+            np.zeros(target.shape, np.uint32), name=preview_name(target.source.name), **target.geometry, opacity=0.5
+        )
         self._previews.add(layer)  # before it is added, so the layer choosers never list it
         self.session.results.bind(target.source, "preview", [layer])
         _add_unselected(self.viewer, layer)
@@ -604,7 +645,9 @@ class FineTuneWidget(QWidget):
 
     def _show_preview(self, job: _RunningJob, update: PreviewUpdate) -> None:
         target = job.preview
-        if target is None or all(unwrap_proxy(layer) is not unwrap_proxy(target.source) for layer in self.viewer.layers):
+        if target is None or all(
+            unwrap_proxy(layer) is not unwrap_proxy(target.source) for layer in self.viewer.layers
+        ):
             return  # no preview for an image layer the user deleted
         existing = self.session.results.find(self.viewer, target.source, "preview")
         if existing and tuple(existing[0].data.shape) == target.shape:
@@ -636,7 +679,8 @@ class FineTuneWidget(QWidget):
         how = "stopped" if result.stopped else "done"
         self.status_label.setText(
             f"Training {how}: {result.steps_done} steps in {result.seconds:.0f} s. "
-            "Accept to segment with the fine-tuned model, or Discard it.")
+            "Accept to segment with the fine-tuned model, or Discard it."
+        )
         self._show_metrics(result)
         # In a dock shared with Segment the buttons are below the fold: bring the decision into view,
         # then the status above it (both fit in a dock a third of an 800-pixel screen high)
@@ -662,11 +706,12 @@ class FineTuneWidget(QWidget):
         else:
             self.metric_label.setText(f"{name}: {base:.2f} → {best:.2f}")
             if best < base:
-                warning = (f"The fine-tuned model is worse than before ({name} {base:.2f} → {best:.2f}): "
-                           "press Discard.")
+                warning = f"The fine-tuned model is worse than before ({name} {base:.2f} → {best:.2f}): press Discard."
             elif not best > base:
-                warning = ("No improvement on the held-back annotation, so the result is the model as it was. "
-                           "Discard it; annotate more or train longer.")
+                warning = (
+                    "No improvement on the held-back annotation, so the result is the model as it was. "
+                    "Discard it; annotate more or train longer."
+                )
         self.warning_label.setText(warning)
         self.warning_label.setVisible(bool(warning))
 
@@ -698,8 +743,9 @@ class FineTuneWidget(QWidget):
         self._pending = False
         self._remove_hidden_previews()
         self.session.set_model(model, f"{model.description.name}, {time.strftime('%H:%M:%S')} (not saved)")
-        self.status_label.setText(f"Segment now uses {model.description.name!r}. "
-                                  "Save it to keep it; Revert goes back to the previous model.")
+        self.status_label.setText(
+            f"Segment now uses {model.description.name!r}. Save it to keep it; Revert goes back to the previous model."
+        )
         self._update_state()
 
     def discard(self) -> None:
@@ -743,8 +789,11 @@ class FineTuneWidget(QWidget):
             return
         stem = re.sub(r"[^\w.-]+", "_", self.result.model.description.name).strip("_") or "fine-tuned"
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save the fine-tuned model", f"{stem}.unet.safetensors",
-            "napari-unet models (*.unet.safetensors);;All files (*)")
+            self,
+            "Save the fine-tuned model",
+            f"{stem}.unet.safetensors",
+            "napari-unet models (*.unet.safetensors);;All files (*)",
+        )
         if path:
             self.save_model_to(path)
 
@@ -757,4 +806,3 @@ def _end_training(stop: threading.Event, worker: GeneratorWorker) -> None:
     """End a training job at its next step and drop its result (the widget was closed)."""
     stop.set()
     worker.quit()
-

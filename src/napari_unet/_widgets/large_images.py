@@ -65,8 +65,9 @@ def result_path(layer: Any, output: str) -> Path:
 
 
 @thread_worker
-def blockwise_worker(image: Any, model: SegmentationModel, path: Path,
-                     options: dict[str, Any]) -> Generator[Progress, None, BlockwiseResult | str]:
+def blockwise_worker(
+    image: Any, model: SegmentationModel, path: Path, options: dict[str, Any]
+) -> Generator[Progress, None, BlockwiseResult | str]:
     """Run :func:`segment_to_zarr_job` in a worker thread; a user error comes back as its message."""
     try:
         return (yield from segment_to_zarr_job(image, model, path, **options))
@@ -75,8 +76,9 @@ def blockwise_worker(image: Any, model: SegmentationModel, path: Path,
         return str(exc)
 
 
-def show_lazy_result(viewer: Any, results: Any, target: Target, result: BlockwiseResult,
-                     class_names: list[str]) -> list[Any]:
+def show_lazy_result(
+    viewer: Any, results: Any, target: Target, result: BlockwiseResult, class_names: list[str]
+) -> list[Any]:
     """Add (or replace) the result layers of ``target.source`` with lazy layers backed by ``result.path``.
 
     Returns the layers. Only the part of the zarr shown on screen is read.
@@ -86,19 +88,31 @@ def show_lazy_result(viewer: Any, results: Any, target: Target, result: Blockwis
     kind = "probabilities" if result.output == "probabilities" else "labels"
     for old in results.find(viewer, target.source, kind):
         viewer.layers.remove(old)
-    metadata = {"output": result.output, "source": target.source.name, "class_names": list(class_names),
-                "path": str(result.path)}
+    metadata = {
+        "output": result.output,
+        "source": target.source.name,
+        "class_names": list(class_names),
+        "path": str(result.path),
+    }
     if result.output == "probabilities":
         channel = len(target.layout.stack_axes)
         names = [probabilities_name(target.source.name, c) for c in class_names]
-        layers = viewer.add_image(data, channel_axis=channel, name=names, **target.geometry,
-                                  contrast_limits=[0.0, 1.0], blending="additive",
-                                  multiscale=len(levels) > 1, visible=[False] + [True] * (len(names) - 1))
+        layers = viewer.add_image(
+            data,
+            channel_axis=channel,
+            name=names,
+            **target.geometry,
+            contrast_limits=[0.0, 1.0],
+            blending="additive",
+            multiscale=len(levels) > 1,
+            visible=[False] + [True] * (len(names) - 1),
+        )
         for index, layer in enumerate(layers):
             unwrap_proxy(layer).metadata[RESULT_KEY] = {**metadata, "class_index": index}
     else:
-        layer = viewer.add_labels(data, name=labels_name(target.source.name), **target.geometry,
-                                  multiscale=len(levels) > 1)
+        layer = viewer.add_labels(
+            data, name=labels_name(target.source.name), **target.geometry, multiscale=len(levels) > 1
+        )
         unwrap_proxy(layer).metadata[RESULT_KEY] = metadata
         layers = [layer]
     results.bind(target.source, kind, layers)

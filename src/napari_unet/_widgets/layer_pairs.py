@@ -40,7 +40,8 @@ class PairRow(QWidget):
         self.labels_combo.setPlaceholderText("choose labels")
         self.labels_combo.setToolTip(
             "The labels layer painted for this image: the corrected Segment result, or your "
-            "scribbles. It must have the image's shape (without colour channels).")
+            "scribbles. It must have the image's shape (without colour channels)."
+        )
         self.remove_button = QPushButton("✕")
         self.remove_button.setFixedWidth(self.remove_button.fontMetrics().horizontalAdvance("✕") + 16)
         self.remove_button.setToolTip("Do not train on this image.")
@@ -80,8 +81,13 @@ class LayerPairs(QWidget):
 
     changed = Signal()
 
-    def __init__(self, viewer: Any, session: ModelSession,
-                 hidden: Callable[[Any], bool] = lambda layer: False, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        viewer: Any,
+        session: ModelSession,
+        hidden: Callable[[Any], bool] = lambda layer: False,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.session = session
@@ -161,8 +167,9 @@ class LayerPairs(QWidget):
         return [layer for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
 
     def _labels(self) -> list[Any]:
-        return [layer for layer in self.viewer.layers
-                if isinstance(layer, napari.layers.Labels) and not self.hidden(layer)]
+        return [
+            layer for layer in self.viewer.layers if isinstance(layer, napari.layers.Labels) and not self.hidden(layer)
+        ]
 
     def refresh(self, *_: Any) -> None:
         """List the viewer's layers again, keeping every row's choices that still exist."""
@@ -198,8 +205,9 @@ class LayerPairs(QWidget):
             return
         candidates = self._labels()
         ids = {id(unwrap_proxy(layer)) for layer in candidates}
-        result = [layer for layer in self.session.results.find(self.viewer, image, "labels")
-                  if id(unwrap_proxy(layer)) in ids]
+        result = [
+            layer for layer in self.session.results.find(self.viewer, image, "labels") if id(unwrap_proxy(layer)) in ids
+        ]
         shape = image_shape(image)
         same_shape = [layer for layer in candidates if tuple(layer.data.shape) == shape]
         best = (result or same_shape[::-1] or [None])[0]

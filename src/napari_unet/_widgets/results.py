@@ -152,8 +152,11 @@ class ResultLayers:
 
     def sources(self, viewer: Any) -> list[Any]:
         """Image layers of ``viewer`` that have result layers in it, in layer-list order."""
-        return [layer for layer in viewer.layers
-                if self.find(viewer, layer, "labels") or self.find(viewer, layer, "probabilities")]
+        return [
+            layer
+            for layer in viewer.layers
+            if self.find(viewer, layer, "labels") or self.find(viewer, layer, "probabilities")
+        ]
 
     def bind(self, source: Any, kind: str, layers: Sequence[Any]) -> None:
         """Remember ``layers`` as the ``kind`` results of ``source``."""
@@ -187,8 +190,9 @@ class ResultLayers:
             assert result.probabilities is not None
             return self._show_probabilities(viewer, target, result.probabilities, result.class_names)
         assert result.labels is not None
-        shown = [self._show_labels(viewer, target, result.labels, result.class_names,
-                                   instances=result.output == "instances")]
+        shown = [
+            self._show_labels(viewer, target, result.labels, result.class_names, instances=result.output == "instances")
+        ]
         set_contour(shown[0], outlines)
         if result.probabilities is not None:
             shown += self._show_probabilities(viewer, target, result.probabilities, result.class_names)
@@ -199,8 +203,9 @@ class ResultLayers:
                 viewer.layers.move(index, len(viewer.layers))
         return shown
 
-    def _show_labels(self, viewer: Any, target: Target, labels: np.ndarray, class_names: Sequence[str], *,
-                     instances: bool) -> Any:
+    def _show_labels(
+        self, viewer: Any, target: Target, labels: np.ndarray, class_names: Sequence[str], *, instances: bool
+    ) -> Any:
         existing = self.find(viewer, target.source, "labels")
         layer = existing[0] if existing else None
         if target.plane is not None:
@@ -221,14 +226,13 @@ class ResultLayers:
         self.bind(target.source, "labels", [layer])
         return layer
 
-    def _show_probabilities(self, viewer: Any, target: Target, probabilities: np.ndarray,
-                            class_names: Sequence[str]) -> list[Any]:
+    def _show_probabilities(
+        self, viewer: Any, target: Target, probabilities: np.ndarray, class_names: Sequence[str]
+    ) -> list[Any]:
         class_axis = probabilities.ndim - 3
         per_class = [probabilities[(slice(None),) * class_axis + (c,)] for c in range(len(class_names))]
         existing = self.find(viewer, target.source, "probabilities")
-        reuse = len(existing) == len(per_class) and all(
-            layer.ndim == len(target.shape) for layer in existing
-        )
+        reuse = len(existing) == len(per_class) and all(layer.ndim == len(target.shape) for layer in existing)
         if target.plane is not None:
             old = [layer.data for layer in existing] if reuse else [None] * len(per_class)
             per_class = [_write_plane(o, target, p, offset_ids=False) for o, p in zip(old, per_class)]
@@ -242,12 +246,17 @@ class ResultLayers:
                 viewer.layers.remove(layer)
             layers = []
             for c, (name, data) in enumerate(zip(class_names, per_class)):
-                layers.append(viewer.add_image(
-                    data, name=probabilities_name(target.source.name, name),
-                    **target.geometry, contrast_limits=(0.0, 1.0),
-                    colormap="gray" if c == 0 else _CLASS_COLORMAPS[(c - 1) % len(_CLASS_COLORMAPS)],
-                    blending="additive", visible=c != 0,
-                ))
+                layers.append(
+                    viewer.add_image(
+                        data,
+                        name=probabilities_name(target.source.name, name),
+                        **target.geometry,
+                        contrast_limits=(0.0, 1.0),
+                        colormap="gray" if c == 0 else _CLASS_COLORMAPS[(c - 1) % len(_CLASS_COLORMAPS)],
+                        blending="additive",
+                        visible=c != 0,
+                    )
+                )
         for c, layer in enumerate(layers):
             unwrap_proxy(layer).metadata[RESULT_KEY] = {
                 "output": "probabilities",

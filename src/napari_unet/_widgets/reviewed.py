@@ -40,7 +40,7 @@ def reviewed_mask(shapes_layer: Any, image_layer: Any, labels_shape: tuple[int, 
         world = np.asarray(vertices, float) * shape_scale + shape_translate
         # align trailing (Y, X) axes: shapes drawn on a 2-D view of a stack have 2 columns
         world = world[:, -ndim:] if world.shape[1] >= ndim else world
-        pixels = (world - image_translate[-world.shape[1]:]) / image_scale[-world.shape[1]:]
+        pixels = (world - image_translate[-world.shape[1] :]) / image_scale[-world.shape[1] :]
         rows, cols = fill_polygon(pixels[:, -2], pixels[:, -1], shape=labels_shape[-2:])
         if ndim > 2 and pixels.shape[1] == ndim:
             plane = tuple(int(round(v)) for v in pixels[0, :-2])

@@ -9,9 +9,9 @@ started from).
 from __future__ import annotations
 
 import logging
-from functools import partial
 from collections.abc import Generator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +73,14 @@ _OUTPUTS = (
     ("probabilities", "Probabilities", "One image layer per class with the class probability (0 to 1) of every pixel."),
 )
 _ROW_LABELS = ("Image", "Model", "Output", "Show", "Planes", "Device", "Tile size", "Batch size", "Channel axis")
-_OUTLINE_TIP = ("Draw the objects of the Labels result as outlines (contour 1) instead of filled, so the image "
-                "shows through; the same as the layer's 'contour' control.")
-_PROBABILITIES_TIP = ("Besides the Labels result, add the probability (0 to 1) of every class as image layers "
-                      "'<image> [U-Net probabilities] <class>'. Needs memory for one float image per class.")
+_OUTLINE_TIP = (
+    "Draw the objects of the Labels result as outlines (contour 1) instead of filled, so the image "
+    "shows through; the same as the layer's 'contour' control."
+)
+_PROBABILITIES_TIP = (
+    "Besides the Labels result, add the probability (0 to 1) of every class as image layers "
+    "'<image> [U-Net probabilities] <class>'. Needs memory for one float image per class."
+)
 #: Errors of the core that the user can act on; shown as a message, not a traceback.
 _USER_ERRORS = (ValueError, OutOfMemoryError, MemoryError)
 
@@ -89,8 +93,9 @@ class _JobFailed:
 
 
 @thread_worker
-def _segmentation_worker(image: Any, model: SegmentationModel,
-                         options: dict[str, Any]) -> Generator[Progress, None, SegmentationResult | _JobFailed]:
+def _segmentation_worker(
+    image: Any, model: SegmentationModel, options: dict[str, Any]
+) -> Generator[Progress, None, SegmentationResult | _JobFailed]:
     """Run :func:`segment_job` in a worker thread, turning user errors into a message."""
     try:
         return (yield from segment_job(image, model, **options))
@@ -168,7 +173,8 @@ class SegmentWidget(QWidget):
         self.whole_stack.setToolTip("Segment every plane of a stack (Z, time).")
         self.current_plane = QRadioButton("Current plane")
         self.current_plane.setToolTip(
-            "Segment only the plane shown in the viewer; the other planes of the result are left as they are.")
+            "Segment only the plane shown in the viewer; the other planes of the result are left as they are."
+        )
         self.whole_stack.setChecked(True)
         self._planes_group = QButtonGroup(self)
         self._planes_group.addButton(self.whole_stack)
@@ -188,7 +194,8 @@ class SegmentWidget(QWidget):
         self.tile_spin.setSuffix(" px")
         self.tile_spin.setToolTip(
             "Largest tile the network sees at once. auto: chosen from free memory. "
-            "Smaller tiles need less memory; results are the same.")
+            "Smaller tiles need less memory; results are the same."
+        )
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(0, 64)
         self.batch_spin.setSpecialValueText("auto")
@@ -199,7 +206,8 @@ class SegmentWidget(QWidget):
         self.channel_spin.setValue(-1)
         self.channel_spin.setToolTip(
             "Axis of the image layer that holds the channels, for multichannel models. "
-            "auto: guessed from the model; RGB layers always use their colours.")
+            "auto: guessed from the model; RGB layers always use their colours."
+        )
         self.amp_check = QCheckBox("Mixed precision on CUDA")
         self.amp_check.setChecked(True)
         self.amp_check.setToolTip("Faster and leaner on NVIDIA GPUs; no effect on the CPU.")
@@ -221,8 +229,12 @@ class SegmentWidget(QWidget):
         form = QFormLayout(advanced_form)
         form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        for text, field in (("Device", self.device_combo), ("Tile size", self.tile_spin),
-                            ("Batch size", self.batch_spin), ("Channel axis", self.channel_spin)):
+        for text, field in (
+            ("Device", self.device_combo),
+            ("Tile size", self.tile_spin),
+            ("Batch size", self.batch_spin),
+            ("Channel axis", self.channel_spin),
+        ):
             form.addRow(_row_label(text, label_width), field)
         form.addRow(self.amp_check)
         self.advanced.addWidget(advanced_form)
@@ -264,8 +276,10 @@ class SegmentWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.output_combo.currentIndexChanged.connect(self._update_state)
         self.outline_check.toggled.connect(self._show_outlines)
-        self.shortcuts = [shortcuts.add_shortcut(self, self.segment_button, shortcuts.SEGMENT),
-                          shortcuts.add_shortcut(self, self.cancel_button, shortcuts.CANCEL_SEGMENT)]
+        self.shortcuts = [
+            shortcuts.add_shortcut(self, self.segment_button, shortcuts.SEGMENT),
+            shortcuts.add_shortcut(self, self.cancel_button, shortcuts.CANCEL_SEGMENT),
+        ]
 
     # ------------------------------------------------------------- image layers
     def _connect_layers(self) -> None:
@@ -285,8 +299,11 @@ class SegmentWidget(QWidget):
         event.value.events.name.disconnect(self._refresh_images)
         job = self._job
         if job is not None and not job.dropped and unwrap_proxy(event.value) is unwrap_proxy(job.target.source):
-            self._drop(job, f"The image layer {job.target.source.name!r} was deleted while it was being "
-                            "segmented; the segmentation was cancelled and no layer was changed.")
+            self._drop(
+                job,
+                f"The image layer {job.target.source.name!r} was deleted while it was being "
+                "segmented; the segmentation was cancelled and no layer was changed.",
+            )
         self._refresh_images()
 
     def _drop(self, job: _RunningJob, message: str) -> None:
@@ -318,8 +335,9 @@ class SegmentWidget(QWidget):
         self.image_combo.clear()
         for layer in images:
             self.image_combo.addItem(layer.name, layer)
-            self.image_combo.setItemData(self.image_combo.count() - 1, _describe_layer(layer),
-                                         Qt.ItemDataRole.ToolTipRole)
+            self.image_combo.setItemData(
+                self.image_combo.count() - 1, _describe_layer(layer), Qt.ItemDataRole.ToolTipRole
+            )
             if unwrap_proxy(layer) is chosen:
                 self.image_combo.setCurrentIndex(self.image_combo.count() - 1)
         self.image_combo.blockSignals(False)
@@ -367,8 +385,8 @@ class SegmentWidget(QWidget):
         source = self.model_combo.itemData(row)
         if source == _LOAD_FILE:
             path, _ = QFileDialog.getOpenFileName(
-                self, "Load a napari-unet model", "",
-                "napari-unet models (*.unet.safetensors);;All files (*)")
+                self, "Load a napari-unet model", "", "napari-unet models (*.unet.safetensors);;All files (*)"
+            )
             if path:
                 self.load_model_file(path)
             else:
@@ -391,8 +409,9 @@ class SegmentWidget(QWidget):
                 combo.addItem(shipped.title, shipped.key)
                 combo.setItemData(combo.count() - 1, shipped.summary, Qt.ItemDataRole.ToolTipRole)
             combo.addItem("Load model file...", _LOAD_FILE)
-            combo.setItemData(combo.count() - 1, "Choose a napari-unet model file (.unet.safetensors).",
-                              Qt.ItemDataRole.ToolTipRole)
+            combo.setItemData(
+                combo.count() - 1, "Choose a napari-unet model file (.unet.safetensors).", Qt.ItemDataRole.ToolTipRole
+            )
         self._forget_unloadable_models()
         row = combo.findData(source) if model is not None else -1
         if model is not None and row < 0:
@@ -409,7 +428,8 @@ class SegmentWidget(QWidget):
             desc = model.description
             channels = desc.config.in_channels
             self.model_info.setText(
-                f"{channels} channel{'s' if channels > 1 else ''}; classes: {', '.join(desc.class_names)}")
+                f"{channels} channel{'s' if channels > 1 else ''}; classes: {', '.join(desc.class_names)}"
+            )
             can_separate = desc.instance_rule.method != "none"
             item = self.output_combo.model().item(0)
             item.setEnabled(can_separate)
@@ -436,8 +456,12 @@ class SegmentWidget(QWidget):
     def _layout_of(self, layer: Any, model: SegmentationModel) -> ImageLayout:
         shape = tuple(_full_resolution(layer).shape)
         axis = self.channel_spin.value()
-        return infer_layout(shape, in_channels=model.config.in_channels,
-                            channel_axis=None if axis < 0 or layer.rgb else axis, rgb=bool(layer.rgb))
+        return infer_layout(
+            shape,
+            in_channels=model.config.in_channels,
+            channel_axis=None if axis < 0 or layer.rgb else axis,
+            rgb=bool(layer.rgb),
+        )
 
     def _update_state(self, *_: Any) -> None:
         layer = self.image_layer
@@ -456,7 +480,8 @@ class SegmentWidget(QWidget):
             self.current_plane.setToolTip("The image is a single plane; there is no stack to choose from.")
         else:
             self.current_plane.setToolTip(
-                "Segment only the plane shown in the viewer; the other planes of the result are left as they are.")
+                "Segment only the plane shown in the viewer; the other planes of the result are left as they are."
+            )
         if self.is_running:
             reason = "A segmentation is running; wait for it or press Cancel."
         elif layer is None:
@@ -466,8 +491,7 @@ class SegmentWidget(QWidget):
         else:
             reason = ""
         self.segment_button.setEnabled(not reason)
-        shortcuts.set_tip(self.segment_button,
-                          reason or f"Segment {layer.name!r} with {model.description.name!r}.")  # type: ignore[union-attr]
+        shortcuts.set_tip(self.segment_button, reason or f"Segment {layer.name!r} with {model.description.name!r}.")  # type: ignore[union-attr]
         self.cancel_button.setEnabled(self.is_running)
         if self.is_running:
             cancel_tip = "Stop the running segmentation; the previous result is kept."
@@ -479,7 +503,8 @@ class SegmentWidget(QWidget):
         self.outline_check.setEnabled(labels_output)
         if not labels_output:
             self.probabilities_check.setToolTip(
-                "Output 'Probabilities' already makes the probability layers (and no Labels layer).")
+                "Output 'Probabilities' already makes the probability layers (and no Labels layer)."
+            )
             self.outline_check.setToolTip("Output 'Probabilities' makes no Labels layer to outline.")
         else:
             self.probabilities_check.setToolTip(_PROBABILITIES_TIP)
@@ -536,8 +561,9 @@ class SegmentWidget(QWidget):
         pbar = progress(total=100, desc=f"U-Net: {layer.name}{where}")
         job = _RunningJob(make_target(layer, layout, plane), pbar)
         if self.channel_spin.value() < 0 and not layer.rgb:
-            job.notice = channel_notice(layout, in_channels=model.config.in_channels, layer_name=layer.name,
-                                        model_name=model.description.name)
+            job.notice = channel_notice(
+                layout, in_channels=model.config.in_channels, layer_name=layer.name, model_name=model.description.name
+            )
             if job.notice:
                 show_info(job.notice)
         worker = _segmentation_worker(image, model, options)
@@ -587,8 +613,11 @@ class SegmentWidget(QWidget):
             self.status_label.setText(f"Failed: {result}")
             return
         if all(unwrap_proxy(layer) is not unwrap_proxy(job.target.source) for layer in self.viewer.layers):
-            self._drop(job, f"The image layer {job.target.source.name!r} was deleted; its segmentation is in "
-                            f"{result.path} but was not added.")
+            self._drop(
+                job,
+                f"The image layer {job.target.source.name!r} was deleted; its segmentation is in "
+                f"{result.path} but was not added.",
+            )
             return
         layers = show_lazy_result(self.viewer, self.session.results, job.target, result, class_names)
         if result.output != "probabilities":
@@ -619,8 +648,7 @@ class SegmentWidget(QWidget):
             return  # the widget (or the viewer) was closed, or the image layer deleted: show nothing
         if all(unwrap_proxy(layer) is not unwrap_proxy(job.target.source) for layer in self.viewer.layers):
             # deleted just as the job ended (its result was already on its way)
-            self._drop(job, f"The image layer {job.target.source.name!r} was deleted; "
-                            "its segmentation was not added.")
+            self._drop(job, f"The image layer {job.target.source.name!r} was deleted; its segmentation was not added.")
             return
         if isinstance(result, _JobFailed):
             show_error(f"Cannot segment {job.target.source.name!r}: {result.message}")

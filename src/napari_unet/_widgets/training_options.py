@@ -19,7 +19,9 @@ class TrainingOptions(QCollapsible):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Advanced options", parent, expandedIcon="▼", collapsedIcon="▶")
-        self.steps_spin = _spin(1, 1_000_000, 2000, "Most optimiser steps; the time budget usually ends training first.")
+        self.steps_spin = _spin(
+            1, 1_000_000, 2000, "Most optimiser steps; the time budget usually ends training first."
+        )
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(5)
         self.lr_spin.setRange(0.00001, 1.0)
@@ -33,7 +35,9 @@ class TrainingOptions(QCollapsible):
         self.optimizer_combo = QComboBox()
         self.optimizer_combo.addItem("AdamW", "adamw")
         self.optimizer_combo.addItem("SGD, momentum 0.99 (the paper)", "sgd")
-        self.optimizer_combo.setToolTip("AdamW is forgiving; SGD follows the U-Net paper and needs a larger learning rate.")
+        self.optimizer_combo.setToolTip(
+            "AdamW is forgiving; SGD follows the U-Net paper and needs a larger learning rate."
+        )
         self.loss_combo = QComboBox()
         self.loss_combo.addItem("Weighted cross-entropy (the paper)", "ce")
         self.loss_combo.addItem("Dice + cross-entropy", "dice_ce")
@@ -45,7 +49,8 @@ class TrainingOptions(QCollapsible):
         self.mistake_spin.setSuffix(" ×")
         self.mistake_spin.setToolTip(
             "Pixels where your labels disagree with the model's own prediction (its mistakes) weigh this many "
-            "times more. 1 = no extra weight (and no extra prediction before training).")
+            "times more. 1 = no extra weight (and no extra prediction before training)."
+        )
         self.validation_spin = QSpinBox()
         self.validation_spin.setRange(0, 50)
         self.validation_spin.setSingleStep(5)
@@ -54,7 +59,8 @@ class TrainingOptions(QCollapsible):
         self.validation_spin.setSpecialValueText("none")
         self.validation_spin.setToolTip(
             "Part of the annotation held back to measure whether training helps (whole planes of a stack, "
-            "otherwise the bottom rows). The best model on it is kept. none: keep the last model.")
+            "otherwise the bottom rows). The best model on it is kept. none: keep the last model."
+        )
         self.validate_spin = _spin(1, 100_000, TrainingSettings.validate_every, "Steps between two measurements.")
         self.augment_check = QCheckBox("Augment (deform, flip, rotate, vary intensity)")
         self.augment_check.setChecked(True)
@@ -64,17 +70,25 @@ class TrainingOptions(QCollapsible):
         self.scratch_check = QCheckBox("Train from scratch (forget the model's weights)")
         self.scratch_check.setToolTip(
             "Start from random weights with the model's architecture and classes. Needs much more "
-            "annotation and time; the metric has no 'before' value.")
+            "annotation and time; the metric has no 'before' value."
+        )
 
         advanced_form = QWidget()
         form = QFormLayout(advanced_form)
         form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        for text, widget in (("Max steps", self.steps_spin), ("Learning rate", self.lr_spin),
-                             ("Batch size", self.batch_spin), ("Patch size", self.patch_spin),
-                             ("Optimizer", self.optimizer_combo), ("Loss", self.loss_combo),
-                             ("Mistake weight", self.mistake_spin), ("Validation", self.validation_spin),
-                             ("Validate every", self.validate_spin), ("Device", self.device_combo)):
+        for text, widget in (
+            ("Max steps", self.steps_spin),
+            ("Learning rate", self.lr_spin),
+            ("Batch size", self.batch_spin),
+            ("Patch size", self.patch_spin),
+            ("Optimizer", self.optimizer_combo),
+            ("Loss", self.loss_combo),
+            ("Mistake weight", self.mistake_spin),
+            ("Validation", self.validation_spin),
+            ("Validate every", self.validate_spin),
+            ("Device", self.device_combo),
+        ):
             form.addRow(text, widget)
         form.addRow(self.augment_check)
         form.addRow(self.scratch_check)

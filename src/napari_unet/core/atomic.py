@@ -69,7 +69,9 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
                 raise OutputError(f"{str(path)!r} already exists; choose another name or allow overwriting") from exc
             except OSError:
                 if path.exists():
-                    raise OutputError(f"{str(path)!r} already exists; choose another name or allow overwriting") from None
+                    raise OutputError(
+                        f"{str(path)!r} already exists; choose another name or allow overwriting"
+                    ) from None
                 os.replace(tmp, path)  # file systems without hard links
             finally:
                 with contextlib.suppress(OSError):
@@ -79,7 +81,9 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise OutputError(f"the disk is full; nothing was written to {str(path)!r}. Free space and retry") from exc
+                raise OutputError(
+                    f"the disk is full; nothing was written to {str(path)!r}. Free space and retry"
+                ) from exc
             if isinstance(exc, PermissionError):
                 raise OutputError(f"no permission to write {str(path)!r}; choose another folder") from exc
             raise OutputError(f"writing {str(path)!r} failed ({exc.strerror or exc}); nothing was written") from exc

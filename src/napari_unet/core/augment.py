@@ -193,9 +193,7 @@ def _warp(array: np.ndarray, coords: np.ndarray) -> np.ndarray:
     order = 1 if linear else 0
     work = array.astype(np.uint8) if array.dtype == bool else array
     flat = work.reshape(*work.shape[:2], -1)
-    channels = [
-        ndi.map_coordinates(flat[..., c], coords, order=order, mode="reflect") for c in range(flat.shape[-1])
-    ]
+    channels = [ndi.map_coordinates(flat[..., c], coords, order=order, mode="reflect") for c in range(flat.shape[-1])]
     return np.stack(channels, axis=-1).reshape(array.shape).astype(array.dtype, copy=False)
 
 

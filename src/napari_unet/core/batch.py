@@ -167,7 +167,8 @@ def refuse_overwriting_inputs(inputs: Sequence[Path], targets: Sequence[Path], /
         if source is not None:
             raise InputError(
                 f"the output {target} would replace the input image {source}; write the results to another "
-                "folder (e.g. -o labels/ or output_folder='labels/') or give the output file another name")
+                "folder (e.g. -o labels/ or output_folder='labels/') or give the output file another name"
+            )
 
 
 def _identity(path: Path) -> str:
@@ -221,11 +222,23 @@ def segment_files_job(
         if not folder.exists():
             folder.mkdir(parents=True, exist_ok=True)
 
-    return (yield from per_file_job(
-        files, targets,
-        lambda source, target: _segment_one(source, target, model, output=output, device=device,
-                                            tile_size=tile_size, batch_size=batch_size, channel_axis=channel_axis),
-        overwrite=overwrite))
+    return (
+        yield from per_file_job(
+            files,
+            targets,
+            lambda source, target: _segment_one(
+                source,
+                target,
+                model,
+                output=output,
+                device=device,
+                tile_size=tile_size,
+                batch_size=batch_size,
+                channel_axis=channel_axis,
+            ),
+            overwrite=overwrite,
+        )
+    )
 
 
 #: One file's result: (objects or None, a message for the summary or "").
@@ -256,24 +269,33 @@ def per_file_job(
     rows: list[FileSummary] = []
     n = len(sources)
     for index, (source, target) in enumerate(zip(sources, targets)):
-        yield Progress("file-start", done=0, total=1, plane=index, n_planes=n, message=source.name,
-                       data={"file": source})
+        yield Progress(
+            "file-start", done=0, total=1, plane=index, n_planes=n, message=source.name, data={"file": source}
+        )
         if target.exists() and not overwrite:
-            row = FileSummary(str(source), str(target), "skipped", None, 0.0,
-                              f"{target} exists (overwrite to redo it)")
+            row = FileSummary(str(source), str(target), "skipped", None, 0.0, f"{target} exists (overwrite to redo it)")
         else:
             started = time.perf_counter()
             try:
                 objects, message = yield from segment_one(source, target)
             except _FILE_ERRORS as exc:
-                row = FileSummary(str(source), str(target), "failed", None,
-                                  round(time.perf_counter() - started, 3), str(exc))
+                row = FileSummary(
+                    str(source), str(target), "failed", None, round(time.perf_counter() - started, 3), str(exc)
+                )
             else:
-                row = FileSummary(str(source), str(target), "ok", objects,
-                                  round(time.perf_counter() - started, 3), message)
+                row = FileSummary(
+                    str(source), str(target), "ok", objects, round(time.perf_counter() - started, 3), message
+                )
         rows.append(row)
-        yield Progress("file-done", done=1, total=1, plane=index, n_planes=n, message=f"{source.name}: {row.status}",
-                       data={"summary": row})
+        yield Progress(
+            "file-done",
+            done=1,
+            total=1,
+            plane=index,
+            n_planes=n,
+            message=f"{source.name}: {row.status}",
+            data={"summary": row},
+        )
     return rows
 
 
@@ -346,9 +368,18 @@ def segment_files(
     [('images/a.tif', 'ok', 41), ('images/b.tif', 'skipped', None)]
     """
     rows = run_job(
-        segment_files_job(inputs, model=model, output_folder=output_folder, outputs=outputs, output=output,
-                          device=device, tile_size=tile_size, batch_size=batch_size,
-                          channel_axis=channel_axis, overwrite=overwrite),
+        segment_files_job(
+            inputs,
+            model=model,
+            output_folder=output_folder,
+            outputs=outputs,
+            output=output,
+            device=device,
+            tile_size=tile_size,
+            batch_size=batch_size,
+            channel_axis=channel_axis,
+            overwrite=overwrite,
+        ),
         on_progress=on_progress,
     )
     if summary is not None:
@@ -356,25 +387,48 @@ def segment_files(
     return rows
 
 
-def _segment_one(source: Path, target: Path, model: SegmentationModel, *, output: OutputKind, device: str,
-                 tile_size: int | None, batch_size: int | None,
-                 channel_axis: int | None) -> Generator[Progress, None, tuple[int | None, str]]:
+def _segment_one(
+    source: Path,
+    target: Path,
+    model: SegmentationModel,
+    *,
+    output: OutputKind,
+    device: str,
+    tile_size: int | None,
+    batch_size: int | None,
+    channel_axis: int | None,
+) -> Generator[Progress, None, tuple[int | None, str]]:
     """Segment one file into ``target``; returns (objects or None, warning message or "")."""
     image, info = read_image(source)
     if channel_axis is None and not info.rgb and "C" in info.axes:
         channel_axis = info.axes.index("C")
-    result = yield from segment_job(image, model, output=output, device=device, tile_size=tile_size,
-                                    batch_size=batch_size, channel_axis=channel_axis, rgb=info.rgb)
+    result = yield from segment_job(
+        image,
+        model,
+        output=output,
+        device=device,
+        tile_size=tile_size,
+        batch_size=batch_size,
+        channel_axis=channel_axis,
+        rgb=info.rgb,
+    )
     spatial_axes = "".join(a for a in info.axes if a not in "CS")
     unit = info.unit or "um"
     if result.output == "probabilities":
-        write_probabilities(target, result.probabilities, axes=spatial_axes[:-2] + "CYX",
-                            scale=info.pixel_size, unit=unit, overwrite=True)
+        write_probabilities(
+            target,
+            result.probabilities,
+            axes=spatial_axes[:-2] + "CYX",
+            scale=info.pixel_size,
+            unit=unit,
+            overwrite=True,
+        )
         return None, ""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LabelsDtypeWarning)
-        written = write_labels(target, result.labels, axes=spatial_axes, scale=info.pixel_size, unit=unit,
-                               overwrite=True)
+        written = write_labels(
+            target, result.labels, axes=spatial_axes, scale=info.pixel_size, unit=unit, overwrite=True
+        )
     return (result.n_objects if result.output == "instances" else None), written.warning or ""
 
 

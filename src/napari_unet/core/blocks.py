@@ -81,8 +81,10 @@ def block_grid(plane_shape: tuple[int, int], /, *, block_size: int, margin: int,
         for col, x0 in enumerate(range(0, width, block_size)):
             y1, x1 = min(y0 + block_size, height), min(x0 + block_size, width)
             core = (slice(y0, y1), slice(x0, x1))
-            extended = (slice(max(0, y0 - margin), min(height, y1 + margin)),
-                        slice(max(0, x0 - margin), min(width, x1 + margin)))
+            extended = (
+                slice(max(0, y0 - margin), min(height, y1 + margin)),
+                slice(max(0, x0 - margin), min(width, x1 + margin)),
+            )
             blocks.append(Block((row, col), core, extended))
     return blocks
 
@@ -118,5 +120,7 @@ def comparison_zone(a: Block, b: Block, /, *, margin: int) -> Region:
 
 def relative(inner: Region, outer: Region, /) -> Region:
     """``inner`` (plane coordinates) in coordinates of ``outer``, which contains it."""
-    return (slice(inner[0].start - outer[0].start, inner[0].stop - outer[0].start),
-            slice(inner[1].start - outer[1].start, inner[1].stop - outer[1].start))
+    return (
+        slice(inner[0].start - outer[0].start, inner[0].stop - outer[0].start),
+        slice(inner[1].start - outer[1].start, inner[1].stop - outer[1].start),
+    )

@@ -222,23 +222,44 @@ def segment_to_zarr_job(
     margin = -(-max(0, margin) // step) * step if output == "instances" else 0
     blocks = block_grid(layout.plane_shape, block_size=block_size, margin=margin, step=step)
     planes = list(layout.plane_indices())
-    units = [_Unit(p * len(blocks) + b, index, p, block)
-             for p, index in enumerate(planes) for b, block in enumerate(blocks)]
+    units = [
+        _Unit(p * len(blocks) + b, index, p, block) for p, index in enumerate(planes) for b, block in enumerate(blocks)
+    ]
     zones = _zones_by_unit(blocks, len(planes), margin) if output == "instances" else {}
     n_classes = model.config.n_classes
     shape, chunks, axes = _output_geometry(layout, output, n_classes, math.gcd(block_size, _CHUNK), image)
-    target = ZarrOutput(output_path, shape=shape, chunks=chunks, axes=axes,
-                        dtype={"instances": np.uint32, "classes": np.uint8, "probabilities": np.float32}[output],
-                        scale=_output_scale(scale, image, layout, axes), unit=unit, overwrite=overwrite,
-                        attributes={"model": description.name, "output": output, "class_names": list(description.class_names)})
+    target = ZarrOutput(
+        output_path,
+        shape=shape,
+        chunks=chunks,
+        axes=axes,
+        dtype={"instances": np.uint32, "classes": np.uint8, "probabilities": np.float32}[output],
+        scale=_output_scale(scale, image, layout, axes),
+        unit=unit,
+        overwrite=overwrite,
+        attributes={"model": description.name, "output": output, "class_names": list(description.class_names)},
+    )
     committed = False
     try:
         stats = []
         for p, index in enumerate(planes):
-            yield Progress("statistics", done=p, total=len(planes), message=f"reading intensities of plane {p + 1}/{len(planes)}")
+            yield Progress(
+                "statistics", done=p, total=len(planes), message=f"reading intensities of plane {p + 1}/{len(planes)}"
+            )
             stats.append(description.normalization.statistics(layout.plane(lazy, index)))
-        plan = _Plan(image=lazy, layout=layout, stats=stats, output=output, out_path=target.level0_path, zones=zones,
-                     n_units=len(units), device=device, tile_size=tile_size, batch_size=batch_size, amp=amp)
+        plan = _Plan(
+            image=lazy,
+            layout=layout,
+            stats=stats,
+            output=output,
+            out_path=target.level0_path,
+            zones=zones,
+            n_units=len(units),
+            device=device,
+            tile_size=tile_size,
+            batch_size=batch_size,
+            amp=amp,
+        )
         merger = _ZoneMerger(len(units))
         if scheduler is None:
             torch_device = resolve_device(device)
@@ -246,15 +267,22 @@ def segment_to_zarr_job(
             for unit_ in units:
                 outcome = yield from _block_job(unit_, plan, model, torch_device)
                 merger.absorb(unit_.number, outcome)
-                yield Progress("blocks", done=unit_.number + 1, total=len(units), plane=unit_.number + 1,
-                               n_planes=len(units), message=f"block {unit_.number + 1}/{len(units)} done")
+                yield Progress(
+                    "blocks",
+                    done=unit_.number + 1,
+                    total=len(units),
+                    plane=unit_.number + 1,
+                    n_planes=len(units),
+                    message=f"block {unit_.number + 1}/{len(units)} done",
+                )
         else:
             from .cluster import connect, map_tasks
 
             where = "dask cluster"
             with connect(scheduler, n_workers=n_workers) as client:
-                yield from map_tasks(client, _block_task, units, shared={"plan": plan, "model": model},
-                                     on_result=merger.absorb)
+                yield from map_tasks(
+                    client, _block_task, units, shared={"plan": plan, "model": model}, on_result=merger.absorb
+                )
         n_objects = 0
         if output == "instances":
             yield Progress("relabel", message="joining objects cut by block borders")
@@ -263,7 +291,9 @@ def segment_to_zarr_job(
             for k, unit_ in enumerate(units):
                 key = (*unit_.plane, *unit_.block.core)
                 array[key] = tables[unit_.number][np.asarray(array[key])].astype(np.uint32)
-                yield Progress("relabel", done=k + 1, total=len(units), message=f"renumbering block {k + 1}/{len(units)}")
+                yield Progress(
+                    "relabel", done=k + 1, total=len(units), message=f"renumbering block {k + 1}/{len(units)}"
+                )
         levels = 1
         if pyramid:
             yield Progress("pyramid", message="writing the down-sampled levels")
@@ -273,11 +303,21 @@ def segment_to_zarr_job(
     finally:
         if not committed:
             target.discard()
-    return BlockwiseResult(path=path, output=output, n_objects=n_objects, shape=shape, n_blocks=len(units),
-                           levels=levels, device=where, seconds=time.perf_counter() - started)
+    return BlockwiseResult(
+        path=path,
+        output=output,
+        n_objects=n_objects,
+        shape=shape,
+        n_blocks=len(units),
+        levels=levels,
+        device=where,
+        seconds=time.perf_counter() - started,
+    )
 
 
-def segment_to_zarr(image: Any, model: SegmentationModel, output_path: str | Path, /, **options: Any) -> BlockwiseResult:
+def segment_to_zarr(
+    image: Any, model: SegmentationModel, output_path: str | Path, /, **options: Any
+) -> BlockwiseResult:
     """Segment an image of any size into OME-Zarr; :func:`segment_to_zarr_job` run to the end.
 
     Examples
@@ -302,8 +342,16 @@ def _block_job(unit: _Unit, plan: _Plan, model: SegmentationModel, device: torch
     block = unit.block
     region = block.extended if plan.output == "instances" else block.core
     probabilities = yield from predict_plane_job(
-        plane, model, device=device, stats=plan.stats[unit.plane_number], region=region, tile_size=plan.tile_size,
-        batch_size=plan.batch_size, amp=plan.amp, plane_index=unit.number, n_planes=plan.n_units,
+        plane,
+        model,
+        device=device,
+        stats=plan.stats[unit.plane_number],
+        region=region,
+        tile_size=plan.tile_size,
+        batch_size=plan.batch_size,
+        amp=plan.amp,
+        plane_index=unit.number,
+        n_planes=plan.n_units,
     )
     array = _zarr().open_array(plan.out_path, mode="r+")
     core = relative(block.core, region)
@@ -359,7 +407,9 @@ class _ZoneMerger:
         for a, b, pairs in self._matches:
             keep = np.isin(pairs[:, 0], self.written[a]) & np.isin(pairs[:, 1], self.written[b])
             union.join(np.stack([pairs[keep, 0] + offsets[a], pairs[keep, 1] + offsets[b]], axis=1))
-        table = union.final_ids(np.concatenate([w + o for w, o in zip(self.written, offsets)] or [np.zeros(0, np.int64)]))
+        table = union.final_ids(
+            np.concatenate([w + o for w, o in zip(self.written, offsets)] or [np.zeros(0, np.int64)])
+        )
         tables = []
         for count, offset in zip(self.counts, offsets):
             local = np.zeros(int(count) + 1, dtype=np.int64)
@@ -398,13 +448,16 @@ def _as_lazy_array(image: Any, layout: ImageLayout) -> Any:
     if isinstance(image, LazyImage):
         chunks = getattr(image._open(), "chunks", None)
     if not chunks:
-        chunks = tuple(min(_CHUNK, size) if axis in layout.spatial_axes else size if axis == layout.channel_axis else 1
-                       for axis, size in enumerate(layout.shape))
+        chunks = tuple(
+            min(_CHUNK, size) if axis in layout.spatial_axes else size if axis == layout.channel_axis else 1
+            for axis, size in enumerate(layout.shape)
+        )
     return da.from_array(image, chunks=chunks, asarray=True, lock=False, name=False)
 
 
-def _output_geometry(layout: ImageLayout, output: str, n_classes: int, chunk: int, image: Any
-                     ) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+def _output_geometry(
+    layout: ImageLayout, output: str, n_classes: int, chunk: int, image: Any
+) -> tuple[tuple[int, ...], tuple[int, ...], str]:
     stack = layout.stack_shape
     letters = _stack_letters(layout, image)
     height, width = layout.plane_shape
@@ -419,7 +472,7 @@ def _stack_letters(layout: ImageLayout, image: Any) -> str:
         letters = "".join(axes[a].lower() for a in layout.stack_axes)
         if len(set(letters)) == len(letters) and all(c in "tz" for c in letters):
             return letters
-    return "tz"[-len(layout.stack_axes):] if layout.stack_axes else ""
+    return "tz"[-len(layout.stack_axes) :] if layout.stack_axes else ""
 
 
 def _output_scale(scale: tuple[float, ...] | None, image: Any, layout: ImageLayout, axes: str) -> tuple[float, ...]:

@@ -61,8 +61,9 @@ def connect(scheduler: Any, /, *, n_workers: int | None = None) -> Iterator[Any]
         import torch
 
         workers = n_workers or torch.cuda.device_count() or max(1, (os.cpu_count() or 2) // 2)
-        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+        cluster = distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
         client = distributed.Client(cluster)
         try:
             yield client
@@ -80,8 +81,16 @@ def connect(scheduler: Any, /, *, n_workers: int | None = None) -> Iterator[Any]
         client.close()
 
 
-def map_tasks(client: Any, function: Callable[..., Any], items: Sequence[Any], /, *, shared: dict[str, Any],
-              on_result: Callable[[int, Any], None] | None = None, label: str = "blocks") -> Job[list[Any]]:
+def map_tasks(
+    client: Any,
+    function: Callable[..., Any],
+    items: Sequence[Any],
+    /,
+    *,
+    shared: dict[str, Any],
+    on_result: Callable[[int, Any], None] | None = None,
+    label: str = "blocks",
+) -> Job[list[Any]]:
     """Run ``function(item, **shared)`` for every item on the cluster; a generator of progress.
 
     ``shared`` values are sent to every worker once. Closing the generator

@@ -30,7 +30,7 @@ import warnings
 import weakref
 from collections.abc import Callable
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -92,8 +92,11 @@ def import_openvino() -> ModuleType:
     loaded = sys.modules.get("openvino")
     if loaded is not None:
         return loaded
-    hidden = {name: module for name, module in sys.modules.items()
-              if name == "openvino_telemetry" or name.startswith("openvino_telemetry.")}
+    hidden = {
+        name: module
+        for name, module in sys.modules.items()
+        if name == "openvino_telemetry" or name.startswith("openvino_telemetry.")
+    }
     sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import now raises ImportError
     try:
         return importlib.import_module("openvino")
@@ -220,8 +223,12 @@ def network_runner_job(
     else:
         threading.Thread(target=convert, name="napari-unet-openvino-conversion", daemon=True).start()
     while not done.wait(0.1):
-        yield Progress("prepare", plane=plane_index, n_planes=n_planes,
-                       message="preparing the network for OpenVINO (once per model)")
+        yield Progress(
+            "prepare",
+            plane=plane_index,
+            n_planes=n_planes,
+            message="preparing the network for OpenVINO (once per model)",
+        )
     error = outcome.get("error")
     if error is not None:
         if engine == "openvino":
@@ -273,7 +280,7 @@ class _CompiledNetwork:
     def __init__(self, net: torch.nn.Module) -> None:
         ov = import_openvino()
 
-        config = net.config  # type: ignore[attr-defined]
+        config: Any = net.config
         step = 2 ** (config.depth - 1)
         example = torch.zeros(1, config.in_channels, 4 * step, 4 * step)
         was_training = net.training
@@ -288,7 +295,8 @@ class _CompiledNetwork:
             net.train(was_training)
         threads = max(1, torch.get_num_threads())
         self._model = ov.Core().compile_model(
-            converted, "CPU",
+            converted,
+            "CPU",
             # float32 keeps results equal to PyTorch's; LATENCY uses all threads on one request
             {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
         )

@@ -154,13 +154,13 @@ def export_files(items: Sequence[ExportItem], /, *, overwrite: bool = False) -> 
 def _write(item: ExportItem, *, overwrite: bool) -> ExportedFile:
     data = item.data() if callable(item.data) else item.data
     if item.kind == "probabilities":
-        path = write_probabilities(item.path, data, axes=item.axes, scale=item.scale, unit=item.unit,
-                                   overwrite=overwrite)
+        path = write_probabilities(
+            item.path, data, axes=item.axes, scale=item.scale, unit=item.unit, overwrite=overwrite
+        )
         return ExportedFile(path=path, dtype=np.dtype(np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LabelsDtypeWarning)
-        result = write_labels(item.path, data, axes=item.axes, scale=item.scale, unit=item.unit,
-                              overwrite=overwrite)
+        result = write_labels(item.path, data, axes=item.axes, scale=item.scale, unit=item.unit, overwrite=overwrite)
     return ExportedFile(path=result.path, dtype=result.dtype, warning=result.warning)
 
 

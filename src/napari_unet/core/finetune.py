@@ -105,10 +105,15 @@ def samples_from_arrays(
     for extra, what in ((reviewed, "reviewed mask"), (previous, "previous result")):
         if extra is not None and np.shape(extra) != expected:
             raise ValueError(f"the {what} has shape {np.shape(extra)}, expected {expected}")
-    indices = list(planes) if planes is not None else [
-        idx for idx in layout.plane_indices() if labels[idx].any() or mode == "corrections" and reviewed is not None
-        and reviewed[idx].any()
-    ]
+    indices = (
+        list(planes)
+        if planes is not None
+        else [
+            idx
+            for idx in layout.plane_indices()
+            if labels[idx].any() or mode == "corrections" and reviewed is not None and reviewed[idx].any()
+        ]
+    )
     rule = model.description.instance_rule
     samples = []
     for idx in indices:
@@ -130,8 +135,10 @@ def samples_from_arrays(
                 )
             target = targets_from_semantic(plane_labels, n_classes=config.n_classes)
             if plane_reviewed is not None:
-                target = TrainingTarget(np.where(plane_reviewed, target.classes, IGNORE),
-                                        np.where(plane_reviewed, target.weights, 0).astype(np.float32))
+                target = TrainingTarget(
+                    np.where(plane_reviewed, target.classes, IGNORE),
+                    np.where(plane_reviewed, target.weights, 0).astype(np.float32),
+                )
             instances = None
         if not target.annotated.any():
             continue
@@ -206,6 +213,9 @@ def split_validation(
         if s.instances is not None:
             val_instances = s.instances.copy()
             val_instances[:cut] = 0
-        val.append(TrainingSample(s.image, bottom, instances=None if val_instances is None else val_instances,
-                                  name=f"{s.name} (bottom)"))
+        val.append(
+            TrainingSample(
+                s.image, bottom, instances=None if val_instances is None else val_instances, name=f"{s.name} (bottom)"
+            )
+        )
     return train, val

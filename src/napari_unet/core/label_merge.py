@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def block_offsets(counts: Sequence[int], /) -> np.ndarray:
+def block_offsets(counts: Sequence[int] | np.ndarray, /) -> np.ndarray:
     """Offset added to each block's IDs so that all IDs are unique.
 
     Examples
@@ -22,8 +22,8 @@ def block_offsets(counts: Sequence[int], /) -> np.ndarray:
     >>> block_offsets([3, 0, 5]).tolist()
     [0, 3, 3]
     """
-    counts = np.asarray(counts, dtype=np.int64)
-    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else counts
+    values = np.asarray(counts, dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(values)[:-1]]).astype(np.int64) if values.size else values
 
 
 def matching_pairs(labels_a: np.ndarray, labels_b: np.ndarray, /, *, min_overlap: float = 0.5) -> np.ndarray:

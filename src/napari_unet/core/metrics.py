@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def class_iou(truth: np.ndarray, predicted: np.ndarray, /, *, n_classes: int, ignore: np.ndarray | None = None) -> np.ndarray:
+def class_iou(
+    truth: np.ndarray, predicted: np.ndarray, /, *, n_classes: int, ignore: np.ndarray | None = None
+) -> np.ndarray:
     """Intersection over union per class.
 
     Returns
@@ -175,8 +177,9 @@ class RandScores:
         return 1.0 - self.f_score
 
 
-def rand_scores(truth_segments: np.ndarray, predicted_segments: np.ndarray, /, *,
-                foreground_restricted: bool = True) -> RandScores:
+def rand_scores(
+    truth_segments: np.ndarray, predicted_segments: np.ndarray, /, *, foreground_restricted: bool = True
+) -> RandScores:
     """Rand precision and recall, as in the ISBI 2012 EM challenge.
 
     See :func:`rand_error` for the definition and conventions.
@@ -210,8 +213,9 @@ def rand_scores(truth_segments: np.ndarray, predicted_segments: np.ndarray, /, *
     return RandScores(precision=sum_joint / sum_pred, recall=sum_joint / sum_truth)
 
 
-def rand_error(truth_segments: np.ndarray, predicted_segments: np.ndarray, /, *,
-               foreground_restricted: bool = True) -> float:
+def rand_error(
+    truth_segments: np.ndarray, predicted_segments: np.ndarray, /, *, foreground_restricted: bool = True
+) -> float:
     """Rand error, ``1 - Rand F-score``, of the ISBI 2012 EM segmentation challenge.
 
     Parameters
@@ -330,8 +334,13 @@ def _true_positives(iou: np.ndarray, thresholds: tuple[float, ...]) -> list[int]
     return counts
 
 
-def average_precision_table(truth: np.ndarray | Sequence[np.ndarray], predicted: np.ndarray | Sequence[np.ndarray],
-                            /, *, thresholds: Sequence[float] = AP_THRESHOLDS) -> list[MatchScores]:
+def average_precision_table(
+    truth: np.ndarray | Sequence[np.ndarray],
+    predicted: np.ndarray | Sequence[np.ndarray],
+    /,
+    *,
+    thresholds: Sequence[float] = AP_THRESHOLDS,
+) -> list[MatchScores]:
     """Object matching scores at several IoU thresholds, over one image or a data set.
 
     Parameters

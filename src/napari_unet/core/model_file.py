@@ -193,7 +193,7 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, /, *, half: bo
     from safetensors.torch import save
 
     doc = model.description.to_dict()
-    doc["saved"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    doc["saved"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     doc["weights_dtype"] = "float16" if half else "float32"
     tensors = {}
     for key, value in model.network.state_dict().items():
@@ -249,7 +249,8 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
         tensors = load(path.read_bytes())
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(
-            f"{path.name}: the weights could not be read ({exc}); the file may be truncated: {_RECOPY}") from exc
+            f"{path.name}: the weights could not be read ({exc}); the file may be truncated: {_RECOPY}"
+        ) from exc
     network = UNet(description.config)
     expected = network.state_dict()
     missing = sorted(set(expected) - set(tensors))

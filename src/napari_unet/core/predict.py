@@ -94,7 +94,7 @@ def predict_plane_job(
     origin, extent = _window(tuple(plane.shape[:2]), region, config.downsampling)
     # channels-last (NHWC) on every device: tensor cores read it on GPUs, and
     # oneDNN's CPU convolutions run about 1.5x faster in it than in NCHW
-    net = model.network.to(device).eval().to(memory_format=torch.channels_last)
+    net = model.network.to(device).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if stats is None:
         stats = model.description.normalization.statistics(plane)
     if tile_size is None:
@@ -107,13 +107,29 @@ def predict_plane_job(
             batch = max(1, int(batch_size))
         batch = min(batch, len(grid.tiles))
         runner = yield from network_runner_job(
-            net, device, engine=engine, pixels=len(grid.tiles) * grid.input_shape[0] * grid.input_shape[1],
-            plane_index=plane_index, n_planes=n_planes)
+            net,
+            device,
+            engine=engine,
+            pixels=len(grid.tiles) * grid.input_shape[0] * grid.input_shape[1],
+            plane_index=plane_index,
+            n_planes=n_planes,
+        )
         try:
             return (
-                yield from _run_grid(plane, runner, grid, stats, origin=origin, extent=extent, device=device,
-                                     batch=batch, amp=amp,
-                                     n_classes=config.n_classes, plane_index=plane_index, n_planes=n_planes)
+                yield from _run_grid(
+                    plane,
+                    runner,
+                    grid,
+                    stats,
+                    origin=origin,
+                    extent=extent,
+                    device=device,
+                    batch=batch,
+                    amp=amp,
+                    n_classes=config.n_classes,
+                    plane_index=plane_index,
+                    n_planes=n_planes,
+                )
             )
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
             if not is_out_of_memory(exc):
@@ -130,8 +146,12 @@ def predict_plane_job(
                     f"not enough memory on {device} even for {max(grid.input_shape)} px tiles; "
                     "close other programs using the GPU or choose the CPU"
                 ) from exc
-            yield Progress("notice", plane=plane_index, n_planes=n_planes,
-                           message=f"out of memory on {device}; retrying with a {what}")
+            yield Progress(
+                "notice",
+                plane=plane_index,
+                n_planes=n_planes,
+                message=f"out of memory on {device}; retrying with a {what}",
+            )
 
 
 def _run_grid(
@@ -171,8 +191,9 @@ def _run_grid(
                 x = torch.from_numpy(raw).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
                 x = torch.nan_to_num((x - offset) / scale, nan=0.0, posinf=0.0, neginf=0.0)
             else:
-                inputs = np.stack([apply_normalization(read_mirrored(plane, _shifted(t.read, origin)), stats)
-                                   for t in chunk])
+                inputs = np.stack(
+                    [apply_normalization(read_mirrored(plane, _shifted(t.read, origin)), stats) for t in chunk]
+                )
                 x = torch.from_numpy(inputs).permute(0, 3, 1, 2).to(device)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(device, enabled=amp):
@@ -185,8 +206,14 @@ def _run_grid(
                 else:
                     for tile, p in zip(chunk, probs.cpu().numpy()):
                         out[(slice(None), *tile.write)] = p[(slice(None), *tile.keep)]
-            yield Progress("tiles", done=min(first + batch, n_tiles), total=n_tiles, plane=plane_index,
-                           n_planes=n_planes, message=f"tile {min(first + batch, n_tiles)}/{n_tiles}")
+            yield Progress(
+                "tiles",
+                done=min(first + batch, n_tiles),
+                total=n_tiles,
+                plane=plane_index,
+                n_planes=n_planes,
+                message=f"tile {min(first + batch, n_tiles)}/{n_tiles}",
+            )
     if stitch_on_device:
         out = np.empty((n_classes, height, width), dtype=np.float32)
         torch.from_numpy(out).copy_(out_dev)

@@ -114,8 +114,9 @@ def segment_job(
     description = model.description
     if output == "instances" and description.instance_rule.method == "none":
         raise ValueError(f"the model {description.name!r} does not separate objects; ask for classes or probabilities")
-    layout = infer_layout(tuple(image.shape), in_channels=description.config.in_channels,
-                          channel_axis=channel_axis, rgb=rgb)
+    layout = infer_layout(
+        tuple(image.shape), in_channels=description.config.in_channels, channel_axis=channel_axis, rgb=rgb
+    )
     torch_device = resolve_device(device)
     started = time.perf_counter()
     stack = layout.stack_shape
@@ -131,8 +132,15 @@ def segment_job(
     for i, index in enumerate(layout.plane_indices()):
         plane = layout.plane(image, index)
         probs = yield from predict_plane_job(
-            plane, model, device=torch_device, tile_size=tile_size, batch_size=batch_size,
-            amp=amp, plane_index=i, n_planes=n_planes, engine=engine,
+            plane,
+            model,
+            device=torch_device,
+            tile_size=tile_size,
+            batch_size=batch_size,
+            amp=amp,
+            plane_index=i,
+            n_planes=n_planes,
+            engine=engine,
         )
         if probabilities is not None:
             probabilities[index] = probs
@@ -145,8 +153,7 @@ def segment_job(
                 plane_labels = np.where(plane_labels > 0, plane_labels + n_objects, 0)
             labels[index] = plane_labels  # type: ignore[index]
             n_objects += count
-        yield Progress("plane", done=1, total=1, plane=i, n_planes=n_planes,
-                       message=f"plane {i + 1}/{n_planes} done")
+        yield Progress("plane", done=1, total=1, plane=i, n_planes=n_planes, message=f"plane {i + 1}/{n_planes} done")
     if labels is not None and output == "instances":
         labels = labels.astype(smallest_label_dtype(n_objects), copy=False)
     return SegmentationResult(

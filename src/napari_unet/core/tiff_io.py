@@ -227,8 +227,8 @@ def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
     spatial = [a for a in axes if a in "ZYX"]
     if pixel_size is not None:
         sizes = dict(zip("ZYX", pixel_size))
-        pixel_size = tuple(sizes[a] for a in spatial)
-    return data, ImageInfo(axes=axes, pixel_size=pixel_size, unit=unit if pixel_size else None, rgb=bool(rgb))
+    spatial_sizes = None if pixel_size is None else tuple(sizes[a] for a in spatial)
+    return data, ImageInfo(axes=axes, pixel_size=spatial_sizes, unit=unit if spatial_sizes else None, rgb=bool(rgb))
 
 
 class _DamageLog(logging.Handler):
@@ -284,7 +284,9 @@ def _calibration(tif: tifffile.TiffFile, page: Any) -> tuple[tuple[float, float,
     if shaped and isinstance(shaped.get("pixel_size"), dict) and isinstance(shaped.get("unit"), str):
         sizes = {a: _positive(v) for a, v in shaped["pixel_size"].items()}
         if all(sizes.get(a) for a in "YX"):
-            return (sizes.get("Z") or 1.0, sizes["Y"], sizes["X"]), shaped["unit"]
+            y, x = sizes["Y"], sizes["X"]
+            assert y is not None and x is not None  # checked just above
+            return (sizes.get("Z") or 1.0, y, x), shaped["unit"]
     if tif.is_ome and tif.ome_metadata:
         found = _ome_calibration(tif.ome_metadata)
         if found is not None:
@@ -566,9 +568,7 @@ def _label_array(labels: Any) -> tuple[np.ndarray, np.dtype]:
             )
     low, high = array.min(), array.max()
     if low < 0:
-        raise ValueError(
-            f"the labels contain negative values (minimum {low}); labels must be >= 0 (0 is background)"
-        )
+        raise ValueError(f"the labels contain negative values (minimum {low}); labels must be >= 0 (0 is background)")
     if kind == "f" and high >= 2.0**64:
         raise ValueError(f"the largest label {high} does not fit in 64 bits")
     high = int(high)
@@ -580,9 +580,7 @@ def _label_array(labels: Any) -> tuple[np.ndarray, np.dtype]:
 
 def _check_label_axes(axes: str | None, ndim: int) -> str:
     if ndim not in _LABEL_AXES:
-        raise ValueError(
-            f"labels must be 2-D (YX), 3-D (ZYX or TYX) or 4-D (TZYX), got {ndim} dimension(s)"
-        )
+        raise ValueError(f"labels must be 2-D (YX), 3-D (ZYX or TYX) or 4-D (TZYX), got {ndim} dimension(s)")
     if axes is None:
         return _LABEL_AXES[ndim][0]
     if axes.upper() not in _LABEL_AXES[ndim]:
@@ -598,14 +596,13 @@ def _spatial_scale(scale: tuple[float, ...] | None, axes: str) -> dict[str, floa
     spatial = [a for a in axes if a in "ZYX"]
     try:
         values = list(scale)
-    except TypeError:
-        values = [scale]
+    except TypeError:  # a single number given for every axis
+        values = [scale]  # type: ignore[list-item]
     if len(values) == len(axes):
         values = [v for a, v in zip(axes, values) if a in "ZYX"]
     elif len(values) != len(spatial):
         raise ValueError(
-            f"scale={scale!r} needs one pixel size per spatial axis ({''.join(spatial)}) "
-            f"or one value per axis ({axes})"
+            f"scale={scale!r} needs one pixel size per spatial axis ({''.join(spatial)}) or one value per axis ({axes})"
         )
     sizes = {a: _positive(v) for a, v in zip(spatial, values)}
     if any(v is None for v in sizes.values()):

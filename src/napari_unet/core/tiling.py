@@ -122,7 +122,9 @@ def _largest_valid_input(config: UNetConfig, at_most: int) -> int:
     return _smallest_valid_input(config, 1)
 
 
-def _axis_same(extent: int, config: UNetConfig, want_input: int, margin: int) -> tuple[list[tuple[int, int, int, int]], int]:
+def _axis_same(
+    extent: int, config: UNetConfig, want_input: int, margin: int
+) -> tuple[list[tuple[int, int, int, int]], int]:
     """Tiles along one axis for a same network: (read_start, keep_start, write_start, write_stop)."""
     step = config.downsampling
     margin = int(np.ceil(margin / step)) * step

@@ -225,6 +225,7 @@ class _PatchSampler:
         sample = self.samples[i]
         h, w = sample.target.classes.shape
         out = self.output_size
+        assert out is not None  # the input size was made valid in __init__
         annotated = self.annotated[i]
         if len(annotated) and rng.random() < self.settings.annotated_fraction:
             cy, cx = np.unravel_index(int(rng.choice(annotated)), (h, w))
@@ -256,7 +257,10 @@ def _crop_padded(array: np.ndarray, region: tuple[slice, slice], fill: float) ->
     ys = slice(max(region[0].start, 0), min(region[0].stop, h))
     xs = slice(max(region[1].start, 0), min(region[1].stop, w))
     if ys.stop > ys.start and xs.stop > xs.start:
-        out[ys.start - region[0].start : ys.stop - region[0].start, xs.start - region[1].start : xs.stop - region[1].start] = array[ys, xs]
+        out[
+            ys.start - region[0].start : ys.stop - region[0].start,
+            xs.start - region[1].start : xs.stop - region[1].start,
+        ] = array[ys, xs]
     return out
 
 
@@ -277,8 +281,12 @@ def evaluate(model: SegmentationModel, samples: Sequence[TrainingSample], /, *, 
             pred = instances_from_probabilities(probs, model.description.instance_rule)
             scores.append(match_objects(sample.instances, pred, threshold=0.5).f1)  # type: ignore[arg-type]
         else:
-            ious = class_iou(sample.target.classes, class_map(probs), n_classes=model.config.n_classes,
-                             ignore=~sample.target.annotated)
+            ious = class_iou(
+                sample.target.classes,
+                class_map(probs),
+                n_classes=model.config.n_classes,
+                ignore=~sample.target.annotated,
+            )
             scores.append(float(np.nanmean(ious[1:])) if np.isfinite(ious[1:]).any() else 0.0)
     return float(np.mean(scores)) if scores else float("nan")
 
@@ -290,8 +298,15 @@ def metric_name(model: SegmentationModel, samples: Sequence[TrainingSample]) -> 
     return "mean IoU"
 
 
-def _backward(net: torch.nn.Module, patches: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], at_once: int, *,
-              device: torch.device, settings: TrainingSettings, scaler: Any) -> float:
+def _backward(
+    net: torch.nn.Module,
+    patches: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    at_once: int,
+    *,
+    device: torch.device,
+    settings: TrainingSettings,
+    scaler: Any,
+) -> float:
     """Forward and backward one batch, ``at_once`` patches at a time (gradients add up); returns the loss.
 
     Each chunk's loss is weighted by its share of the batch's patches, so a
@@ -396,14 +411,20 @@ def train_job(
                 f"{model.config.n_classes} classes ({', '.join(model.description.class_names)})"
             )
         if s.image.shape[-1] != model.config.in_channels:
-            raise ValueError(f"image {s.name} has {s.image.shape[-1]} channels; the model expects {model.config.in_channels}")
+            raise ValueError(
+                f"image {s.name} has {s.image.shape[-1]} channels; the model expects {model.config.in_channels}"
+            )
     only = _only_class(samples)
     if only is not None:
         names = model.description.class_names
         others = ", ".join(repr(n) for i, n in enumerate(names) if i != only)
-        yield Progress("notice", message=(
-            f"Only the class {names[only]!r} is annotated, so training can only teach the model to predict "
-            f"{names[only]!r} everywhere. Paint some pixels of {others} too, unless that is what you want."))
+        yield Progress(
+            "notice",
+            message=(
+                f"Only the class {names[only]!r} is annotated, so training can only teach the model to predict "
+                f"{names[only]!r} everywhere. Paint some pixels of {others} too, unless that is what you want."
+            ),
+        )
     should_stop: Callable[[], bool]
     if stop is None:
         should_stop = lambda: False  # noqa: E731
@@ -425,14 +446,20 @@ def train_job(
     best = baseline if baseline is not None else -math.inf
     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     if validation:
-        yield Progress("train", 0, settings.steps, message=f"before training: {name} {baseline if baseline is not None else float('nan'):.3f}",
-                       data={"metric": baseline, "best": baseline, "metric_name": name})
+        yield Progress(
+            "train",
+            0,
+            settings.steps,
+            message=f"before training: {name} {baseline if baseline is not None else float('nan'):.3f}",
+            data={"metric": baseline, "best": baseline, "metric_name": name},
+        )
     sampler = _PatchSampler(samples, work, settings)
     started = time.perf_counter()  # the time budget is for training, not for the baseline check
     if settings.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(net.parameters(), lr=settings.learning_rate, momentum=0.99)
     else:
         optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
     def lr_factor(done: int) -> float:
         warm_up = min(1.0, (done + 1) / 20)
         if settings.schedule == "constant":
@@ -482,13 +509,20 @@ def train_job(
                     if at_once == 1:
                         raise OutOfMemoryError(
                             f"out of memory on {device} even for one {settings.patch_size}-pixel patch at a time; "
-                            "lower the patch size (Advanced options) or train on the CPU") from None
+                            "lower the patch size (Advanced options) or train on the CPU"
+                        ) from None
                 optimizer.zero_grad(set_to_none=True)
                 empty_cache(device)
                 at_once = max(1, at_once // 2)
-                yield Progress("notice", step, settings.steps, message=(
-                    f"Out of memory on {device}: training goes on with {at_once} patch(es) at a time "
-                    f"(still {len(patches)} per step, so the result is the same kind of training, only slower)."))
+                yield Progress(
+                    "notice",
+                    step,
+                    settings.steps,
+                    message=(
+                        f"Out of memory on {device}: training goes on with {at_once} patch(es) at a time "
+                        f"(still {len(patches)} per step, so the result is the same kind of training, only slower)."
+                    ),
+                )
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -510,8 +544,13 @@ def train_job(
                     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                 entry["best"] = best
             log.append(entry)
-            yield Progress("train", step, settings.steps, message=f"step {step}/{settings.steps}, loss {entry['loss']:.4f}",
-                           data={**entry, "metric_name": name, "model": work})
+            yield Progress(
+                "train",
+                step,
+                settings.steps,
+                message=f"step {step}/{settings.steps}, loss {entry['loss']:.4f}",
+                data={**entry, "metric_name": name, "model": work},
+            )
             if last:
                 break
     finally:
@@ -521,7 +560,7 @@ def train_job(
     net.eval()
     seconds = time.perf_counter() - started
     history_entry = {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "kind": "from scratch" if from_scratch else "fine-tune",
         "settings": asdict(settings),
         "images": [s.name for s in samples],

@@ -141,9 +141,7 @@ def unet_weight_map(
     else:
         class_weights = np.asarray(class_weights)
         if class_weights.shape != instances.shape:
-            raise ValueError(
-                f"class_weights has shape {class_weights.shape}, instances have shape {instances.shape}"
-            )
+            raise ValueError(f"class_weights has shape {class_weights.shape}, instances have shape {instances.shape}")
         weights = class_weights.astype(np.float32, copy=True)
     if w0 > 0:
         background = annotated & (instances == 0)

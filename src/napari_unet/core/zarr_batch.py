@@ -60,8 +60,9 @@ def expand_large_inputs(inputs: Sequence[str | os.PathLike], /) -> list[Path]:
     return unique
 
 
-def zarr_output_paths(inputs: Sequence[Path], output: str | os.PathLike, /, *, output_kind: str = "instances"
-                      ) -> list[Path]:
+def zarr_output_paths(
+    inputs: Sequence[Path], output: str | os.PathLike, /, *, output_kind: str = "instances"
+) -> list[Path]:
     """Where each input's zarr result goes.
 
     With one input, ``output`` may name the result (ending in ``.zarr``);
@@ -146,13 +147,20 @@ def segment_files_to_zarr_job(
         return (yield from _run_files(images, targets, model, output_kind, overwrite, {**options, "scheduler": client}))
 
 
-def _run_files(images: list[Path], targets: list[Path], model: SegmentationModel, output_kind: OutputKind,
-               overwrite: bool, options: dict[str, Any]) -> Generator[Progress, None, list[FileSummary]]:
+def _run_files(
+    images: list[Path],
+    targets: list[Path],
+    model: SegmentationModel,
+    output_kind: OutputKind,
+    overwrite: bool,
+    options: dict[str, Any],
+) -> Generator[Progress, None, list[FileSummary]]:
     def one(source: Path, target: Path) -> Generator[Progress, None, FileOutcome]:
         image = LazyImage(source)
         try:
-            result = yield from segment_to_zarr_job(image, model, target, output=output_kind, overwrite=overwrite,
-                                                    **options)
+            result = yield from segment_to_zarr_job(
+                image, model, target, output=output_kind, overwrite=overwrite, **options
+            )
         finally:
             image.close()
         return (result.n_objects if output_kind == "instances" else None), ""

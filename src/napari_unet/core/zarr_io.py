@@ -146,7 +146,9 @@ class LazyImage:
         if self.key is None and multiscales:
             level = multiscales[0]["datasets"][0]
             self.key = level["path"]
-            self.axes = "".join(a["name"] if isinstance(a, dict) else a for a in multiscales[0].get("axes", [])).upper() or None
+            self.axes = (
+                "".join(a["name"] if isinstance(a, dict) else a for a in multiscales[0].get("axes", [])).upper() or None
+            )
             for transform in level.get("coordinateTransformations", []):
                 if transform.get("type") == "scale":
                     self.scale = tuple(float(s) for s in transform["scale"])
@@ -262,8 +264,14 @@ class ZarrOutput:
                     for x0 in range(0, source.shape[-1], cols):
                         tile = np.asarray(source[(*plane, Ellipsis, slice(y0, y0 + rows), slice(x0, x0 + cols))])
                         small = tile[..., ::2, ::2] if labels else _mean_2x2(tile)
-                        target[(*plane, Ellipsis, slice(y0 // 2, y0 // 2 + small.shape[-2]),
-                                slice(x0 // 2, x0 // 2 + small.shape[-1]))] = small
+                        target[
+                            (
+                                *plane,
+                                Ellipsis,
+                                slice(y0 // 2, y0 // 2 + small.shape[-2]),
+                                slice(x0 // 2, x0 // 2 + small.shape[-1]),
+                            )
+                        ] = small
             source = target
         self._levels = level + 1
         return self._levels
@@ -317,4 +325,8 @@ def open_result(path: str | os.PathLike, /) -> list[Any]:
 def _mean_2x2(band: np.ndarray) -> np.ndarray:
     h, w = band.shape[-2:]
     padded = np.pad(band.astype(np.float32), [(0, 0)] * (band.ndim - 2) + [(0, h % 2), (0, w % 2)], mode="edge")
-    return padded.reshape(*padded.shape[:-2], padded.shape[-2] // 2, 2, padded.shape[-1] // 2, 2).mean(axis=(-3, -1)).astype(band.dtype)
+    return (
+        padded.reshape(*padded.shape[:-2], padded.shape[-2] // 2, 2, padded.shape[-1] // 2, 2)
+        .mean(axis=(-3, -1))
+        .astype(band.dtype)
+    )

@@ -50,7 +50,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from napari_unet.core import load_named_model, segment
-from napari_unet.core.metrics import (
+from napari_unet.core.training.metrics import (
     AP_THRESHOLDS,
     MatchScores,
     SegScore,

@@ -22,10 +22,10 @@ import numpy as np
 import tifffile
 
 from napari_unet.core import load_named_model, segment
-from napari_unet.core.finetune import samples_from_arrays
-from napari_unet.core.metrics import match_objects
 from napari_unet.core.progress import run_job
-from napari_unet.core.training import TrainingSettings, train_job
+from napari_unet.core.training.finetune import samples_from_arrays
+from napari_unet.core.training.loop import TrainingSettings, train_job
+from napari_unet.core.training.metrics import match_objects
 
 
 def read_pairs(folder: Path, limit: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:

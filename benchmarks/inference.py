@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from napari_unet.core import new_model, segment
-from napari_unet.core.device import autocast, resolve_device
-from napari_unet.core.model import UNet
-from napari_unet.core.registry import load_named_model, shipped_models
+from napari_unet.core.inference.device import autocast, resolve_device
+from napari_unet.core.network.registry import load_named_model, shipped_models
+from napari_unet.core.network.unet import UNet
 
 NETWORKS = {
     "paper": dict(depth=5, base_features=64),
@@ -72,7 +72,7 @@ def timed(fn, *, repeats: int, device: torch.device):
 def monai_predict(image: np.ndarray, model, device: torch.device, roi: int, batch: int, amp: bool) -> np.ndarray:
     from monai.inferers import sliding_window_inference
 
-    from napari_unet.core.normalization import apply_normalization
+    from napari_unet.core.network.normalization import apply_normalization
 
     stats = model.description.normalization.statistics(image[..., None])
     x = torch.from_numpy(apply_normalization(image[..., None], stats)).permute(2, 0, 1)[None].to(device)
@@ -130,8 +130,8 @@ def bare_network(model, device: torch.device, side: int, amp: bool, repeats: int
 
 def breakdown(image: np.ndarray, model, device: torch.device, amp: bool, tile: int | None) -> str:
     """Where our time goes on one image: statistics, network on the tile grid, copy to the host."""
-    from napari_unet.core.device import auto_batch_size, auto_tile_size
-    from napari_unet.core.tiling import tile_grid
+    from napari_unet.core.inference.device import auto_batch_size, auto_tile_size
+    from napari_unet.core.inference.tiling import tile_grid
 
     def clock(fn) -> float:  # type: ignore[no-untyped-def]
         fn()
@@ -201,7 +201,7 @@ def main() -> None:
         print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}, bf16 autocast, channels-last")
     else:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    from napari_unet.core.engine import openvino_available
+    from napari_unet.core.inference.engine import openvino_available
 
     engines = args.engines or (["torch", "openvino"] if device.type == "cpu" and openvino_available() else ["torch"])
     rng = np.random.default_rng(0)

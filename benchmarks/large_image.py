@@ -11,7 +11,7 @@ Two comparisons, printed as ratios measured in the same run:
 1. ``--sizes`` (default 2048 4096): the peer is the in-memory path,
    :func:`napari_unet.core.segment` on the whole image (what the napari
    widget does for an ordinary layer), against
-   :func:`napari_unet.core.blockwise.segment_to_zarr` on the same zarr
+   :func:`napari_unet.core.blockwise.to_zarr.segment_to_zarr` on the same zarr
    input, both with the real model (``--model``). The in-memory peak grows
    with the image; the blockwise one should not.
 2. ``--large`` (default 20000): blockwise only, on a ``large x large`` image.
@@ -70,8 +70,8 @@ def child(args: argparse.Namespace) -> None:
     import numpy as np
 
     from napari_unet.core import load_named_model, segment
-    from napari_unet.core.blockwise import segment_to_zarr
-    from napari_unet.core.zarr_io import LazyImage
+    from napari_unet.core.blockwise.to_zarr import segment_to_zarr
+    from napari_unet.core.io.ome_zarr import LazyImage
 
     model = load_named_model(args.model)
     if args.network == "threshold":

@@ -11,8 +11,8 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 
-from napari_unet.core.annotations import targets_from_instances
-from napari_unet.core.augment import augment_sample
+from napari_unet.core.training.annotations import targets_from_instances
+from napari_unet.core.training.augment import augment_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "images"

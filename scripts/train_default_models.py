@@ -22,10 +22,10 @@ import tifffile
 from skimage import measure
 
 from napari_unet.core import InstanceRule, Normalization, load_model, new_model, save_model
-from napari_unet.core.annotations import TrainingTarget, targets_from_instances
 from napari_unet.core.progress import run_job
-from napari_unet.core.training import TrainingSample, TrainingSettings, train_job
-from napari_unet.core.weight_map import class_balance_weights, unet_weight_map
+from napari_unet.core.training.annotations import TrainingTarget, targets_from_instances
+from napari_unet.core.training.loop import TrainingSample, TrainingSettings, train_job
+from napari_unet.core.training.weight_map import class_balance_weights, unet_weight_map
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

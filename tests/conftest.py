@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("QT_API", "pyqt6")
 os.environ.setdefault("PYTEST_QT_API", "pyqt6")  # pytest-qt, where installed, uses the same binding as qtpy
-# PyTorch runs the networks unless a test asks for OpenVINO (tests/test_engine.py):
+# PyTorch runs the networks unless a test asks for OpenVINO (tests/core/inference/test_engine.py):
 # results then do not depend on how much work a test process did before
 os.environ.setdefault("NAPARI_UNET_CPU_ENGINE", "torch")
 

@@ -192,7 +192,7 @@ def test_option_defaults_in_the_cli_reference_are_the_parser_defaults():
 
 
 def test_the_three_training_step_defaults_are_stated_truthfully():
-    from napari_unet.core.training import TrainingSettings
+    from napari_unet.core.training.loop import TrainingSettings
 
     train = subparsers()["train"]
     steps = next(a for a in train._actions if "--steps" in a.option_strings).default
@@ -204,7 +204,7 @@ def test_the_three_training_step_defaults_are_stated_truthfully():
 
 def _widget_max_steps() -> int:
     """The Fine-tune widget's default Max steps, read from its source (no Qt needed)."""
-    source = (ROOT / "src" / "napari_unet" / "_widgets" / "training_options.py").read_text("utf-8")
+    source = (ROOT / "src" / "napari_unet" / "_widgets" / "forms" / "training_options.py").read_text("utf-8")
     match = re.search(r"self\.steps_spin = _spin\(\s*\d+,\s*[\d_]+,\s*([\d_]+)", source)
     assert match, "the Max steps spin box is no longer made as expected; update this test"
     return int(match.group(1).replace("_", ""))

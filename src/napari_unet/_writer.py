@@ -1,7 +1,7 @@
 """napari writer: save a Labels layer as a TIFF that Fiji opens (File > Save Layers...).
 
 The writer is thin: it reads the axes, pixel size and unit off the layer and
-calls :func:`napari_unet.core.tiff_io.write_labels` (smallest dtype that fits,
+calls :func:`napari_unet.core.io.tiff.write_labels` (smallest dtype that fits,
 ImageJ hyperstack, atomic write). The helpers that turn a layer's ``scale``,
 ``units`` and ``axis_labels`` into TIFF calibration are shared with the
 Export widget. Nothing here imports Qt.
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core.tiff_io import write_labels
+from napari_unet.core.io.tiff import write_labels
 
 __all__ = ["label_axes", "spatial_calibration", "write_labels_layer"]
 
@@ -57,7 +57,7 @@ def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
     Raises
     ------
-    napari_unet.core.atomic.OutputError
+    napari_unet.core.io.atomic.OutputError
         The folder is not writable or the disk is full; no file (and no
         partial file) is left at `path`.
     ValueError
@@ -65,9 +65,9 @@ def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
     Warns
     -----
-    napari_unet.core.tiff_io.LabelsDtypeWarning
+    napari_unet.core.io.tiff.LabelsDtypeWarning
         More than 65535 labels: the file is a plain 32-bit TIFF (see
-        :func:`~napari_unet.core.tiff_io.write_labels`).
+        :func:`~napari_unet.core.io.tiff.write_labels`).
     """
     array = np.asarray(data[0] if meta.get("multiscale") else data)
     axes = label_axes(array.ndim, axis_labels=meta.get("axis_labels"), units=meta.get("units"))

@@ -1,7 +1,7 @@
 """Command line: the same core jobs as the napari widgets, for scripts and clusters.
 
 ``napari-unet segment INPUT... --model M -o OUT [--summary S]`` segments TIFF files (the
-engine is :func:`napari_unet.core.batch.segment_files`, which notebooks can call);
+engine is :func:`napari_unet.core.batch.files.segment_files`, which notebooks can call);
 ``napari-unet train IMAGES... --labels LABELS... [--from M] -o MODEL`` fine-tunes;
 ``napari-unet models`` lists the shipped models.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_unet.core.batch import TIFF_SUFFIXES, InputError, expand_inputs, output_paths
+from napari_unet.core.batch.files import TIFF_SUFFIXES, InputError, expand_inputs, output_paths
 
 __all__ = ["InputError", "expand_inputs", "main", "output_paths"]
 
@@ -183,12 +183,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from napari_unet.core import ModelFileError, load_named_model, new_model, save_model
-    from napari_unet.core.atomic import OutputError
-    from napari_unet.core.finetune import samples_from_arrays, split_validation
-    from napari_unet.core.predict import OutOfMemoryError
+    from napari_unet.core.inference.predict import OutOfMemoryError
+    from napari_unet.core.io.atomic import OutputError
+    from napari_unet.core.io.tiff import ImageReadError, read_image
     from napari_unet.core.progress import run_job
-    from napari_unet.core.tiff_io import ImageReadError, read_image
-    from napari_unet.core.training import TrainingSettings, train_job
+    from napari_unet.core.training.finetune import samples_from_arrays, split_validation
+    from napari_unet.core.training.loop import TrainingSettings, train_job
 
     out = Path(args.output).expanduser()
     if out.exists() and not args.overwrite:
@@ -314,7 +314,7 @@ def _cmd_models() -> int:
 
 def _wants_blocks(args: argparse.Namespace) -> bool:
     """Whether ``segment`` should write OME-Zarr block by block."""
-    from napari_unet.core.zarr_io import ZARR_SUFFIXES, is_lazy_path
+    from napari_unet.core.io.ome_zarr import ZARR_SUFFIXES, is_lazy_path
 
     return (
         args.block_size is not None
@@ -326,8 +326,8 @@ def _wants_blocks(args: argparse.Namespace) -> bool:
 
 def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
     """``segment`` for large images: each input block by block into OME-Zarr."""
+    from napari_unet.core.batch.zarr_files import expand_large_inputs, segment_files_to_zarr_job, zarr_output_paths
     from napari_unet.core.progress import run_job
-    from napari_unet.core.zarr_batch import expand_large_inputs, segment_files_to_zarr_job, zarr_output_paths
 
     try:
         images = expand_large_inputs(args.inputs)
@@ -368,7 +368,7 @@ def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from napari_unet.core.batch import segment_files_job
+    from napari_unet.core.batch.files import segment_files_job
     from napari_unet.core.progress import run_job
 
     try:
@@ -476,8 +476,8 @@ def _prepare_batch(args: argparse.Namespace, *, to_one: bool, first_target: Path
 
 def _report_batch(rows: Sequence[Any], summary: Path | None) -> int:
     """Count the rows (each was printed as it finished), write the summary; the exit status."""
-    from napari_unet.core.atomic import OutputError
-    from napari_unet.core.batch import write_summary
+    from napari_unet.core.batch.files import write_summary
+    from napari_unet.core.io.atomic import OutputError
 
     counts = {status: sum(row.status == status for row in rows) for status in ("ok", "skipped", "failed")}
     print(f"{counts['ok']} segmented, {counts['skipped']} skipped, {counts['failed']} failed")

@@ -1,9 +1,9 @@
 """The Export widget: result layers out as TIFF files that Fiji opens.
 
-Thin: it turns layers into a list of :class:`~napari_unet.core.export.ExportItem`
+Thin: it turns layers into a list of :class:`~napari_unet.core.io.export.ExportItem`
 (on the GUI thread, copying in-memory data; lazy zarr-backed results are read
 in the worker), refuses to replace existing files
-unless told to, and runs :func:`~napari_unet.core.export.export_job` in a
+unless told to, and runs :func:`~napari_unet.core.io.export.export_job` in a
 napari ``thread_worker``. Every file is written atomically, so Cancel (which
 stops between files) and errors never leave a partial file.
 """
@@ -38,16 +38,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet._widgets.forms.lifetime import JobGuard, left_its_dock
+from napari_unet._widgets.forms.scrolling import scrolling_content
+from napari_unet._widgets.layers.proxies import unwrap_proxy
+from napari_unet._widgets.layers.results import RESULT_KEY
+from napari_unet._widgets.layers.session import session_for
+from napari_unet._widgets.layers.warm_up import start_warm_up
 from napari_unet._writer import DEFAULT_UNIT, label_axes, spatial_calibration
 from napari_unet.core import Progress
-from napari_unet.core.export import ExportedFile, ExportItem, class_mask, existing_outputs, export_job, file_stem
-
-from .lifetime import JobGuard, left_its_dock
-from .proxies import unwrap_proxy
-from .results import RESULT_KEY
-from .scrolling import scrolling_content
-from .session import session_for
-from .warm_up import start_warm_up
+from napari_unet.core.io.export import ExportedFile, ExportItem, class_mask, existing_outputs, export_job, file_stem
 
 log = logging.getLogger(__name__)
 

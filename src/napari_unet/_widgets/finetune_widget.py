@@ -42,23 +42,28 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet._widgets.forms import shortcuts
+from napari_unet._widgets.forms.curve_plot import CurvePlot
+from napari_unet._widgets.forms.layer_pairs import LayerPairs, image_shape
+from napari_unet._widgets.forms.lifetime import JobGuard, left_its_dock
+from napari_unet._widgets.forms.scrolling import scrolling_content
+from napari_unet._widgets.forms.training_options import TrainingOptions
+from napari_unet._widgets.layers.finetune_job import (
+    AnnotatedImage,
+    FineTuneRequest,
+    PreviewSource,
+    PreviewUpdate,
+    finetune_job,
+)
+from napari_unet._widgets.layers.proxies import unwrap_proxy
+from napari_unet._widgets.layers.results import Target, make_target, shown_plane
+from napari_unet._widgets.layers.reviewed import reviewed_mask
+from napari_unet._widgets.layers.session import session_for
+from napari_unet._widgets.layers.warm_up import start_warm_up
 from napari_unet.core import Progress, SegmentationModel, load_named_model, save_model, shipped_models
-from napari_unet.core.layout import ImageLayout, ImageLayoutError, infer_layout
-from napari_unet.core.predict import OutOfMemoryError
-from napari_unet.core.training import TrainingResult, TrainingSettings
-
-from . import shortcuts
-from .curve_plot import CurvePlot
-from .finetune_job import AnnotatedImage, FineTuneRequest, PreviewSource, PreviewUpdate, finetune_job
-from .layer_pairs import LayerPairs, image_shape
-from .lifetime import JobGuard, left_its_dock
-from .proxies import unwrap_proxy
-from .results import Target, make_target, shown_plane
-from .reviewed import reviewed_mask
-from .scrolling import scrolling_content
-from .session import session_for
-from .training_options import TrainingOptions
-from .warm_up import start_warm_up
+from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
+from napari_unet.core.inference.predict import OutOfMemoryError
+from napari_unet.core.training.loop import TrainingResult, TrainingSettings
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,17 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from napari_unet._widgets.forms import shortcuts
+from napari_unet._widgets.forms.devices import device_combo
+from napari_unet._widgets.forms.folding import set_fold_tip
+from napari_unet._widgets.forms.lifetime import JobGuard, left_its_dock
+from napari_unet._widgets.forms.scrolling import scrolling_content
+from napari_unet._widgets.layers.channel_hint import channel_notice
+from napari_unet._widgets.layers.large_images import blockwise_worker, is_large, result_path, show_lazy_result
+from napari_unet._widgets.layers.proxies import unwrap_proxy
+from napari_unet._widgets.layers.results import Target, make_target, set_contour, shown_plane
+from napari_unet._widgets.layers.session import session_for
+from napari_unet._widgets.layers.warm_up import start_warm_up
 from napari_unet.core import (
     ModelFileError,
     Progress,
@@ -46,21 +57,9 @@ from napari_unet.core import (
     segment_job,
     shipped_models,
 )
-from napari_unet.core.blockwise import BlockwiseResult
-from napari_unet.core.layout import ImageLayout, ImageLayoutError, infer_layout
-from napari_unet.core.predict import OutOfMemoryError
-
-from . import shortcuts
-from .channel_hint import channel_notice
-from .devices import device_combo
-from .folding import set_fold_tip
-from .large_images import blockwise_worker, is_large, result_path, show_lazy_result
-from .lifetime import JobGuard, left_its_dock
-from .proxies import unwrap_proxy
-from .results import Target, make_target, set_contour, shown_plane
-from .scrolling import scrolling_content
-from .session import session_for
-from .warm_up import start_warm_up
+from napari_unet.core.blockwise.to_zarr import BlockwiseResult
+from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
+from napari_unet.core.inference.predict import OutOfMemoryError
 
 log = logging.getLogger(__name__)
 

@@ -12,18 +12,25 @@ Everything a script, the command line or the napari widgets need:
 
 from __future__ import annotations
 
-from .blockwise import BlockwiseResult, segment_to_zarr, segment_to_zarr_job
-from .factory import new_model
-from .instances import InstanceRule, class_map, instances_from_probabilities
-from .model import UNet, UNetConfig, halo, output_size, valid_input_size
-from .model_file import ModelDescription, ModelFileError, SegmentationModel, load_model, read_description, save_model
-from .normalization import Normalization
-from .progress import Progress, run_job
-from .registry import ShippedModel, load_named_model, resolve_model_path, shipped_models
-from .segmentation import SegmentationResult, segment, segment_job
-from .tiling import tile_grid
-from .zarr_batch import segment_files_to_zarr, segment_files_to_zarr_job
-from .zarr_io import LazyImage, open_result
+from napari_unet.core.batch.zarr_files import segment_files_to_zarr, segment_files_to_zarr_job
+from napari_unet.core.blockwise.to_zarr import BlockwiseResult, segment_to_zarr, segment_to_zarr_job
+from napari_unet.core.inference.segmentation import SegmentationResult, segment, segment_job
+from napari_unet.core.inference.tiling import tile_grid
+from napari_unet.core.io.ome_zarr import LazyImage, open_result
+from napari_unet.core.network.factory import new_model
+from napari_unet.core.network.instances import InstanceRule, class_map, instances_from_probabilities
+from napari_unet.core.network.model_file import (
+    ModelDescription,
+    ModelFileError,
+    SegmentationModel,
+    load_model,
+    read_description,
+    save_model,
+)
+from napari_unet.core.network.normalization import Normalization
+from napari_unet.core.network.registry import ShippedModel, load_named_model, resolve_model_path, shipped_models
+from napari_unet.core.network.unet import UNet, UNetConfig, halo, output_size, valid_input_size
+from napari_unet.core.progress import Progress, run_job
 
 __all__ = [
     "BlockwiseResult",

@@ -1,0 +1,1 @@
+"""Qt parts of the widgets' forms: choosers, folded sections, the curve, shortcuts, dock lifetime."""

@@ -1,0 +1,181 @@
+"""Segment an image (2-D, multichannel, RGB or a stack) with a model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from napari_unet.core.inference.device import resolve_device
+from napari_unet.core.inference.layout import infer_layout
+from napari_unet.core.inference.predict import predict_plane_job
+from napari_unet.core.network.instances import class_map, instances_from_probabilities, smallest_label_dtype
+from napari_unet.core.network.model_file import SegmentationModel
+from napari_unet.core.progress import Job, Progress, run_job
+
+OutputKind = Literal["instances", "classes", "probabilities"]
+OUTPUT_KINDS: tuple[str, ...] = ("instances", "classes", "probabilities")
+
+
+@dataclass
+class SegmentationResult:
+    """What a segmentation produced.
+
+    Attributes
+    ----------
+    output : {"instances", "classes", "probabilities"}
+        What was asked for.
+    labels : numpy.ndarray or None
+        Instance labels (0 = background, one ID per object, unique across the
+        whole stack) or class indices, shaped like the image without its
+        channel axis; the smallest unsigned dtype that fits.
+    probabilities : numpy.ndarray or None
+        float32, shape ``stack + (n_classes, Y, X)``; only when asked for.
+    class_names : list of str
+        The model's class names.
+    n_objects : int
+        Number of objects (instances only).
+    device : str
+        Where it ran.
+    seconds : float
+        Wall time.
+    """
+
+    output: str
+    labels: np.ndarray | None
+    probabilities: np.ndarray | None
+    class_names: list[str]
+    n_objects: int
+    device: str
+    seconds: float
+
+
+def segment_job(
+    image: Any,
+    model: SegmentationModel,
+    /,
+    *,
+    output: OutputKind = "instances",
+    channel_axis: int | None = None,
+    rgb: bool = False,
+    keep_probabilities: bool = False,
+    device: str = "auto",
+    tile_size: int | None = None,
+    batch_size: int | None = None,
+    amp: bool = True,
+    engine: str = "auto",
+) -> Job[SegmentationResult]:
+    """Segment every plane of an image; a generator yielding progress.
+
+    Parameters
+    ----------
+    image : array-like
+        numpy or dask array: (Y, X), (Y, X, 3|4) with ``rgb=True``, a channel
+        axis given by ``channel_axis``, and any leading stack axes (Z, T).
+        Any integer, float or bool dtype; NaN/Inf pixels are treated as 0
+        after normalisation.
+    model : SegmentationModel
+        The model to apply.
+    output : {"instances", "classes", "probabilities"}
+        Objects with one ID each, the most likely class per pixel, or the
+        class probabilities.
+    channel_axis : int, optional
+        Axis holding channels for multichannel images.
+    rgb : bool
+        The last axis is RGB(A) colour.
+    keep_probabilities : bool
+        Also return probabilities when ``output`` is labels.
+    device : {"auto", "cpu", "cuda", "mps"}
+        Where to run; unavailable accelerators fall back to the CPU.
+    tile_size, batch_size : int, optional
+        Override the automatic choice from free memory.
+    amp : bool
+        Mixed precision on CUDA.
+    engine : {"auto", "torch", "openvino"}
+        What runs the network; ``"auto"`` uses OpenVINO on the CPU when the
+        ``openvino`` extra is installed (see :mod:`napari_unet.core.inference.engine`).
+
+    Yields
+    ------
+    Progress
+        Per batch of tiles (stage ``"tiles"``) and per plane (``"instances"``).
+
+    Returns
+    -------
+    SegmentationResult
+    """
+    if output not in OUTPUT_KINDS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
+    dtype = np.dtype(getattr(image, "dtype", np.float32))
+    if dtype.kind not in "biuf":
+        raise ValueError(f"images of type {dtype} cannot be segmented; use integer or floating-point pixels")
+    description = model.description
+    if output == "instances" and description.instance_rule.method == "none":
+        raise ValueError(f"the model {description.name!r} does not separate objects; ask for classes or probabilities")
+    layout = infer_layout(
+        tuple(image.shape), in_channels=description.config.in_channels, channel_axis=channel_axis, rgb=rgb
+    )
+    torch_device = resolve_device(device)
+    started = time.perf_counter()
+    stack = layout.stack_shape
+    height, width = layout.plane_shape
+    n_planes = layout.n_planes
+    n_classes = description.config.n_classes
+    want_probs = output == "probabilities" or keep_probabilities
+    probabilities = np.zeros((*stack, n_classes, height, width), np.float32) if want_probs else None
+    labels: np.ndarray | None = None
+    if output != "probabilities":
+        labels = np.zeros((*stack, height, width), np.uint8 if output == "classes" else np.uint32)
+    n_objects = 0
+    for i, index in enumerate(layout.plane_indices()):
+        plane = layout.plane(image, index)
+        probs = yield from predict_plane_job(
+            plane,
+            model,
+            device=torch_device,
+            tile_size=tile_size,
+            batch_size=batch_size,
+            amp=amp,
+            plane_index=i,
+            n_planes=n_planes,
+            engine=engine,
+        )
+        if probabilities is not None:
+            probabilities[index] = probs
+        if output == "classes":
+            labels[index] = class_map(probs)  # type: ignore[index]
+        elif output == "instances":
+            plane_labels = instances_from_probabilities(probs, description.instance_rule)
+            count = int(plane_labels.max(initial=0))
+            if count:
+                plane_labels = np.where(plane_labels > 0, plane_labels + n_objects, 0)
+            labels[index] = plane_labels  # type: ignore[index]
+            n_objects += count
+        yield Progress("plane", done=1, total=1, plane=i, n_planes=n_planes, message=f"plane {i + 1}/{n_planes} done")
+    if labels is not None and output == "instances":
+        labels = labels.astype(smallest_label_dtype(n_objects), copy=False)
+    return SegmentationResult(
+        output=output,
+        labels=labels,
+        probabilities=probabilities,
+        class_names=list(description.class_names),
+        n_objects=n_objects,
+        device=str(torch_device),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def segment(image: Any, model: SegmentationModel, /, **options: Any) -> SegmentationResult:
+    """Segment an image; :func:`segment_job` run to the end.
+
+    Examples
+    --------
+    >>> from napari_unet.core import new_model
+    >>> model = new_model(depth=2, base_features=4, padding="same")
+    >>> result = segment(np.random.default_rng(0).random((40, 30)), model, output="classes", device="cpu")
+    >>> result.labels.shape, result.labels.dtype.name
+    ((40, 30), 'uint8')
+    """
+    return run_job(segment_job(image, model, **options))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from napari_unet.core.batch.zarr_files import segment_files_to_zarr, segment_files_to_zarr_job
 from napari_unet.core.blockwise.to_zarr import BlockwiseResult, segment_to_zarr, segment_to_zarr_job
+from napari_unet.core.errors import UserError
 from napari_unet.core.inference.segmentation import SegmentationResult, segment, segment_job
 from napari_unet.core.inference.tiling import tile_grid
 from napari_unet.core.io.ome_zarr import LazyImage, open_result
@@ -33,6 +34,7 @@ from napari_unet.core.network.unet import UNet, UNetConfig, halo, output_size, v
 from napari_unet.core.progress import Progress, run_job
 
 __all__ = [
+    "UserError",
     "BlockwiseResult",
     "LazyImage",
     "open_result",

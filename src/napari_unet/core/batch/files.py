@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from napari_unet.core.errors import UserError
 from napari_unet.core.inference.layout import ImageLayoutError
 from napari_unet.core.inference.segmentation import OutputKind, segment_job
 from napari_unet.core.io.atomic import OutputError, atomic_write_bytes
@@ -49,7 +50,7 @@ SUMMARY_FIELDS = ("file", "output", "status", "objects", "seconds", "message")
 _FILE_ERRORS = (ImageReadError, ImageLayoutError, OutputError, ValueError, RuntimeError, OSError, MemoryError)
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Inputs or outputs of a batch that cannot be used."""
 
 

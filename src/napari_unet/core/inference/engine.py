@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from napari_unet.core.errors import UserError
 from napari_unet.core.progress import Job, Progress, run_job
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 CONVERT_AFTER_PIXELS = 4_000_000
 
 
-class EngineError(RuntimeError):
+class EngineError(UserError, RuntimeError):
     """The engine asked for cannot run this network here."""
 
 

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.core.errors import UserError
+
 #: Rec. 601 luma weights, used when an RGB image meets a grayscale model.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-class ImageLayoutError(ValueError):
+class ImageLayoutError(UserError, ValueError):
     """The image cannot be interpreted for this model; the message says what to do."""
 
 

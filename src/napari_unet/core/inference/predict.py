@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_unet.core.errors import UserError
 from napari_unet.core.inference.device import (
     auto_batch_size,
     auto_tile_size,
@@ -27,7 +28,7 @@ from napari_unet.core.progress import Job, Progress
 _MIN_TILE = 64
 
 
-class OutOfMemoryError(RuntimeError):
+class OutOfMemoryError(UserError, RuntimeError):
     """Even the smallest tiles did not fit in the device's memory."""
 
 

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from napari_unet.core.errors import UserError
 
-class OutputError(OSError):
+
+class OutputError(UserError, OSError):
     """A file could not be written; the message says why and what to do."""
 
 

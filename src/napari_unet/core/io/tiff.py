@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import tifffile
 
+from napari_unet.core.errors import UserError
 from napari_unet.core.io.atomic import atomic_output
 
 __all__ = [
@@ -60,7 +61,7 @@ _UM_PER_OME_UNIT = {"nm": 1e-3, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å":
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An image file cannot be read; the message names the file and says what to do."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from napari_unet.core.errors import UserError
 from napari_unet.core.io.atomic import atomic_write_bytes
 from napari_unet.core.network.instances import InstanceRule
 from napari_unet.core.network.normalization import Normalization
@@ -38,7 +39,7 @@ _RECOPY = "copy or download it again, or choose another model file"
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A model file cannot be used; the message says why and what to do."""
 
 

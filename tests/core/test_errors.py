@@ -1,0 +1,35 @@
+"""Every error a user can act on shares one base class, and keeps its built-in one."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_unet.core import ModelFileError, UserError
+from napari_unet.core.batch.files import InputError
+from napari_unet.core.inference.engine import EngineError
+from napari_unet.core.inference.layout import ImageLayoutError
+from napari_unet.core.inference.predict import OutOfMemoryError
+from napari_unet.core.io.atomic import OutputError
+from napari_unet.core.io.tiff import ImageReadError
+
+
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (ModelFileError, ValueError),
+        (InputError, ValueError),
+        (ImageLayoutError, ValueError),
+        (ImageReadError, ValueError),
+        (EngineError, RuntimeError),
+        (OutOfMemoryError, RuntimeError),
+        (OutputError, OSError),
+    ],
+)
+def test_user_errors_derive_from_the_base_and_their_builtin(error, builtin):
+    assert issubclass(error, UserError) and issubclass(error, builtin)
+    with pytest.raises(UserError, match="what to do"):
+        raise error("what to do")
+
+
+def test_a_programming_error_is_not_a_user_error():
+    assert not issubclass(TypeError, UserError) and not issubclass(ValueError, UserError)

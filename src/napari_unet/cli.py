@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_unet.core.batch.files import TIFF_SUFFIXES, InputError, expand_inputs, output_paths
+from napari_unet.core.progress import Stage
 
 __all__ = ["InputError", "expand_inputs", "main", "output_paths"]
 
@@ -248,7 +249,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     with tqdm(total=settings.steps, unit="step", disable=args.quiet) as bar:
 
         def update(report, bar=bar):  # type: ignore[no-untyped-def]
-            if report.stage == "notice":
+            if report.stage == Stage.NOTICE:
                 tqdm.write(f"note: {report.message}", file=sys.stderr)
                 return
             bar.n = report.done
@@ -405,7 +406,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 class _FileBars:
     """Progress of a batch: one bar per file, opened at ``file-start``, its row printed at ``file-done``.
 
-    ``unit="%"`` follows each report's overall fraction (TIFF outputs);
+    ``unit="%"`` follows the file's share of the batch's fraction (TIFF outputs);
     ``unit="block"`` counts the blocks written and names the later stages
     (relabelling, pyramid) beside the bar (OME-Zarr outputs). Notices are
     printed above the bar in both.
@@ -415,11 +416,13 @@ class _FileBars:
         self.unit = unit
         self.quiet = quiet
         self.bar: Any = None
+        self.share = (0.0, 1.0)  # the current file's part of the batch's fraction
 
     def __call__(self, progress: Any) -> None:
         from tqdm import tqdm
 
-        if progress.stage == "file-start":
+        if progress.stage == Stage.FILE_START:
+            self.share = progress.span
             self.bar = tqdm(
                 total=100 if self.unit == "%" else 0,
                 desc=progress.message,
@@ -427,20 +430,21 @@ class _FileBars:
                 disable=self.quiet,
                 leave=False,
             )
-        elif progress.stage == "file-done":
+        elif progress.stage == Stage.FILE_DONE:
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
             _print_row(progress.data["summary"])
         elif self.bar is None:
             return
-        elif progress.stage == "notice":
+        elif progress.stage == Stage.NOTICE:
             tqdm.write(progress.message)
         elif self.unit == "%":
-            self._show(100, round(100 * progress.fraction))
-        elif progress.stage == "blocks":
+            start, stop = self.share
+            self._show(100, round(100 * (progress.fraction - start) / max(stop - start, 1e-12)))
+        elif progress.stage == Stage.BLOCKS:
             self._show(progress.total, progress.done)
-        elif progress.stage in ("relabel", "pyramid") and progress.done == 0:
+        elif progress.stage in (Stage.RELABEL, Stage.PYRAMID) and progress.done == 0:
             self.bar.set_postfix_str(progress.message)
 
     def _show(self, total: int, done: int) -> None:

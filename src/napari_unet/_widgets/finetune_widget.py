@@ -60,7 +60,7 @@ from napari_unet._widgets.layers.results import Target, make_target, shown_plane
 from napari_unet._widgets.layers.reviewed import reviewed_mask
 from napari_unet._widgets.layers.session import session_for
 from napari_unet._widgets.layers.warm_up import start_warm_up
-from napari_unet.core import Progress, SegmentationModel, load_named_model, save_model, shipped_models
+from napari_unet.core import Progress, SegmentationModel, Stage, load_named_model, save_model, shipped_models
 from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
 from napari_unet.core.inference.predict import OutOfMemoryError
 from napari_unet.core.training.loop import TrainingResult, TrainingSettings
@@ -596,10 +596,10 @@ class FineTuneWidget(QWidget):
         if isinstance(report, PreviewUpdate):
             self._show_preview(job, report)
             return
-        if report.stage == "notice":
+        if report.stage == Stage.NOTICE:
             show_info(report.message)
             return
-        if report.stage == "prepare":
+        if report.stage == Stage.PREPARE:
             if not job.stop.is_set():
                 self.status_label.setText(f"Preparing: {report.message}...")
             return

@@ -52,6 +52,7 @@ from napari_unet.core import (
     Progress,
     SegmentationModel,
     SegmentationResult,
+    Stage,
     load_model,
     load_named_model,
     segment_job,
@@ -639,7 +640,7 @@ class SegmentWidget(QWidget):
             job.pbar.update(value - job.pbar.n)
         if report.message and self._job is job:
             self.status_label.setText(f"Segmenting {job.target.source.name}: {report.message}")
-        if report.stage == "notice":
+        if report.stage == Stage.NOTICE:
             show_info(report.message)
 
     def _on_returned(self, job: _RunningJob, result: SegmentationResult | _JobFailed) -> None:

@@ -31,7 +31,7 @@ from napari_unet.core.network.model_file import (
 from napari_unet.core.network.normalization import Normalization
 from napari_unet.core.network.registry import ShippedModel, load_named_model, resolve_model_path, shipped_models
 from napari_unet.core.network.unet import UNet, UNetConfig, halo, output_size, valid_input_size
-from napari_unet.core.progress import Progress, run_job
+from napari_unet.core.progress import Progress, Stage, run_job, within
 
 __all__ = [
     "UserError",
@@ -47,6 +47,8 @@ __all__ = [
     "ModelFileError",
     "Normalization",
     "Progress",
+    "Stage",
+    "within",
     "SegmentationModel",
     "SegmentationResult",
     "UNet",

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from napari_unet.core import Progress, SegmentationModel, class_map, instances_from_probabilities
+from napari_unet.core import Progress, SegmentationModel, Stage, class_map, instances_from_probabilities
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.layout import ImageLayout, infer_layout
 from napari_unet.core.inference.predict import predict_plane_job
@@ -148,7 +148,7 @@ def finetune_job(
     model, settings = request.model, request.settings
     samples: list[TrainingSample] = []
     for i, item in enumerate(request.images):
-        yield Progress("prepare", i, len(request.images), message=f"reading the annotation of {item.name}")
+        yield Progress(Stage.PREPARE, i, len(request.images), message=f"reading the annotation of {item.name}")
         try:
             samples += yield from _samples_of(item, model, request.mode, settings, stop)
         except ValueError as exc:
@@ -221,7 +221,7 @@ def _samples_of(
         kind = "instances" if mode == "corrections" and preview_kind(model) == "instances" else "classes"
         previous = np.zeros(item.labels.shape, np.uint32)
         for n, idx in enumerate(used):
-            yield Progress("prepare", n, len(used), message=f"predicting {item.name} with the current model")
+            yield Progress(Stage.PREPARE, n, len(used), message=f"predicting {item.name} with the current model")
             labels = _predict(layout.plane(item.image, idx), model, kind, settings.device, stop=stop)
             if labels is None:
                 return []  # stopped: the job ends before training

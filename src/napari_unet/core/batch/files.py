@@ -28,7 +28,7 @@ from napari_unet.core.io.atomic import OutputError, atomic_write_bytes
 from napari_unet.core.io.tiff import ImageReadError, LabelsDtypeWarning, read_image, write_labels, write_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.registry import load_named_model
-from napari_unet.core.progress import Progress, run_job
+from napari_unet.core.progress import Progress, Stage, run_job, within
 
 __all__ = [
     "SUMMARY_FIELDS",
@@ -259,8 +259,9 @@ def per_file_job(
     An existing target is skipped unless ``overwrite``; a file whose job
     raises one of the errors a bad file causes (unreadable, wrong layout,
     output not writable, out of memory) is recorded as failed and the batch
-    goes on. ``"file-start"`` and ``"file-done"`` (``data["summary"]``) frame
-    the reports of each file's job.
+    goes on. :attr:`Stage.FILE_START` and :attr:`Stage.FILE_DONE`
+    (``data["summary"]``) frame the reports of each file's job, and file ``i``
+    of ``n`` runs through the fractions ``[i / n, (i + 1) / n]`` of the batch.
 
     Returns
     -------
@@ -270,15 +271,14 @@ def per_file_job(
     rows: list[FileSummary] = []
     n = len(sources)
     for index, (source, target) in enumerate(zip(sources, targets)):
-        yield Progress(
-            "file-start", done=0, total=1, plane=index, n_planes=n, message=source.name, data={"file": source}
-        )
+        share = (index / n, (index + 1) / n)  # of the whole batch
+        yield Progress(Stage.FILE_START, done=0, total=1, span=share, message=source.name, data={"file": source})
         if target.exists() and not overwrite:
             row = FileSummary(str(source), str(target), "skipped", None, 0.0, f"{target} exists (overwrite to redo it)")
         else:
             started = time.perf_counter()
             try:
-                objects, message = yield from segment_one(source, target)
+                objects, message = yield from within(segment_one(source, target), start=share[0], stop=share[1])
             except _FILE_ERRORS as exc:
                 row = FileSummary(
                     str(source), str(target), "failed", None, round(time.perf_counter() - started, 3), str(exc)
@@ -289,11 +289,10 @@ def per_file_job(
                 )
         rows.append(row)
         yield Progress(
-            "file-done",
+            Stage.FILE_DONE,
             done=1,
             total=1,
-            plane=index,
-            n_planes=n,
+            span=share,
             message=f"{source.name}: {row.status}",
             data={"summary": row},
         )

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from napari_unet.core.progress import Job, Progress
+from napari_unet.core.progress import Job, Progress, Stage
 
 
 def _distributed() -> Any:
@@ -89,7 +89,8 @@ def map_tasks(
     *,
     shared: dict[str, Any],
     on_result: Callable[[int, Any], None] | None = None,
-    label: str = "blocks",
+    stage: Stage = Stage.BLOCKS,
+    what: str = "blocks",
 ) -> Job[list[Any]]:
     """Run ``function(item, **shared)`` for every item on the cluster; a generator of progress.
 
@@ -109,13 +110,15 @@ def map_tasks(
     on_result : callable, optional
         Called here as ``on_result(index, result)`` as each task finishes,
         in any order; results are then not kept (bounded memory).
-    label : str
-        Stage name of the progress reports.
+    stage : Stage
+        Stage of the progress reports.
+    what : str
+        What the tasks are, for the reports' messages.
 
     Yields
     ------
     Progress
-        Stage ``label``, one report per finished task.
+        Stage ``stage``, one report per finished task.
 
     Returns
     -------
@@ -135,7 +138,7 @@ def map_tasks(
             else:
                 on_result(index, future.result())
             future.release()
-            yield Progress(label, done=done, total=len(futures), message=f"{done}/{len(futures)} {label} done")
+            yield Progress(stage, done=done, total=len(futures), message=f"{done}/{len(futures)} {what} done")
     finally:
         unfinished = [f for f in futures if not f.done()]
         if unfinished:

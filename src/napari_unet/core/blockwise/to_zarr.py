@@ -36,12 +36,19 @@ from napari_unet.core.inference.tiling import Region
 from napari_unet.core.io.ome_zarr import LazyImage, ZarrOutput
 from napari_unet.core.network.instances import class_map, instances_from_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
-from napari_unet.core.progress import Job, Progress, run_job
+from napari_unet.core.progress import Job, Progress, Stage, run_job, within
 
 __all__ = ["BlockwiseResult", "segment_to_zarr", "segment_to_zarr_job"]
 
 #: Largest zarr chunk side; chunks divide blocks so processes never share one.
 _CHUNK = 512
+#: Each stage's share of the job's progress (blocks take nearly all the time).
+_SHARES = {
+    Stage.STATISTICS: (0.0, 0.05),
+    Stage.BLOCKS: (0.05, 0.9),
+    Stage.RELABEL: (0.9, 0.97),
+    Stage.PYRAMID: (0.97, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -187,8 +194,10 @@ def segment_to_zarr_job(
     Yields
     ------
     Progress
-        ``"tiles"`` within a block (in this process), ``"blocks"`` per
-        finished block, ``"relabel"`` and ``"pyramid"`` at the end.
+        :attr:`Stage.STATISTICS` first, :attr:`Stage.TILES` within a block
+        (in this process), :attr:`Stage.BLOCKS` per finished block,
+        :attr:`Stage.RELABEL` and :attr:`Stage.PYRAMID` at the end; the
+        fraction only grows (each stage has its share, :data:`_SHARES`).
 
     Returns
     -------
@@ -244,7 +253,11 @@ def segment_to_zarr_job(
         stats = []
         for p, index in enumerate(planes):
             yield Progress(
-                "statistics", done=p, total=len(planes), message=f"reading intensities of plane {p + 1}/{len(planes)}"
+                Stage.STATISTICS,
+                done=p,
+                total=len(planes),
+                span=_SHARES[Stage.STATISTICS],
+                message=f"reading intensities of plane {p + 1}/{len(planes)}",
             )
             stats.append(description.normalization.statistics(layout.plane(lazy, index)))
         plan = _Plan(
@@ -264,40 +277,50 @@ def segment_to_zarr_job(
         if scheduler is None:
             torch_device = resolve_device(device)
             where = str(torch_device)
-            for unit_ in units:
-                outcome = yield from _block_job(unit_, plan, model, torch_device)
+            start, stop = _SHARES[Stage.BLOCKS]
+            width = (stop - start) / len(units)
+            for k, unit_ in enumerate(units):
+                block_job = _block_job(unit_, plan, model, torch_device)
+                outcome = yield from within(block_job, start=start + k * width, stop=start + (k + 1) * width)
                 merger.absorb(unit_.number, outcome)
                 yield Progress(
-                    "blocks",
-                    done=unit_.number + 1,
+                    Stage.BLOCKS,
+                    done=k + 1,
                     total=len(units),
-                    plane=unit_.number + 1,
-                    n_planes=len(units),
-                    message=f"block {unit_.number + 1}/{len(units)} done",
+                    span=_SHARES[Stage.BLOCKS],
+                    message=f"block {k + 1}/{len(units)} done",
                 )
         else:
             from napari_unet.core.blockwise.cluster import connect, map_tasks
 
             where = "dask cluster"
             with connect(scheduler, n_workers=n_workers) as client:
-                yield from map_tasks(
+                tasks = map_tasks(
                     client, _block_task, units, shared={"plan": plan, "model": model}, on_result=merger.absorb
                 )
+                yield from within(tasks, start=_SHARES[Stage.BLOCKS][0], stop=_SHARES[Stage.BLOCKS][1])
         n_objects = 0
         if output == "instances":
-            yield Progress("relabel", message="joining objects cut by block borders")
+            yield Progress(Stage.RELABEL, span=_SHARES[Stage.RELABEL], message="joining objects cut by block borders")
             tables, n_objects = merger.final_tables()
             array = target.array(0)
             for k, unit_ in enumerate(units):
                 key = (*unit_.plane, *unit_.block.core)
                 array[key] = tables[unit_.number][np.asarray(array[key])].astype(np.uint32)
                 yield Progress(
-                    "relabel", done=k + 1, total=len(units), message=f"renumbering block {k + 1}/{len(units)}"
+                    Stage.RELABEL,
+                    done=k + 1,
+                    total=len(units),
+                    span=_SHARES[Stage.RELABEL],
+                    message=f"renumbering block {k + 1}/{len(units)}",
                 )
         levels = 1
         if pyramid:
-            yield Progress("pyramid", message="writing the down-sampled levels")
+            yield Progress(Stage.PYRAMID, span=_SHARES[Stage.PYRAMID], message="writing the down-sampled levels")
             levels = target.add_pyramid(labels=output != "probabilities")
+            yield Progress(
+                Stage.PYRAMID, done=1, total=1, span=_SHARES[Stage.PYRAMID], message=f"{levels} levels written"
+            )
         path = target.commit()
         committed = True
     finally:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from napari_unet.core.errors import UserError
-from napari_unet.core.progress import Job, Progress, run_job
+from napari_unet.core.progress import Job, Progress, Stage, run_job
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def network_runner_job(
         threading.Thread(target=convert, name="napari-unet-openvino-conversion", daemon=True).start()
     while not done.wait(0.1):
         yield Progress(
-            "prepare",
+            Stage.PREPARE,
             plane=plane_index,
             n_planes=n_planes,
             message="preparing the network for OpenVINO (once per model)",

@@ -22,7 +22,7 @@ from napari_unet.core.inference.engine import Runner, network_runner_job
 from napari_unet.core.inference.tiling import Region, TileGrid, read_mirrored, tile_grid
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.normalization import apply_normalization
-from napari_unet.core.progress import Job, Progress
+from napari_unet.core.progress import Job, Progress, Stage
 
 #: Smallest tile side tried after out-of-memory errors before giving up.
 _MIN_TILE = 64
@@ -155,7 +155,7 @@ def predict_plane_job(
                     "close other programs using the GPU or choose the CPU"
                 ) from exc
             yield Progress(
-                "notice",
+                Stage.NOTICE,
                 plane=plane_index,
                 n_planes=n_planes,
                 message=f"out of memory on {device}; retrying with a {what}",
@@ -215,7 +215,7 @@ def _run_grid(
                     for tile, p in zip(chunk, probs.cpu().numpy()):
                         out[(slice(None), *tile.write)] = p[(slice(None), *tile.keep)]
             yield Progress(
-                "tiles",
+                Stage.TILES,
                 done=min(first + batch, n_tiles),
                 total=n_tiles,
                 plane=plane_index,

@@ -13,7 +13,7 @@ from napari_unet.core.inference.layout import infer_layout
 from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.network.instances import class_map, instances_from_probabilities, smallest_label_dtype
 from napari_unet.core.network.model_file import SegmentationModel
-from napari_unet.core.progress import Job, Progress, run_job
+from napari_unet.core.progress import Job, Progress, Stage, run_job
 
 OutputKind = Literal["instances", "classes", "probabilities"]
 OUTPUT_KINDS: tuple[str, ...] = ("instances", "classes", "probabilities")
@@ -100,7 +100,7 @@ def segment_job(
     Yields
     ------
     Progress
-        Per batch of tiles (stage ``"tiles"``) and per plane (``"instances"``).
+        Per batch of tiles (:attr:`Stage.TILES`) and per finished plane (:attr:`Stage.PLANE`).
 
     Returns
     -------
@@ -153,7 +153,9 @@ def segment_job(
                 plane_labels = np.where(plane_labels > 0, plane_labels + n_objects, 0)
             labels[index] = plane_labels  # type: ignore[index]
             n_objects += count
-        yield Progress("plane", done=1, total=1, plane=i, n_planes=n_planes, message=f"plane {i + 1}/{n_planes} done")
+        yield Progress(
+            Stage.PLANE, done=1, total=1, plane=i, n_planes=n_planes, message=f"plane {i + 1}/{n_planes} done"
+        )
     if labels is not None and output == "instances":
         labels = labels.astype(smallest_label_dtype(n_objects), copy=False)
     return SegmentationResult(

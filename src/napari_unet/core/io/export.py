@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from napari_unet.core.io.tiff import LabelsDtypeWarning, write_labels, write_probabilities
-from napari_unet.core.progress import Progress, run_job
+from napari_unet.core.progress import Progress, Stage, run_job
 
 __all__ = [
     "ExportItem",
@@ -131,9 +131,9 @@ def export_job(
     written: list[ExportedFile] = []
     total = len(items)
     for done, item in enumerate(items):
-        yield Progress("export", done=done, total=total, message=f"writing {item.path.name}")
+        yield Progress(Stage.EXPORT, done=done, total=total, message=f"writing {item.path.name}")
         written.append(_write(item, overwrite=overwrite))
-    yield Progress("export", done=total, total=total, message=f"{total} file(s) written")
+    yield Progress(Stage.EXPORT, done=total, total=total, message=f"{total} file(s) written")
     return written
 
 

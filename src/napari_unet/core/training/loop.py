@@ -26,7 +26,7 @@ from napari_unet.core.network.instances import class_map, instances_from_probabi
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.normalization import apply_normalization
 from napari_unet.core.network.unet import halo, output_size, valid_input_size
-from napari_unet.core.progress import Job, Progress, run_job
+from napari_unet.core.progress import Job, Progress, Stage, run_job
 from napari_unet.core.training.annotations import IGNORE, TrainingTarget
 from napari_unet.core.training.augment import augment_sample
 from napari_unet.core.training.losses import dice_cross_entropy, masked_cross_entropy
@@ -419,7 +419,7 @@ def train_job(
         names = model.description.class_names
         others = ", ".join(repr(n) for i, n in enumerate(names) if i != only)
         yield Progress(
-            "notice",
+            Stage.NOTICE,
             message=(
                 f"Only the class {names[only]!r} is annotated, so training can only teach the model to predict "
                 f"{names[only]!r} everywhere. Paint some pixels of {others} too, unless that is what you want."
@@ -447,7 +447,7 @@ def train_job(
     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     if validation:
         yield Progress(
-            "train",
+            Stage.TRAIN,
             0,
             settings.steps,
             message=f"before training: {name} {baseline if baseline is not None else float('nan'):.3f}",
@@ -515,7 +515,7 @@ def train_job(
                 empty_cache(device)
                 at_once = max(1, at_once // 2)
                 yield Progress(
-                    "notice",
+                    Stage.NOTICE,
                     step,
                     settings.steps,
                     message=(
@@ -545,7 +545,7 @@ def train_job(
                 entry["best"] = best
             log.append(entry)
             yield Progress(
-                "train",
+                Stage.TRAIN,
                 step,
                 settings.steps,
                 message=f"step {step}/{settings.steps}, loss {entry['loss']:.4f}",

@@ -69,7 +69,9 @@ def test_a_batch_of_files_has_a_growing_fraction(tmp_path, tiny_model):
     for name in ("a", "b", "c"):
         tifffile.imwrite(tmp_path / f"{name}.tif", rng.normal(100, 10, (40, 56)).astype(np.float32))
     rows, fractions = _fractions(
-        segment_files_job(sorted(tmp_path.glob("*.tif")), model=tiny_model, output_folder=tmp_path / "out", device="cpu")
+        segment_files_job(
+            sorted(tmp_path.glob("*.tif")), model=tiny_model, output_folder=tmp_path / "out", device="cpu"
+        )
     )
     assert [r.status for r in rows] == ["ok"] * 3
     _assert_only_grows(fractions)

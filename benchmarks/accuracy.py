@@ -50,9 +50,9 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from napari_unet.core import load_named_model, segment
-from napari_unet.core.training.metrics import (
+from napari_unet.core.training.metrics import MatchScores
+from scoring import (
     AP_THRESHOLDS,
-    MatchScores,
     SegScore,
     average_precision_table,
     pool_match_scores,

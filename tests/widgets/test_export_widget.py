@@ -13,13 +13,14 @@ pytest.importorskip("pytestqt")
 
 import tifffile  # noqa: E402
 
+from imagej_reader import read_imagej_metadata  # noqa: E402
 from napari_unet._widgets import export_widget as ew  # noqa: E402
 from napari_unet._widgets.layers.results import RESULT_KEY, make_target  # noqa: E402
 from napari_unet._widgets.layers.session import session_for  # noqa: E402
 from napari_unet.core import SegmentationResult  # noqa: E402
 from napari_unet.core.inference.layout import infer_layout  # noqa: E402
 from napari_unet.core.io import atomic  # noqa: E402
-from napari_unet.core.io.tiff import LabelsDtypeWarning, read_imagej_metadata  # noqa: E402
+from napari_unet.core.io.tiff import LabelsDtypeWarning  # noqa: E402
 
 pytestmark = pytest.mark.gui
 

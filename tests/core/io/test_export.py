@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from imagej_reader import read_imagej_metadata
 from napari_unet._writer import label_axes, spatial_calibration, write_labels_layer
 from napari_unet.core.batch.files import FileSummary, segment_files, write_summary
 from napari_unet.core.io.atomic import OutputError
@@ -23,7 +24,7 @@ from napari_unet.core.io.export import (
     export_job,
     file_stem,
 )
-from napari_unet.core.io.tiff import read_image, read_imagej_metadata
+from napari_unet.core.io.tiff import read_image
 
 
 def _labels(shape: tuple[int, ...], top: int) -> np.ndarray:

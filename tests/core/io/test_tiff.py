@@ -23,13 +23,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from imagej_reader import read_imagej_metadata
 from napari_unet.core.io.atomic import OutputError
 from napari_unet.core.io.tiff import (
     ImageInfo,
     ImageReadError,
     LabelsDtypeWarning,
     read_image,
-    read_imagej_metadata,
     write_labels,
     write_probabilities,
 )

@@ -13,9 +13,10 @@ import pytest
 import tifffile
 
 from imagej_reader import read_imagej_metadata
-from napari_unet._writer import label_axes, spatial_calibration, write_labels_layer
+from napari_unet._writer import write_labels_layer
 from napari_unet.core.batch.files import FileSummary, segment_files, write_summary
 from napari_unet.core.io.atomic import OutputError
+from napari_unet.core.io.calibration import label_axes, spatial_calibration
 from napari_unet.core.io.export import (
     ExportItem,
     class_mask,

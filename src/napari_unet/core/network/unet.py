@@ -194,66 +194,21 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def output_size(config: UNetConfig, input_size: int) -> int | None:
-    """Spatial output size for one axis, or ``None`` if the input is not valid.
-
-    An input size is valid when every 2x2 max-pooling sees an even size and
-    no feature map shrinks below one pixel.
-
-    Examples
-    --------
-    >>> output_size(UNetConfig(depth=5, padding="valid"), 572)
-    388
-    >>> output_size(UNetConfig(depth=5, padding="valid"), 573) is None
-    True
-    """
-    shrink = 0 if config.padding == "same" else 4
-    size = input_size
-    for level in range(config.depth):
-        if level > 0:
-            if size % 2:
-                return None
-            size //= 2
-        size -= shrink
-        if size < 1:
-            return None
-    for _ in range(config.depth - 1):
-        size = 2 * size - shrink
-        if size < 1:
-            return None
-    return size
-
-
-def halo(config: UNetConfig) -> int:
-    """Context lost on each side of a ``valid`` network (0 for ``same``).
-
-    For the paper's depth-5 network this is 92 (572 = 388 + 2 * 92).
-    """
-    if config.padding == "same":
-        return 0
-    size = valid_input_size(config, 1)
-    return (size - output_size(config, size)) // 2  # type: ignore[operator]
-
-
-def valid_input_size(config: UNetConfig, at_least: int) -> int:
-    """Smallest valid input size whose *output* covers ``at_least`` pixels.
-
-    Examples
-    --------
-    >>> valid_input_size(UNetConfig(depth=5, padding="valid"), 388)
-    572
-    >>> valid_input_size(UNetConfig(depth=3, padding="same"), 10)
-    12
-    """
-    step = config.downsampling if config.padding == "same" else 1
-    size = step
-    while True:
-        out = output_size(config, size)
-        if out is not None and out >= at_least:
-            return size
-        size += step
-
-
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# The geometry of the network (halo, valid sizes) has its own module; these names stay importable from here.
+from napari_unet.core.network.geometry import halo, output_size, valid_input_size  # noqa: E402
+
+__all__ = [
+    "DoubleConv",
+    "UNet",
+    "UNetConfig",
+    "center_crop",
+    "count_parameters",
+    "halo",
+    "output_size",
+    "valid_input_size",
+]

@@ -112,7 +112,7 @@ def largest_valid_input(config: UNetConfig, at_most: int) -> int:
     Examples
     --------
     >>> from napari_unet.core.network.unet import UNetConfig
-    >>> largest_valid_input(UNetConfig(depth=5, padding="valid"), 600)
+    >>> largest_valid_input(UNetConfig(depth=5, padding="valid"), 580)
     572
     """
     size = at_most

@@ -155,6 +155,44 @@ def instances_from_probabilities(probabilities: np.ndarray, rule: InstanceRule) 
     return relabel_consecutive(labels)
 
 
+def labels_from_probabilities(
+    probabilities: np.ndarray, /, *, kind: Literal["instances", "classes"], rule: InstanceRule
+) -> np.ndarray:
+    """One plane of class probabilities as the labels a user asked for.
+
+    The one place that turns probabilities into labels, for whole images,
+    blocks of large images, training validation and Fine-tune previews.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        (K, Y, X) class probabilities of one plane.
+    kind : {"instances", "classes"}
+        Objects with one ID each (by ``rule``), or the most likely class per pixel.
+    rule : InstanceRule
+        The model's rule for separating objects.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Y, X) labels: object IDs 1..N (0 background) or class indices.
+
+    Examples
+    --------
+    >>> p = np.zeros((2, 4, 7)); p[0] = 1
+    >>> p[:, 1:3, 1:3] = [[[0]], [[1]]]; p[:, 1:3, 4:6] = [[[0]], [[1]]]
+    >>> int(labels_from_probabilities(p, kind="instances", rule=InstanceRule()).max())
+    2
+    >>> labels_from_probabilities(p, kind="classes", rule=InstanceRule()).max()
+    np.uint8(1)
+    """
+    if kind == "instances":
+        return instances_from_probabilities(probabilities, rule)
+    if kind == "classes":
+        return class_map(probabilities)
+    raise ValueError(f"labels are instances or classes, got {kind!r}")
+
+
 def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     sizes = np.bincount(labels.ravel())
     small = sizes < min_size

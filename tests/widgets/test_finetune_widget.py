@@ -12,11 +12,11 @@ pytest.importorskip("pytestqt")
 
 from job_gates import Gate  # noqa: E402
 from napari_unet._widgets import finetune_widget as fw  # noqa: E402
-from napari_unet._widgets.layers import finetune_job as fj  # noqa: E402
 from napari_unet._widgets.layers.proxies import unwrap_proxy  # noqa: E402
 from napari_unet._widgets.layers.session import session_for  # noqa: E402
 from napari_unet.core import load_model  # noqa: E402
 from napari_unet.core.io.atomic import OutputError  # noqa: E402
+from napari_unet.core.training import finetune_job as fj  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -343,8 +343,8 @@ def test_finetune_job_runs_without_a_gui(tiny_model, nuclei_crop):
     )
     from napari_unet.core.inference.layout import infer_layout
 
-    preview = fj.PreviewSource(image, infer_layout(image.shape, in_channels=1))
-    job = fj.finetune_job(request, stop=threading.Event(), preview=preview, preview_every=0.0)
+    preview = fj.plane_preview(fj.PreviewSource(image, infer_layout(image.shape, in_channels=1)), every=0.0)
+    job = fj.finetune_job(request, stop=threading.Event(), preview=preview)
     reports = []
     while True:
         try:
@@ -372,9 +372,8 @@ def test_no_preview_is_predicted_once_stop_is_set(tiny_model, nuclei_crop):
     from napari_unet.core.inference.layout import infer_layout
 
     stop = threading.Event()
-    job = fj.finetune_job(
-        request, stop=stop, preview=fj.PreviewSource(image, infer_layout(image.shape, in_channels=1)), preview_every=0.0
-    )
+    source = fj.PreviewSource(image, infer_layout(image.shape, in_channels=1))
+    job = fj.finetune_job(request, stop=stop, preview=fj.plane_preview(source, every=0.0, stop=stop))
     report = next(job)
     while isinstance(report, fj.PreviewUpdate) or report.stage != "train":
         report = next(job)

@@ -533,3 +533,45 @@ def test_only_one_painted_class_is_a_notice_and_training_goes_on(
     assert errors == []
     assert len(infos) == 1 and "Only the class 'background' is annotated" in infos[0]
     assert widget.result is not None and widget.session.model is start
+
+
+def test_the_widget_and_the_command_line_train_the_same_weights(
+    qtbot, viewer_widget, nuclei_crop, tmp_path, tiny_model_file, monkeypatch
+):
+    """Same image, labels, model, recipe and seed: the widget and ``napari-unet train`` give identical weights."""
+    import itertools
+
+    import tifffile
+
+    from napari_unet.cli import main
+    from napari_unet.core.training import loop
+
+    # every validation is better than the one before, so both keep their last weights
+    # (the tiny untrained model scores 0 throughout, which would keep the starting weights)
+    scores = itertools.count()
+    monkeypatch.setattr(loop, "evaluate", lambda *args, **kwargs: float(next(scores)))
+    monkeypatch.setattr(fw, "PREVIEW_SECONDS", 1e9)  # no preview: it would only cost time
+    viewer, widget = viewer_widget
+    image, truth = nuclei_crop
+    add_pair(viewer, nuclei_crop, name="a.tif")
+    widget.options.steps_spin.setValue(3)
+    widget.options.validate_spin.setValue(25)  # the command line's defaults
+    widget.options.validation_spin.setValue(20)
+    widget.options.device_combo.setCurrentIndex(widget.options.device_combo.findData("cpu"))
+    run_finetune(qtbot, widget)
+    assert widget.result is not None and widget.result.steps_done == 3
+
+    for folder, data in (("img", image), ("lab", truth)):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "a.tif", data)
+    out = tmp_path / "cli.unet.safetensors"
+    args = ["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--from", str(tiny_model_file)]
+    args += ["-o", str(out), "--steps", "3", "--patch-size", "32", "--batch-size", "2", "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    cli = load_model(out)
+    assert (
+        cli.description.training_history[-1]["settings"]
+        == widget.result.model.description.training_history[-1]["settings"]
+    )
+    assert same_weights(weights(widget.result.model), weights(cli))
+    assert not same_weights(weights(cli), weights(load_model(tiny_model_file)))  # it trained

@@ -370,6 +370,13 @@ class BestState:
     baseline : float or None
         The metric before training (None: not measured); the weights as they
         are now are the best until a validation beats it.
+
+    Attributes
+    ----------
+    baseline : float or None
+        As given.
+    best : float
+        The best metric so far (``-inf`` before any).
     """
 
     def __init__(
@@ -382,6 +389,7 @@ class BestState:
         baseline: float | None,
     ) -> None:
         self.model, self.validation, self.device = model, validation, device
+        self.baseline = baseline
         self.best = baseline if baseline is not None else -math.inf
         self._state = self._snapshot()
 
@@ -446,6 +454,63 @@ def _working_copy(model: SegmentationModel, *, from_scratch: bool, device: torch
         work.network.reset_parameters()
     work.network.to(device)
     return work
+
+
+def _baseline_report(baseline: float | None, /, *, name: str, steps: int) -> Progress:
+    """The progress report of the validation before training (step 0)."""
+    return Progress(
+        "train",
+        0,
+        steps,
+        message=f"before training: {name} {baseline if baseline is not None else float('nan'):.3f}",
+        data={"metric": baseline, "best": baseline, "metric_name": name},
+    )
+
+
+def _finish(
+    work: SegmentationModel,
+    best: BestState,
+    /,
+    *,
+    settings: TrainingSettings,
+    samples: Sequence[TrainingSample],
+    validation: Sequence[TrainingSample],
+    from_scratch: bool,
+    steps: int,
+    stopped: bool,
+    seconds: float,
+    metric: str,
+    log: list[dict[str, Any]],
+    record: dict[str, Any] | None,
+) -> TrainingResult:
+    """Keep the best weights, record the run in the model's history and move it back to the CPU."""
+    best.restore()
+    work.network.eval()
+    history = _history_entry(
+        settings,
+        samples,
+        validation,
+        from_scratch=from_scratch,
+        steps=steps,
+        seconds=seconds,
+        metric=metric,
+        baseline=best.baseline,
+        best=best.best_metric,
+        log=log,
+        record=record,
+    )
+    work.description.training_history.append(history)
+    work.network.cpu()
+    return TrainingResult(
+        model=work,
+        baseline_metric=best.baseline,
+        best_metric=best.best_metric,
+        metric_name=metric,
+        steps_done=steps,
+        stopped=stopped,
+        seconds=seconds,
+        log=log,
+    )
 
 
 def train_job(
@@ -517,13 +582,7 @@ def train_job(
     baseline = evaluate(work, validation, device=device) if measure else None
     best = BestState(work, validation, device=device, baseline=baseline)
     if validation:
-        yield Progress(
-            "train",
-            0,
-            settings.steps,
-            message=f"before training: {name} {baseline if baseline is not None else float('nan'):.3f}",
-            data={"metric": baseline, "best": baseline, "metric_name": name},
-        )
+        yield _baseline_report(baseline, name=name, steps=settings.steps)
     sampler = _PatchSampler(samples, work, settings)
     started = time.perf_counter()  # the time budget is for training, not for the baseline check
     optimizer = make_optimizer(work.network, settings)
@@ -567,31 +626,17 @@ def train_job(
                 break
     finally:
         loader.close()
-    best.restore()
-    work.network.eval()
-    seconds = time.perf_counter() - started
-    history = _history_entry(
-        settings,
-        samples,
-        validation,
+    return _finish(
+        work,
+        best,
+        settings=settings,
+        samples=samples,
+        validation=validation,
         from_scratch=from_scratch,
         steps=done,
-        seconds=seconds,
+        stopped=stopped,
+        seconds=time.perf_counter() - started,
         metric=name,
-        baseline=baseline,
-        best=best.best_metric,
         log=log,
         record=record,
-    )
-    work.description.training_history.append(history)
-    work.network.cpu()
-    return TrainingResult(
-        model=work,
-        baseline_metric=baseline,
-        best_metric=best.best_metric,
-        metric_name=name,
-        steps_done=done,
-        stopped=stopped,
-        seconds=seconds,
-        log=log,
     )

@@ -5,6 +5,14 @@ k = 1, 3, 5 training images of a dataset in the shared layout, and scores the
 dataset's val split (matched-object F1 and AP at IoU 0.5, summed over images)
 at several points of the training time. k = 0 is the starting model.
 
+The training is the Fine-tune widget's own job
+(:func:`napari_unet.core.training.finetune_job.finetune_job`, run in its
+two halves so that the clock starts with the training: corrections
+mode, the model's mistakes weighted, the default recipe), so the figures
+measure what the widget runs. The val split is scored by the job's preview
+hook, in between two steps, with the model being trained. No annotation is
+held back for validation unless ``--validation-fraction`` says so.
+
 Usage (repository root)::
 
     PYTHONPATH=src python benchmarks/few_shot.py --data ../shared/data/ctc_fluo_n2dh_sim_plus \\
@@ -22,10 +30,12 @@ import numpy as np
 import tifffile
 
 from napari_unet.core import load_named_model, segment
+from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import run_job
-from napari_unet.core.training.finetune import samples_from_arrays
-from napari_unet.core.training.loop import TrainingSettings, train_job
+from napari_unet.core.training.finetune_job import AnnotatedImage, FineTuneRequest, prepare_job, training_job
+from napari_unet.core.training.loop import TrainingSettings
 from napari_unet.core.training.metrics import match_objects
+from napari_unet.core.training.recipe import default_learning_rate
 
 
 def read_pairs(folder: Path, limit: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -46,6 +56,26 @@ def score(model, pairs, device: str) -> tuple[float, float]:
     return f1, ap
 
 
+def few_shot_request(
+    pairs: list[tuple[str, np.ndarray, np.ndarray]],
+    model: SegmentationModel,
+    /,
+    *,
+    settings: TrainingSettings,
+    validation_fraction: float = 0.0,
+) -> FineTuneRequest:
+    """The Fine-tune request for ``(name, image, labels)`` pairs: what the widget sends for the same layers."""
+    images = [AnnotatedImage(name, image, labels, rgb=image.ndim == 3) for name, image, labels in pairs]
+    return FineTuneRequest(
+        model=model,
+        images=images,
+        mode="corrections",
+        settings=settings,
+        validation_fraction=validation_fraction,
+        record={"command": "benchmarks/few_shot.py"},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder with train/ and val/")
@@ -61,6 +91,9 @@ def main() -> None:
     parser.add_argument("--val-limit", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--validation-fraction", type=float, default=0.0, help="annotation held back, as the widget's option"
+    )
     args = parser.parse_args()
 
     start = load_named_model(args.model)
@@ -72,30 +105,36 @@ def main() -> None:
     print(f"dataset {args.data.name}: {len(train_pairs)} train, {len(val_pairs)} val images; start model {args.model}")
     print(f"{'shots':>5} {'train s':>8} {'steps':>6} {'F1@0.5':>7} {'AP@0.5':>7}")
     print(f"{0:5d} {0:8.0f} {0:6d} {f1:7.3f} {ap:7.3f}", flush=True)
+    settings = TrainingSettings(
+        steps=1_000_000,
+        device=args.device,
+        seed=args.seed,
+        patch_size=128,
+        batch_size=4,
+        learning_rate=default_learning_rate(from_scratch=False),
+    )
     for k in args.shots:
         chosen = [train_pairs[i] for i in order[:k]]
-        samples = []
-        for name, image, labels in chosen:
-            samples += samples_from_arrays(image, labels, start, rgb=image.ndim == 3, name=name)
+        request = few_shot_request(chosen, start, settings=settings, validation_fraction=args.validation_fraction)
+        samples = run_job(prepare_job(request))  # the widget's finetune_job, in its two halves
         # one continuous run; the val split is scored with the live model when the
         # training time (scoring excluded) passes each checkpoint
         stop = threading.Event()
         pending = sorted(args.checkpoints)
         clock = {"start": time.perf_counter(), "scoring": 0.0}
 
-        def at_step(report, k=k, pending=pending, clock=clock, stop=stop):  # type: ignore[no-untyped-def]
+        def at_step(model, step, k=k, pending=pending, clock=clock, stop=stop):  # type: ignore[no-untyped-def]
             trained = time.perf_counter() - clock["start"] - clock["scoring"]
             if pending and trained >= pending[0]:
                 pending.pop(0)
                 t0 = time.perf_counter()
-                f1, ap = score(report.data["model"], val_pairs, args.device)
+                f1, ap = score(model, val_pairs, args.device)
                 clock["scoring"] += time.perf_counter() - t0
-                print(f"{k:5d} {trained:8.0f} {report.done:6d} {f1:7.3f} {ap:7.3f}", flush=True)
+                print(f"{k:5d} {trained:8.0f} {step:6d} {f1:7.3f} {ap:7.3f}", flush=True)
             if not pending:
                 stop.set()
 
-        settings = TrainingSettings(steps=1_000_000, device=args.device, seed=args.seed, patch_size=128, batch_size=4)
-        run_job(train_job(start, samples, settings=settings, stop=stop), on_progress=at_step)
+        run_job(training_job(request, samples, stop=stop, preview=at_step))
 
 
 if __name__ == "__main__":

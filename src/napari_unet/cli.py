@@ -181,15 +181,15 @@ def _labels_for(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Pat
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    """``napari-unet train``: the widget's fine-tuning job (:func:`.finetune_job.finetune_job`) on TIFF files."""
     from napari_unet.core import ModelFileError, load_named_model, new_model, save_model
     from napari_unet.core.inference.predict import OutOfMemoryError
     from napari_unet.core.io.atomic import OutputError
-    from napari_unet.core.io.tiff import ImageReadError, read_image
+    from napari_unet.core.io.tiff import ImageReadError
     from napari_unet.core.progress import run_job
-    from napari_unet.core.training.finetune import samples_from_arrays, split_validation
-    from napari_unet.core.training.loop import TrainingSettings, train_job
+    from napari_unet.core.training.finetune_job import FineTuneRequest, prepare_job, training_job
+    from napari_unet.core.training.loop import TrainingSettings
+    from napari_unet.core.training.recipe import default_learning_rate
 
     out = Path(args.output).expanduser()
     if out.exists() and not args.overwrite:
@@ -203,30 +203,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    def load(paths: Sequence[Path]):  # type: ignore[no-untyped-def]
-        label_paths = _labels_for(paths, args.labels)
-        samples = []
-        for image_path, label_path in zip(paths, label_paths):
-            image, info = read_image(image_path)
-            labels, _ = read_image(label_path)
-            channel_axis = info.axes.index("C") if "C" in info.axes and not info.rgb else None
-            samples += samples_from_arrays(
-                image, labels, model, mode=args.mode, channel_axis=channel_axis, rgb=info.rgb, name=image_path.name
-            )
-        return samples
-
+    from_scratch = args.from_scratch or not args.start
     try:
-        train = load(expand_inputs(args.images))
-        if args.val:
-            val = load(expand_inputs(args.val))
-        else:
-            train, val = split_validation(train, fraction=0.2, seed=args.seed)
-        learning_rate = args.learning_rate or (1e-3 if args.from_scratch or not args.start else 3e-4)
         settings = TrainingSettings(
             steps=args.steps,
             max_seconds=None if args.minutes is None else args.minutes * 60,
-            learning_rate=learning_rate,
+            learning_rate=args.learning_rate or default_learning_rate(from_scratch=from_scratch),
             batch_size=args.batch_size,
             patch_size=args.patch_size,
             optimizer=args.optimizer,
@@ -234,19 +216,63 @@ def _cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
         )
+        request = FineTuneRequest(
+            model=model,
+            images=_annotated_files(expand_inputs(args.images), args.labels),
+            mode=args.mode,
+            settings=settings,
+            from_scratch=from_scratch,
+            validation=_annotated_files(expand_inputs(args.val), args.labels) if args.val else (),
+            record={"command": "napari-unet train", "mode": args.mode},
+        )
+        samples = run_job(prepare_job(request))
     except (InputError, ImageReadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"training on {len(train)} plane(s), validating on {len(val)}")
-    job = train_job(
-        model,
-        train,
-        settings=settings,
-        validation=val,
-        from_scratch=args.from_scratch or not args.start,
-        record={"command": "napari-unet train", "mode": args.mode},
-    )
-    with tqdm(total=settings.steps, unit="step", disable=args.quiet) as bar:
+    assert samples is not None  # nothing sets a stop while the samples are made
+    print(f"training on {len(samples.train)} plane(s), validating on {len(samples.validation)}")
+    try:
+        result = _run_training(training_job(request, samples), total=settings.steps, quiet=args.quiet)
+    except (ValueError, FloatingPointError, OutOfMemoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        save_model(result.model, out)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"saved {out} after {result.steps_done} steps ({result.seconds:.0f} s)")
+    verdict = _validation_verdict(result, out)
+    if verdict:
+        print(verdict, file=sys.stderr)
+    return 0
+
+
+def _annotated_files(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Any]:
+    """Each image file and its label file (found by :func:`_labels_for`) as an ``AnnotatedImage``."""
+    import numpy as np
+
+    from napari_unet.core.io.tiff import read_image
+    from napari_unet.core.training.finetune_job import AnnotatedImage
+
+    annotated = []
+    for image_path, label_path in zip(images, _labels_for(images, label_inputs)):
+        image, info = read_image(image_path)
+        labels, _ = read_image(label_path)
+        channel_axis = info.axes.index("C") if "C" in info.axes and not info.rgb else None
+        annotated.append(
+            AnnotatedImage(image_path.name, image, np.asarray(labels), channel_axis=channel_axis, rgb=info.rgb)
+        )
+    return annotated
+
+
+def _run_training(job, *, total: int, quiet: bool):  # type: ignore[no-untyped-def]
+    """Run a training job with a progress bar (loss and best metric); notices are printed as notes."""
+    from tqdm import tqdm
+
+    from napari_unet.core.progress import run_job
+
+    with tqdm(total=total, unit="step", disable=quiet) as bar:
 
         def update(report, bar=bar):  # type: ignore[no-untyped-def]
             if report.stage == Stage.NOTICE:
@@ -259,21 +285,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 **({report.data.get("metric_name") or "metric": f"{metric:.3f}"} if metric is not None else {}),
             )
 
-        try:
-            result = run_job(job, on_progress=update)
-        except (ValueError, FloatingPointError, OutOfMemoryError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    try:
-        save_model(result.model, out)
-    except OutputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"saved {out} after {result.steps_done} steps ({result.seconds:.0f} s)")
-    verdict = _validation_verdict(result, out)
-    if verdict:
-        print(verdict, file=sys.stderr)
-    return 0
+        return run_job(job, on_progress=update)
 
 
 def _validation_verdict(result, out: Path) -> str:  # type: ignore[no-untyped-def]

@@ -594,3 +594,95 @@ def test_a_reader_that_stops_reading_gets_no_traceback():
         err = run.stderr.read().decode()
     assert run.wait(timeout=120) == 1
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+# --- train runs the widget's fine-tuning job -------------------------------------------------------
+
+
+def _few_shot_module():
+    """``benchmarks/few_shot.py``, imported from its file (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "benchmarks" / "few_shot.py"
+    spec = importlib.util.spec_from_file_location("few_shot_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cli_settings():
+    """The TrainingSettings that ``_train_args`` asks the command line for."""
+    from napari_unet.core.training.loop import TrainingSettings
+
+    return TrainingSettings(steps=3, patch_size=32, batch_size=1, learning_rate=3e-4, seed=0, device="cpu")
+
+
+def _weights(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in model.network.state_dict().items()}
+
+
+def test_train_the_cli_the_core_job_and_the_few_shot_benchmark_give_identical_weights(
+    tmp_path, nuclei_crop, tiny_model_file, monkeypatch
+):
+    import itertools
+    import threading
+
+    from napari_unet.core import load_model, run_job
+    from napari_unet.core.training import loop
+    from napari_unet.core.training.finetune_job import AnnotatedImage, FineTuneRequest, finetune_job
+
+    # every validation is better than the one before, so each path keeps its last weights
+    # (the tiny untrained model scores 0 throughout, which would keep the starting weights)
+    scores = itertools.count()
+    monkeypatch.setattr(loop, "evaluate", lambda *args, **kwargs: float(next(scores)))
+    out = tmp_path / "tuned.unet.safetensors"
+    assert main(_train_args(tmp_path, nuclei_crop, tiny_model_file, out)) == 0
+    cli = _weights(load_model(out))
+    image, labels = nuclei_crop
+    # the request the Fine-tune widget sends for one image layer and its labels layer (default options)
+    request = FineTuneRequest(
+        model=load_model(tiny_model_file),
+        images=[AnnotatedImage("a.tif", image, labels.copy())],
+        settings=_cli_settings(),
+        validation_fraction=0.2,
+    )
+    core = _weights(run_job(finetune_job(request, stop=threading.Event())).model)
+    few_shot = _few_shot_module()
+    bench_request = few_shot.few_shot_request(
+        [("a.tif", image, labels)], load_model(tiny_model_file), settings=_cli_settings(), validation_fraction=0.2
+    )
+    bench = _weights(run_job(finetune_job(bench_request, stop=threading.Event())).model)
+    start = _weights(load_model(tiny_model_file))
+    assert any(not np.array_equal(cli[k], start[k]) for k in cli)  # it trained
+    for key in cli:
+        np.testing.assert_array_equal(cli[key], core[key], err_msg=key)
+        np.testing.assert_array_equal(cli[key], bench[key], err_msg=key)
+
+
+def test_train_weighs_the_models_mistakes_as_the_widget_does_and_records_it(
+    tmp_path, nuclei_crop, tiny_model_file, monkeypatch
+):
+    from napari_unet.core import load_model
+    from napari_unet.core.training import finetune_job as fj
+
+    calls = []
+    real = fj.samples_from_arrays
+    monkeypatch.setattr(fj, "samples_from_arrays", lambda *a, **k: calls.append(k) or real(*a, **k))
+    out = tmp_path / "tuned.unet.safetensors"
+    assert main(_train_args(tmp_path, nuclei_crop, tiny_model_file, out)) == 0
+    (call,) = calls
+    assert call["previous"] is not None and call["mistake_weight"] == 3.0  # before: no previous, never applied
+    history = load_model(out).description.training_history[-1]
+    assert history["mistake_weight_applied"] is True and history["settings"]["mistake_weight"] == 3.0
+    assert history["command"] == "napari-unet train" and history["annotation"] == "corrections"
+
+
+def test_train_from_scratch_records_that_no_mistake_weight_was_applied(tmp_path, nuclei_crop, tiny_model_file):
+    from napari_unet.core import load_model
+
+    out = tmp_path / "fresh.unet.safetensors"
+    assert main([*_train_args(tmp_path, nuclei_crop, tiny_model_file, out), "--from-scratch"]) == 0
+    history = load_model(out).description.training_history[-1]
+    assert history["kind"] == "from scratch"
+    assert history["mistake_weight_applied"] is False and history["settings"]["mistake_weight"] == 1.0
+    assert history["settings"]["learning_rate"] == 1e-3  # the from-scratch default of the recipe

@@ -12,11 +12,11 @@ pytest.importorskip("pytestqt")
 
 from job_gates import Gate  # noqa: E402
 from napari_unet._widgets import finetune_widget as fw  # noqa: E402
-from napari_unet._widgets.layers import finetune_job as fj  # noqa: E402
 from napari_unet._widgets.layers.proxies import unwrap_proxy  # noqa: E402
 from napari_unet._widgets.layers.session import session_for  # noqa: E402
 from napari_unet.core import load_model  # noqa: E402
 from napari_unet.core.io.atomic import OutputError  # noqa: E402
+from napari_unet.core.training import finetune_job as fj  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -343,8 +343,8 @@ def test_finetune_job_runs_without_a_gui(tiny_model, nuclei_crop):
     )
     from napari_unet.core.inference.layout import infer_layout
 
-    preview = fj.PreviewSource(image, infer_layout(image.shape, in_channels=1))
-    job = fj.finetune_job(request, stop=threading.Event(), preview=preview, preview_every=0.0)
+    preview = fj.plane_preview(fj.PreviewSource(image, infer_layout(image.shape, in_channels=1)), every=0.0)
+    job = fj.finetune_job(request, stop=threading.Event(), preview=preview)
     reports = []
     while True:
         try:
@@ -372,9 +372,8 @@ def test_no_preview_is_predicted_once_stop_is_set(tiny_model, nuclei_crop):
     from napari_unet.core.inference.layout import infer_layout
 
     stop = threading.Event()
-    job = fj.finetune_job(
-        request, stop=stop, preview=fj.PreviewSource(image, infer_layout(image.shape, in_channels=1)), preview_every=0.0
-    )
+    source = fj.PreviewSource(image, infer_layout(image.shape, in_channels=1))
+    job = fj.finetune_job(request, stop=stop, preview=fj.plane_preview(source, every=0.0, stop=stop))
     report = next(job)
     while isinstance(report, fj.PreviewUpdate) or report.stage != "train":
         report = next(job)
@@ -534,3 +533,45 @@ def test_only_one_painted_class_is_a_notice_and_training_goes_on(
     assert errors == []
     assert len(infos) == 1 and "Only the class 'background' is annotated" in infos[0]
     assert widget.result is not None and widget.session.model is start
+
+
+def test_the_widget_and_the_command_line_train_the_same_weights(
+    qtbot, viewer_widget, nuclei_crop, tmp_path, tiny_model_file, monkeypatch
+):
+    """Same image, labels, model, recipe and seed: the widget and ``napari-unet train`` give identical weights."""
+    import itertools
+
+    import tifffile
+
+    from napari_unet.cli import main
+    from napari_unet.core.training import loop
+
+    # every validation is better than the one before, so both keep their last weights
+    # (the tiny untrained model scores 0 throughout, which would keep the starting weights)
+    scores = itertools.count()
+    monkeypatch.setattr(loop, "evaluate", lambda *args, **kwargs: float(next(scores)))
+    monkeypatch.setattr(fw, "PREVIEW_SECONDS", 1e9)  # no preview: it would only cost time
+    viewer, widget = viewer_widget
+    image, truth = nuclei_crop
+    add_pair(viewer, nuclei_crop, name="a.tif")
+    widget.options.steps_spin.setValue(3)
+    widget.options.validate_spin.setValue(25)  # the command line's defaults
+    widget.options.validation_spin.setValue(20)
+    widget.options.device_combo.setCurrentIndex(widget.options.device_combo.findData("cpu"))
+    run_finetune(qtbot, widget)
+    assert widget.result is not None and widget.result.steps_done == 3
+
+    for folder, data in (("img", image), ("lab", truth)):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "a.tif", data)
+    out = tmp_path / "cli.unet.safetensors"
+    args = ["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--from", str(tiny_model_file)]
+    args += ["-o", str(out), "--steps", "3", "--patch-size", "32", "--batch-size", "2", "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    cli = load_model(out)
+    assert (
+        cli.description.training_history[-1]["settings"]
+        == widget.result.model.description.training_history[-1]["settings"]
+    )
+    assert same_weights(weights(widget.result.model), weights(cli))
+    assert not same_weights(weights(cli), weights(load_model(tiny_model_file)))  # it trained

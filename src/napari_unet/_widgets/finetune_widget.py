@@ -1,7 +1,7 @@
 """The Fine-tune widget: teach the viewer's model from corrected or painted labels.
 
 The widget is thin: on the GUI thread it copies the painted labels and reads
-the settings; :func:`.finetune_job.finetune_job` builds the training samples
+the settings; :func:`napari_unet.core.training.finetune_job.finetune_job` builds the training samples
 and trains a copy of the model in a napari ``thread_worker``; the result is
 offered for Accept or Discard and never replaces the model by itself.
 The model is the one of the viewer's :class:`.session.ModelSession`, shared
@@ -48,13 +48,6 @@ from napari_unet._widgets.forms.layer_pairs import LayerPairs, image_shape
 from napari_unet._widgets.forms.lifetime import JobGuard, left_its_dock
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.forms.training_options import TrainingOptions
-from napari_unet._widgets.layers.finetune_job import (
-    AnnotatedImage,
-    FineTuneRequest,
-    PreviewSource,
-    PreviewUpdate,
-    finetune_job,
-)
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import Target, make_target, shown_plane
 from napari_unet._widgets.layers.reviewed import reviewed_mask
@@ -63,6 +56,14 @@ from napari_unet._widgets.layers.warm_up import start_warm_up
 from napari_unet.core import Progress, SegmentationModel, Stage, load_named_model, save_model, shipped_models
 from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
 from napari_unet.core.inference.predict import OutOfMemoryError
+from napari_unet.core.training.finetune_job import (
+    AnnotatedImage,
+    FineTuneRequest,
+    PreviewSource,
+    PreviewUpdate,
+    finetune_job,
+    plane_preview,
+)
 from napari_unet.core.training.loop import TrainingResult, TrainingSettings
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,15 @@ def _finetune_worker(
             yield from finetune_job(
                 request,
                 stop=stop,
-                preview=preview,
-                preview_plane=lambda: job_state.plane,
-                preview_every=PREVIEW_SECONDS,
+                preview=None
+                if preview is None
+                else plane_preview(
+                    preview,
+                    plane=lambda: job_state.plane,
+                    every=PREVIEW_SECONDS,
+                    device=request.settings.device,
+                    stop=stop,
+                ),
             )
         )
     except _USER_ERRORS as exc:
@@ -503,6 +510,7 @@ class FineTuneWidget(QWidget):
             settings=settings,
             validation_fraction=self.options.validation_fraction,
             from_scratch=self.options.scratch_check.isChecked(),
+            record={"layers": [item.name for item in images]},
         )
         stop = threading.Event()
         job = _RunningJob(progress(total=100, desc=f"Fine-tuning {model.description.name}"), stop, settings.max_seconds)

@@ -254,3 +254,53 @@ def test_stop_set_before_a_step_starts_does_no_more_steps():
     result = run_job(job)
     assert result.steps_done == 1 and len(result.log) == 1
     assert result.model.description.training_history[-1]["steps"] == 1
+
+
+# --- pinned numbers: splitting train_job into parts must not change a single bit --------------------
+
+#: Per-step losses, validation metrics and a SHA-256 of the final weights of the run in
+#: :func:`_pinned_run`, recorded once from train_job as it was before it was split into parts
+#: (commit 5bd367d). Torch on the CPU is deterministic here, so the comparison is exact.
+PINNED_LOSSES = [
+    1.115187406539917,
+    1.1047687530517578,
+    1.1114552021026611,
+    1.1023879051208496,
+    1.1211967468261719,
+    1.122079610824585,
+]
+PINNED_METRICS = [None, 0.022459381968779866, None, 0.025395656974604344, None, 0.03271728271728272]
+PINNED_BASELINE = 0.021705665024630543
+PINNED_WEIGHTS_SHA256 = "d8ba517eb2abd19f640111dd39d59ffeb1b9ec94e65a3932f44ab45236d30b89"
+
+
+def _pinned_run():
+    """Six seeded steps (augmentation on) of a tiny fresh model, validated by mean IoU every second step."""
+    torch.manual_seed(0)
+    model = new_model(depth=2, base_features=4, padding="same")
+    settings = TrainingSettings(
+        steps=6, patch_size=32, batch_size=2, device="cpu", validate_every=2, seed=0, learning_rate=3e-3
+    )
+    held_back = _sample(5)
+    validation = [TrainingSample(held_back.image, held_back.target, name="held back")]  # no instances: mean IoU
+    return run_job(train_job(model, [_sample(0)], settings=settings, validation=validation))
+
+
+def _weights_sha256(model) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in model.network.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_seeded_losses_metrics_and_weights_are_the_ones_recorded_before_the_split():
+    """Recorded from the code before train_job was split (commit 5bd367d); must match exactly."""
+    result = _pinned_run()
+    assert [e["loss"] for e in result.log] == PINNED_LOSSES
+    assert [e.get("metric") for e in result.log] == PINNED_METRICS
+    assert result.baseline_metric == PINNED_BASELINE
+    assert result.best_metric == PINNED_METRICS[-1]
+    assert _weights_sha256(result.model) == PINNED_WEIGHTS_SHA256

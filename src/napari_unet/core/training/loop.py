@@ -10,27 +10,29 @@ import datetime as _dt
 import math
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
 
-from napari_unet.core.inference.device import autocast, empty_cache, is_out_of_memory, resolve_device
-from napari_unet.core.inference.predict import OutOfMemoryError, predict_plane_job
+from napari_unet.core.inference.device import resolve_device
+from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.inference.tiling import read_mirrored
 from napari_unet.core.network.instances import class_map, instances_from_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.normalization import apply_normalization
 from napari_unet.core.network.unet import halo, output_size, valid_input_size
-from napari_unet.core.progress import Job, Progress, Stage, run_job
+from napari_unet.core.progress import Progress, Stage, run_job
 from napari_unet.core.training.annotations import IGNORE, TrainingTarget
 from napari_unet.core.training.augment import augment_sample
-from napari_unet.core.training.losses import dice_cross_entropy, masked_cross_entropy
 from napari_unet.core.training.metrics import class_iou, match_objects
+from napari_unet.core.training.recipe import FINE_TUNE_LEARNING_RATE
+from napari_unet.core.training.steps import BatchLoader, RetryingStep, make_optimizer, make_schedule
+
+#: What a training job's ``preview`` hook returns.
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ class TrainingSettings:
     optimizer : {"adamw", "sgd"}
         AdamW (modern default) or the paper's SGD with momentum 0.99.
     learning_rate : float
-        1e-3 suits AdamW from scratch, 3e-4 fine-tuning, 0.01 SGD.
+        1e-3 suits AdamW from scratch, 3e-4 fine-tuning, 0.01 SGD (see
+        :func:`~napari_unet.core.training.recipe.default_learning_rate`).
     weight_decay : float
         AdamW weight decay.
     loss : {"ce", "dice_ce"}
@@ -118,7 +121,7 @@ class TrainingSettings:
     patch_size: int = 128
     batch_size: int = 4
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    learning_rate: float = 3e-4
+    learning_rate: float = FINE_TUNE_LEARNING_RATE
     weight_decay: float = 1e-4
     loss: Literal["ce", "dice_ce"] = "ce"
     mistake_weight: float = 3.0
@@ -298,48 +301,6 @@ def metric_name(model: SegmentationModel, samples: Sequence[TrainingSample]) -> 
     return "mean IoU"
 
 
-def _backward(
-    net: torch.nn.Module,
-    patches: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    at_once: int,
-    *,
-    device: torch.device,
-    settings: TrainingSettings,
-    scaler: Any,
-) -> float:
-    """Forward and backward one batch, ``at_once`` patches at a time (gradients add up); returns the loss.
-
-    Each chunk's loss is weighted by its share of the batch's patches, so a
-    batch split into chunks gives nearly the gradient of the whole batch (not
-    exactly: the losses average over annotated pixels, which differ between
-    chunks). Unsplit (``at_once >= len(patches)``) it is the plain step.
-    """
-    total = 0.0
-    for start in range(0, len(patches), at_once):
-        chunk = patches[start : start + at_once]
-        x = torch.from_numpy(np.stack([p[0] for p in chunk])).permute(0, 3, 1, 2).to(device)
-        y = torch.from_numpy(np.stack([p[1] for p in chunk]).astype(np.int64)).to(device)
-        w = torch.from_numpy(np.stack([p[2] for p in chunk]).astype(np.float32)).to(device)
-        with autocast(device, enabled=settings.amp):
-            logits = net(x)
-        logits = logits.float()
-        if settings.loss == "dice_ce":
-            loss = dice_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
-        else:
-            loss = masked_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                "training diverged (the loss became NaN or Inf); lower the learning rate and try again"
-            )
-        share = loss * (len(chunk) / len(patches))
-        if scaler is not None:
-            scaler.scale(share).backward()
-        else:
-            share.backward()
-        total += float(share.detach())
-    return total
-
-
 def _only_class(samples: Sequence[TrainingSample]) -> int | None:
     """The one class annotated in all ``samples``, or None if there are several."""
     present: set[int] = set()
@@ -348,6 +309,208 @@ def _only_class(samples: Sequence[TrainingSample]) -> int | None:
         if len(present) > 1:
             return None
     return present.pop() if present else None
+
+
+def _check_samples(model: SegmentationModel, samples: Sequence[TrainingSample]) -> None:
+    """Refuse samples that cannot train ``model``, with a message that names the image."""
+    if not samples:
+        raise ValueError("no annotated images to train on; paint labels first")
+    for s in samples:
+        if not s.target.annotated.any():
+            raise ValueError(f"image {s.name or ''} has no annotated pixels; paint some labels or leave it out")
+        top = int(s.target.classes.max())
+        if top >= model.config.n_classes:
+            raise ValueError(
+                f"labels of {s.name or 'an image'} use class {top}, but the model has only "
+                f"{model.config.n_classes} classes ({', '.join(model.description.class_names)})"
+            )
+        if s.image.shape[-1] != model.config.in_channels:
+            raise ValueError(
+                f"image {s.name} has {s.image.shape[-1]} channels; the model expects {model.config.in_channels}"
+            )
+
+
+def _one_class_notice(model: SegmentationModel, samples: Sequence[TrainingSample]) -> Progress | None:
+    """A notice when a single class is annotated (the model could only learn to predict it everywhere)."""
+    only = _only_class(samples)
+    if only is None:
+        return None
+    names = model.description.class_names
+    others = ", ".join(repr(n) for i, n in enumerate(names) if i != only)
+    return Progress(
+        Stage.NOTICE,
+        message=(
+            f"Only the class {names[only]!r} is annotated, so training can only teach the model to predict "
+            f"{names[only]!r} everywhere. Paint some pixels of {others} too, unless that is what you want."
+        ),
+    )
+
+
+def _stop_test(stop: threading.Event | Callable[[], bool] | None) -> Callable[[], bool]:
+    """``stop`` as a function that says whether to stop."""
+    if stop is None:
+        return lambda: False
+    if isinstance(stop, threading.Event):
+        return stop.is_set
+    return stop
+
+
+class BestState:
+    """Validation and the best weights seen so far.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        The model being trained (its network is validated and snapshotted).
+    validation : sequence of TrainingSample
+        Held-out samples; without them nothing is validated and the last
+        weights are the result.
+    device : torch.device
+        Where to validate.
+    baseline : float or None
+        The metric before training (None: not measured); the weights as they
+        are now are the best until a validation beats it.
+
+    Attributes
+    ----------
+    baseline : float or None
+        As given.
+    best : float
+        The best metric so far (``-inf`` before any).
+    """
+
+    def __init__(
+        self,
+        model: SegmentationModel,
+        validation: Sequence[TrainingSample],
+        /,
+        *,
+        device: torch.device,
+        baseline: float | None,
+    ) -> None:
+        self.model, self.validation, self.device = model, validation, device
+        self.baseline = baseline
+        self.best = baseline if baseline is not None else -math.inf
+        self._state = self._snapshot()
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.network.state_dict().items()}
+
+    def validate(self) -> float:
+        """Evaluate the model now; keep its weights if they are the best so far; returns the metric."""
+        self.model.network.eval()
+        metric = evaluate(self.model, self.validation, device=self.device)
+        if metric > self.best:
+            self.best = metric
+            self._state = self._snapshot()
+        return metric
+
+    @property
+    def best_metric(self) -> float | None:
+        """The best metric reached (the baseline included); None without validation or measurement."""
+        return self.best if self.validation and math.isfinite(self.best) else None
+
+    def restore(self) -> None:
+        """Put the best weights back into the model (with validation samples; else keep the last ones)."""
+        if self.validation:
+            self.model.network.load_state_dict(self._state)
+
+
+def _history_entry(
+    settings: TrainingSettings,
+    samples: Sequence[TrainingSample],
+    validation: Sequence[TrainingSample],
+    *,
+    from_scratch: bool,
+    steps: int,
+    seconds: float,
+    metric: str,
+    baseline: float | None,
+    best: float | None,
+    log: Sequence[dict[str, Any]],
+    record: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The record of one training run for the model's ``training_history``; ``record`` is added verbatim."""
+    return {
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "kind": "from scratch" if from_scratch else "fine-tune",
+        "settings": asdict(settings),
+        "images": [s.name for s in samples],
+        "validation_images": [s.name for s in validation],
+        "steps": steps,
+        "seconds": round(seconds, 1),
+        "metric_name": metric or None,
+        "baseline_metric": baseline,
+        "best_metric": best,
+        "final_loss": log[-1]["loss"] if log else None,
+        **(record or {}),
+    }
+
+
+def _working_copy(model: SegmentationModel, *, from_scratch: bool, device: torch.device) -> SegmentationModel:
+    """A copy of ``model`` on ``device`` to train; re-initialised when ``from_scratch``."""
+    work = model.copy()
+    if from_scratch:
+        work.network.reset_parameters()
+    work.network.to(device)
+    return work
+
+
+def _baseline_report(baseline: float | None, /, *, name: str, steps: int) -> Progress:
+    """The progress report of the validation before training (step 0)."""
+    return Progress(
+        Stage.TRAIN,
+        0,
+        steps,
+        message=f"before training: {name} {baseline if baseline is not None else float('nan'):.3f}",
+        data={"metric": baseline, "best": baseline, "metric_name": name},
+    )
+
+
+def _finish(
+    work: SegmentationModel,
+    best: BestState,
+    /,
+    *,
+    settings: TrainingSettings,
+    samples: Sequence[TrainingSample],
+    validation: Sequence[TrainingSample],
+    from_scratch: bool,
+    steps: int,
+    stopped: bool,
+    seconds: float,
+    metric: str,
+    log: list[dict[str, Any]],
+    record: dict[str, Any] | None,
+) -> TrainingResult:
+    """Keep the best weights, record the run in the model's history and move it back to the CPU."""
+    best.restore()
+    work.network.eval()
+    history = _history_entry(
+        settings,
+        samples,
+        validation,
+        from_scratch=from_scratch,
+        steps=steps,
+        seconds=seconds,
+        metric=metric,
+        baseline=best.baseline,
+        best=best.best_metric,
+        log=log,
+        record=record,
+    )
+    work.description.training_history.append(history)
+    work.network.cpu()
+    return TrainingResult(
+        model=work,
+        baseline_metric=best.baseline,
+        best_metric=best.best_metric,
+        metric_name=metric,
+        steps_done=steps,
+        stopped=stopped,
+        seconds=seconds,
+        log=log,
+    )
 
 
 def train_job(
@@ -360,7 +523,8 @@ def train_job(
     stop: threading.Event | Callable[[], bool] | None = None,
     from_scratch: bool = False,
     record: dict[str, Any] | None = None,
-) -> Job[TrainingResult]:
+    preview: Callable[[SegmentationModel, int], T | None] | None = None,
+) -> Generator[Progress | T, None, TrainingResult]:
     """Train a copy of ``model`` on annotated samples; a generator of progress.
 
     Parameters
@@ -384,204 +548,95 @@ def train_job(
         Re-initialise the weights instead of fine-tuning.
     record : dict, optional
         Extra facts (data used, ...) for the model's training history.
+    preview : callable, optional
+        ``preview(model, step)`` is called after every step's progress, in the
+        thread that runs the job, unless Stop is set: ``model`` is the model
+        being trained, which does not change during the call (the next step
+        puts its network back into training mode). Whatever it returns, other
+        than None, is yielded; the live model itself never leaves the job.
 
     Yields
     ------
-    Progress
+    Progress or the previews
         Stage ``"train"`` after every step, with ``data`` holding ``loss``
-        and, after validations, ``metric`` and ``best``. ``data["model"]`` is
-        the model being trained: a consumer may predict with it for a preview
-        between steps (in the thread that runs the job; the next step puts
-        the network back into training mode).
+        and, after validations, ``metric`` and ``best``; ``"notice"`` for
+        things the user should know. Between them, what ``preview`` returned.
 
     Returns
     -------
     TrainingResult
     """
     settings = settings or TrainingSettings()
-    if not samples:
-        raise ValueError("no annotated images to train on; paint labels first")
-    for s in samples:
-        if not s.target.annotated.any():
-            raise ValueError(f"image {s.name or ''} has no annotated pixels; paint some labels or leave it out")
-        top = int(s.target.classes.max())
-        if top >= model.config.n_classes:
-            raise ValueError(
-                f"labels of {s.name or 'an image'} use class {top}, but the model has only "
-                f"{model.config.n_classes} classes ({', '.join(model.description.class_names)})"
-            )
-        if s.image.shape[-1] != model.config.in_channels:
-            raise ValueError(
-                f"image {s.name} has {s.image.shape[-1]} channels; the model expects {model.config.in_channels}"
-            )
-    only = _only_class(samples)
-    if only is not None:
-        names = model.description.class_names
-        others = ", ".join(repr(n) for i, n in enumerate(names) if i != only)
-        yield Progress(
-            Stage.NOTICE,
-            message=(
-                f"Only the class {names[only]!r} is annotated, so training can only teach the model to predict "
-                f"{names[only]!r} everywhere. Paint some pixels of {others} too, unless that is what you want."
-            ),
-        )
-    should_stop: Callable[[], bool]
-    if stop is None:
-        should_stop = lambda: False  # noqa: E731
-    elif isinstance(stop, threading.Event):
-        should_stop = stop.is_set
-    else:
-        should_stop = stop
+    _check_samples(model, samples)
+    notice = _one_class_notice(model, samples)
+    if notice is not None:
+        yield notice
+    should_stop = _stop_test(stop)
     device = resolve_device(settings.device)
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
-    work = model.copy()
-    if from_scratch:
-        work.network.reset_parameters()
-    net = work.network.to(device)
+    work = _working_copy(model, from_scratch=from_scratch, device=device)
     name = metric_name(work, validation) if validation else ""
     # Stop pressed while the samples were prepared: do not spend seconds on the baseline either
     measure = validation and not from_scratch and not should_stop()
     baseline = evaluate(work, validation, device=device) if measure else None
-    best = baseline if baseline is not None else -math.inf
-    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    best = BestState(work, validation, device=device, baseline=baseline)
     if validation:
-        yield Progress(
-            Stage.TRAIN,
-            0,
-            settings.steps,
-            message=f"before training: {name} {baseline if baseline is not None else float('nan'):.3f}",
-            data={"metric": baseline, "best": baseline, "metric_name": name},
-        )
+        yield _baseline_report(baseline, name=name, steps=settings.steps)
     sampler = _PatchSampler(samples, work, settings)
     started = time.perf_counter()  # the time budget is for training, not for the baseline check
-    if settings.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(net.parameters(), lr=settings.learning_rate, momentum=0.99)
-    else:
-        optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-
-    def lr_factor(done: int) -> float:
-        warm_up = min(1.0, (done + 1) / 20)
-        if settings.schedule == "constant":
-            return warm_up
-        progress = done / settings.steps
-        if settings.max_seconds:
-            progress = max(progress, (time.perf_counter() - started) / settings.max_seconds)
-        return warm_up * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    use_scaler = settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    optimizer = make_optimizer(work.network, settings)
+    step_once = RetryingStep(
+        work.network, optimizer, make_schedule(optimizer, settings, started=started), device=device, settings=settings
+    )
     log: list[dict[str, Any]] = []
     stopped = False
     done = 0  # steps completed
-    # the next batches are cut and augmented in helper threads while the
-    # network trains on this one (numpy/scipy release the GIL), so the device
-    # is not kept waiting. Batch k uses stream k mod n and at most n batches
-    # are in flight, so no stream is used by two threads at once and the
-    # sequence of batches is reproducible.
-    n_loaders = settings.loader_threads
-    streams = [np.random.default_rng([settings.seed, i]) for i in range(n_loaders)] if n_loaders > 1 else [rng]
-    prefetcher = ThreadPoolExecutor(max_workers=n_loaders, thread_name_prefix="napari-unet-patches")
-
-    def next_batch(stream: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        return [sampler.patch(stream) for _ in range(settings.batch_size)]
-
-    pending = deque(prefetcher.submit(next_batch, streams[k]) for k in range(min(n_loaders, settings.steps)))
-    at_once = settings.batch_size  # patches through the network at once; halved on out-of-memory errors
+    loader = BatchLoader(sampler.patch, rng, settings)
     try:
         for step in range(1, settings.steps + 1):
             if should_stop():  # set while the last step or a preview ran: do not start another step
                 stopped = True
                 break
-            net.train()
-            patches = pending.popleft().result()
-            if step + len(pending) < settings.steps:
-                pending.append(prefetcher.submit(next_batch, streams[(step + len(pending)) % n_loaders]))
-            while True:
-                optimizer.zero_grad(set_to_none=True)
-                try:
-                    loss_value = _backward(net, patches, at_once, device=device, settings=settings, scaler=scaler)
-                    break
-                except (RuntimeError, MemoryError) as exc:
-                    if not is_out_of_memory(exc):
-                        raise
-                    if at_once == 1:
-                        raise OutOfMemoryError(
-                            f"out of memory on {device} even for one {settings.patch_size}-pixel patch at a time; "
-                            "lower the patch size (Advanced options) or train on the CPU"
-                        ) from None
-                optimizer.zero_grad(set_to_none=True)
-                empty_cache(device)
-                at_once = max(1, at_once // 2)
-                yield Progress(
-                    Stage.NOTICE,
-                    step,
-                    settings.steps,
-                    message=(
-                        f"Out of memory on {device}: training goes on with {at_once} patch(es) at a time "
-                        f"(still {len(patches)} per step, so the result is the same kind of training, only slower)."
-                    ),
-                )
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            entry: dict[str, Any] = {"step": step, "loss": loss_value, "seconds": time.perf_counter() - started}
+            work.network.train()
+            patches = loader.batch(step)
+            loss = yield from step_once(patches, step)
+            entry: dict[str, Any] = {"step": step, "loss": loss, "seconds": time.perf_counter() - started}
             out_of_time = settings.max_seconds is not None and time.perf_counter() - started >= settings.max_seconds
             stopped = should_stop()
             last = step == settings.steps or out_of_time or stopped
             done = step
             # a stopped job keeps the best model validated so far: no validation pass after Stop
             if validation and not stopped and (step % settings.validate_every == 0 or last):
-                net.eval()
-                metric = evaluate(work, validation, device=device)
-                entry["metric"] = metric
-                if metric > best:
-                    best = metric
-                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                entry["best"] = best
+                entry["metric"] = best.validate()
+                entry["best"] = best.best
             log.append(entry)
             yield Progress(
                 Stage.TRAIN,
                 step,
                 settings.steps,
                 message=f"step {step}/{settings.steps}, loss {entry['loss']:.4f}",
-                data={**entry, "metric_name": name, "model": work},
+                data={**entry, "metric_name": name},
             )
+            if preview is not None and not should_stop():  # no preview delays Stop
+                update = preview(work, step)
+                if update is not None:
+                    yield update
             if last:
                 break
     finally:
-        prefetcher.shutdown(wait=True, cancel_futures=True)
-    if validation:
-        net.load_state_dict(best_state)
-    net.eval()
-    seconds = time.perf_counter() - started
-    history_entry = {
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "kind": "from scratch" if from_scratch else "fine-tune",
-        "settings": asdict(settings),
-        "images": [s.name for s in samples],
-        "validation_images": [s.name for s in validation],
-        "steps": done,
-        "seconds": round(seconds, 1),
-        "metric_name": name or None,
-        "baseline_metric": baseline,
-        "best_metric": best if validation and math.isfinite(best) else None,
-        "final_loss": log[-1]["loss"] if log else None,
-        **(record or {}),
-    }
-    work.description.training_history.append(history_entry)
-    work.network.cpu()
-    return TrainingResult(
-        model=work,
-        baseline_metric=baseline,
-        best_metric=best if validation and math.isfinite(best) else None,
-        metric_name=name,
-        steps_done=done,
+        loader.close()
+    return _finish(
+        work,
+        best,
+        settings=settings,
+        samples=samples,
+        validation=validation,
+        from_scratch=from_scratch,
+        steps=done,
         stopped=stopped,
-        seconds=seconds,
+        seconds=time.perf_counter() - started,
+        metric=name,
         log=log,
+        record=record,
     )

@@ -1,0 +1,407 @@
+"""The one fine-tuning path: painted annotation in, a trained copy of the model out.
+
+The Fine-tune widget, ``napari-unet train`` and ``benchmarks/few_shot.py``
+all run :func:`finetune_job` (the command line runs its two halves,
+:func:`prepare_job` and :func:`training_job`, to tell bad inputs from failed
+training). It adds to :func:`~napari_unet.core.training.loop.train_job`:
+
+- building the samples: weight maps and, when fine-tuning, the model's own
+  prediction of each annotated plane, so that annotated pixels the model got
+  wrong weigh ``settings.mistake_weight`` times more;
+- holding part of the annotation back for validation (or using given
+  validation images);
+- a truthful history: whether the mistake weight was really applied.
+
+Nothing here touches a napari layer or Qt: the widget copies what it needs
+from the layers on the GUI thread (:class:`AnnotatedImage`) and runs the job
+in a worker thread; :func:`plane_preview` makes the previews it shows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from napari_unet.core.inference.device import resolve_device
+from napari_unet.core.inference.layout import ImageLayout, infer_layout
+from napari_unet.core.inference.predict import predict_plane_job
+from napari_unet.core.network.instances import class_map, instances_from_probabilities
+from napari_unet.core.network.model_file import SegmentationModel
+from napari_unet.core.progress import Progress, Stage
+from napari_unet.core.training.finetune import samples_from_arrays, split_validation
+from napari_unet.core.training.loop import TrainingResult, TrainingSample, TrainingSettings, train_job
+
+Mode = Literal["corrections", "scribbles"]
+#: Tile side of predictions that Stop may interrupt (a tile takes a fraction of a second on a CPU).
+STOPPABLE_TILE = 256
+#: What a job's preview hook returns.
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AnnotatedImage:
+    """One image and its painted labels, as copied on the GUI thread.
+
+    Attributes
+    ----------
+    name : str
+        The image layer's name, for messages and the model's history.
+    image : array-like
+        The image layer's data (full resolution); read in the worker.
+    labels : numpy.ndarray
+        A private copy of the labels layer's data (the user may keep painting).
+    channel_axis : int or None
+        Channel axis of ``image`` (None: single channel or RGB).
+    rgb : bool
+        The image layer is RGB(A).
+    plane : tuple of int or None
+        Train on this stack plane only; None: every annotated plane.
+    reviewed : numpy.ndarray of bool or None
+        Corrections only: the pixels the user reviewed; None: whole planes.
+    """
+
+    name: str
+    image: Any
+    labels: np.ndarray
+    channel_axis: int | None = None
+    rgb: bool = False
+    plane: tuple[int, ...] | None = None
+    reviewed: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FineTuneRequest:
+    """Everything a fine-tuning job needs, fixed when it starts.
+
+    Attributes
+    ----------
+    model : SegmentationModel
+        The model to fine-tune; never modified.
+    images : sequence of AnnotatedImage
+        The annotated images to train on.
+    mode : {"corrections", "scribbles"}
+        How the labels are read (see :mod:`napari_unet.core.training.finetune`).
+    settings : TrainingSettings
+        The recipe.
+    validation_fraction : float
+        Part of the annotation held back for validation (0: none); used when
+        ``validation`` is empty.
+    from_scratch : bool
+        Re-initialise the weights (mistake weights are then not applied).
+    validation : sequence of AnnotatedImage
+        Separate validation images, instead of holding annotation back.
+    record : mapping
+        Extra facts for the model's training history.
+    """
+
+    model: SegmentationModel
+    images: Sequence[AnnotatedImage]
+    mode: Mode = "corrections"
+    settings: TrainingSettings = field(default_factory=TrainingSettings)
+    validation_fraction: float = 0.2
+    from_scratch: bool = False
+    validation: Sequence[AnnotatedImage] = ()
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def weighs_mistakes(self) -> bool:
+        """Whether mistakes of the model get ``settings.mistake_weight``.
+
+        Not from scratch: the starting weights are thrown away, so their
+        mistakes say nothing about what to learn.
+        """
+        return self.settings.mistake_weight != 1.0 and not self.from_scratch
+
+
+@dataclass(frozen=True)
+class PreviewSource:
+    """The image previewed while training (the whole image; one plane is predicted)."""
+
+    image: Any
+    layout: ImageLayout
+
+
+@dataclass(frozen=True)
+class PreviewUpdate:
+    """A prediction of the model being trained on one plane of the previewed image."""
+
+    plane: tuple[int, ...]
+    labels: np.ndarray
+    step: int
+
+
+def preview_kind(model: SegmentationModel) -> str:
+    """``"instances"`` for models that separate objects, else ``"classes"``."""
+    return "classes" if model.description.instance_rule.method == "none" else "instances"
+
+
+def plane_preview(
+    source: PreviewSource,
+    /,
+    *,
+    plane: Callable[[], tuple[int, ...]] = tuple,
+    every: float = 5.0,
+    device: str = "auto",
+    stop: threading.Event | None = None,
+) -> Callable[[SegmentationModel, int], PreviewUpdate | None]:
+    """A preview hook for :func:`finetune_job`: one plane predicted every ``every`` seconds.
+
+    Parameters
+    ----------
+    source : PreviewSource
+        The image to preview.
+    plane : callable
+        Returns the stack index of the plane to preview (``()`` for 2-D);
+        called in the worker thread, so it must only read a plain value.
+    every : float
+        Seconds between previews, counted from the first step.
+    device : str
+        Where to predict.
+    stop : threading.Event, optional
+        Checked between tiles: a preview stops (and gives None) when it is set.
+
+    Returns
+    -------
+    callable
+        ``hook(model, step)``: a :class:`PreviewUpdate`, or None when none is due.
+    """
+    last: list[float] = []
+
+    def hook(model: SegmentationModel, step: int) -> PreviewUpdate | None:
+        now = time.perf_counter()
+        if not last:
+            last.append(now)
+        if now - last[0] < every:
+            return None
+        index = tuple(plane())
+        labels = _predict(source.layout.plane(source.image, index), model, preview_kind(model), device, stop=stop)
+        last[0] = time.perf_counter()
+        return None if labels is None else PreviewUpdate(index, labels, step)
+
+    return hook
+
+
+@dataclass(frozen=True)
+class FineTuneSamples:
+    """The samples a fine-tuning job trains and validates on.
+
+    Attributes
+    ----------
+    train, validation : list of TrainingSample
+        Training and held-back samples.
+    mistake_weight : float
+        The factor really applied to the model's mistakes (1.0: not applied).
+    """
+
+    train: list[TrainingSample]
+    validation: list[TrainingSample]
+    mistake_weight: float
+
+
+def finetune_job(
+    request: FineTuneRequest,
+    /,
+    *,
+    stop: threading.Event,
+    preview: Callable[[SegmentationModel, int], T | None] | None = None,
+) -> Generator[Progress | T, None, TrainingResult]:
+    """Build training samples from the annotation, then train a copy of the model.
+
+    Parameters
+    ----------
+    request : FineTuneRequest
+        Model, annotated images and recipe.
+    stop : threading.Event
+        Set it to end training after the current step; the best model so far
+        is returned.
+    preview : callable, optional
+        ``preview(model, step)`` with the model being trained, after every
+        step in the worker thread (see :func:`plane_preview`); what it returns
+        (None: nothing) is yielded.
+
+    Yields
+    ------
+    Progress or what ``preview`` returned
+        ``"prepare"`` while samples are built, then the training progress.
+
+    Returns
+    -------
+    TrainingResult
+
+    Raises
+    ------
+    ValueError
+        Nothing annotated, shapes or classes that do not fit (the message
+        names the image).
+    FloatingPointError
+        Training diverged.
+    """
+    samples = yield from prepare_job(request, stop=stop)
+    if samples is None:
+        return untrained_result(request.model)
+    return (yield from training_job(request, samples, stop=stop, preview=preview))
+
+
+def prepare_job(
+    request: FineTuneRequest, /, *, stop: threading.Event | None = None
+) -> Generator[Progress, None, FineTuneSamples | None]:
+    """The first half of :func:`finetune_job`: training and validation samples; None if stopped."""
+    stop = stop or threading.Event()
+    weigh = request.weighs_mistakes
+    train = yield from _samples_of_all(request, request.images, stop, weigh_mistakes=weigh)
+    if train is None:
+        return None
+    if request.validation:
+        validation = yield from _samples_of_all(request, request.validation, stop, weigh_mistakes=False)
+        if validation is None:
+            return None
+    elif request.validation_fraction > 0:
+        train, validation = split_validation(train, fraction=request.validation_fraction, seed=request.settings.seed)
+    else:
+        validation = []
+    return FineTuneSamples(train, validation, request.settings.mistake_weight if weigh else 1.0)
+
+
+def training_job(
+    request: FineTuneRequest,
+    samples: FineTuneSamples,
+    /,
+    *,
+    stop: threading.Event | None = None,
+    preview: Callable[[SegmentationModel, int], T | None] | None = None,
+) -> Generator[Progress | T, None, TrainingResult]:
+    """The second half of :func:`finetune_job`: train on ``samples``.
+
+    The history records the mistake weight really applied (in its settings)
+    and ``mistake_weight_applied``, never a factor that was not used.
+    """
+    settings = replace(request.settings, mistake_weight=samples.mistake_weight)
+    record = {
+        "annotation": request.mode,
+        "mistake_weight_applied": samples.mistake_weight != 1.0,
+        **request.record,
+    }
+    return (
+        yield from train_job(
+            request.model,
+            samples.train,
+            settings=settings,
+            validation=samples.validation,
+            stop=stop,
+            from_scratch=request.from_scratch,
+            record=record,
+            preview=preview,
+        )
+    )
+
+
+def _samples_of_all(
+    request: FineTuneRequest, images: Sequence[AnnotatedImage], stop: threading.Event, *, weigh_mistakes: bool
+) -> Generator[Progress, None, list[TrainingSample] | None]:
+    """Samples of every image in turn; None if stopped."""
+    samples: list[TrainingSample] = []
+    for i, item in enumerate(images):
+        yield Progress(Stage.PREPARE, i, len(images), message=f"reading the annotation of {item.name}")
+        try:
+            samples += yield from _samples_of(
+                item, request.model, request.mode, request.settings, stop, weigh_mistakes=weigh_mistakes
+            )
+        except ValueError as exc:
+            raise ValueError(f"{item.name}: {exc}") from exc
+        if stop.is_set():
+            return None
+    return samples
+
+
+def untrained_result(model: SegmentationModel) -> TrainingResult:
+    """The result of a job stopped before its first training step: a copy of ``model``, unchanged."""
+    return TrainingResult(
+        model=model.copy(),
+        baseline_metric=None,
+        best_metric=None,
+        metric_name="",
+        steps_done=0,
+        stopped=True,
+        seconds=0.0,
+        log=[],
+    )
+
+
+def _samples_of(
+    item: AnnotatedImage,
+    model: SegmentationModel,
+    mode: Mode,
+    settings: TrainingSettings,
+    stop: threading.Event,
+    *,
+    weigh_mistakes: bool,
+) -> Generator[Progress, None, list[TrainingSample]]:
+    """Samples of one image; with ``weigh_mistakes``, the model's prediction of it weighs its mistakes."""
+    layout = infer_layout(
+        tuple(item.image.shape), in_channels=model.config.in_channels, channel_axis=item.channel_axis, rgb=item.rgb
+    )
+    planes = None if item.plane is None else [item.plane]
+    previous = None
+    expected = (*layout.stack_shape, *layout.plane_shape)
+    if weigh_mistakes and item.labels.shape == expected:
+        # The model's own prediction on the annotated planes: pixels where the
+        # annotation disagrees with it are its mistakes and weigh more.
+        used = planes or [idx for idx in layout.plane_indices() if item.labels[idx].any()]
+        kind = "instances" if mode == "corrections" and preview_kind(model) == "instances" else "classes"
+        previous = np.zeros(item.labels.shape, np.uint32)
+        for n, idx in enumerate(used):
+            yield Progress(Stage.PREPARE, n, len(used), message=f"predicting {item.name} with the current model")
+            labels = _predict(layout.plane(item.image, idx), model, kind, settings.device, stop=stop)
+            if labels is None:
+                return []  # stopped: the job ends before training
+            previous[idx] = labels
+    return samples_from_arrays(
+        item.image,
+        item.labels,
+        model,
+        mode=mode,
+        channel_axis=item.channel_axis,
+        rgb=item.rgb,
+        planes=planes,
+        reviewed=item.reviewed if mode == "corrections" else None,
+        previous=previous,
+        mistake_weight=settings.mistake_weight if previous is not None else 1.0,
+        name=item.name,
+    )
+
+
+def _predict(
+    plane: Any, model: SegmentationModel, kind: str, device: str, *, stop: threading.Event | None = None
+) -> np.ndarray | None:
+    """Labels (objects or classes) of one (Y, X, C) plane; None if ``stop`` was set before it was done.
+
+    With ``stop`` the plane is predicted one tile of :data:`STOPPABLE_TILE`
+    pixels at a time (the result is the same) and ``stop`` is checked between them, so
+    Stop does not wait for a whole plane, which can take seconds on a CPU.
+    """
+    job = predict_plane_job(
+        plane,
+        model,
+        device=resolve_device(device),
+        amp=False,
+        engine="torch",
+        tile_size=None if stop is None else STOPPABLE_TILE,
+        batch_size=None if stop is None else 1,
+    )
+    while True:
+        if stop is not None and stop.is_set():
+            job.close()
+            return None
+        try:
+            next(job)
+        except StopIteration as done:
+            probabilities = done.value
+            break
+    if kind == "instances":
+        return instances_from_probabilities(probabilities, model.description.instance_rule)
+    return class_map(probabilities)

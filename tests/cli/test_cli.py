@@ -594,3 +594,31 @@ def test_a_reader_that_stops_reading_gets_no_traceback():
         err = run.stderr.read().decode()
     assert run.wait(timeout=120) == 1
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_main_prints_a_user_error_that_escapes_a_command_and_exits_2(monkeypatch, capsys):
+    import napari_unet.cli as cli
+    from napari_unet.core.errors import UserError
+
+    class Refused(UserError, ValueError):
+        pass
+
+    def refusing() -> int:
+        raise Refused("the models folder cannot be read; check its permissions")
+
+    monkeypatch.setattr(cli, "_cmd_models", refusing)
+    assert main(["models"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: the models folder cannot be read; check its permissions\n"
+    assert "Traceback" not in captured.err
+
+
+def test_main_lets_a_programming_error_through_with_its_traceback(monkeypatch):
+    import napari_unet.cli as cli
+
+    def broken() -> int:
+        raise TypeError("a bug, not a user mistake")
+
+    monkeypatch.setattr(cli, "_cmd_models", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        main(["models"])

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.core.errors import UserError
 from napari_unet.core.io.tiff import write_labels
 
-__all__ = ["label_axes", "spatial_calibration", "write_labels_layer"]
+__all__ = ["LabelAxesError", "label_axes", "spatial_calibration", "write_labels_layer"]
 
 #: Short names of the length units napari (pint) spells out.
 _SHORT_UNITS = {
@@ -33,6 +34,10 @@ _PIXEL = {"pixel", "pixels", "px", ""}
 _TIME_LABELS = {"t", "time", "frame", "frames"}
 #: Unit assumed for a scale given in napari's default unit ("pixel").
 DEFAULT_UNIT = "um"
+
+
+class LabelAxesError(UserError, ValueError):
+    """A labels layer whose dimensions cannot be saved as a TIFF (only 2-D to 4-D can)."""
 
 
 def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -60,8 +65,10 @@ def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     napari_unet.core.io.atomic.OutputError
         The folder is not writable or the disk is full; no file (and no
         partial file) is left at `path`.
+    LabelAxesError
+        A layer with fewer than 2 or more than 4 dimensions (a ``ValueError``).
     ValueError
-        Negative labels or a layer with more than 4 dimensions.
+        Negative labels.
 
     Warns
     -----
@@ -93,6 +100,11 @@ def label_axes(ndim: int, /, *, axis_labels: Sequence[str] | None = None, units:
     str
         ``"YX"``, ``"ZYX"``, ``"TYX"`` or ``"TZYX"``.
 
+    Raises
+    ------
+    LabelAxesError
+        `ndim` is not 2, 3 or 4.
+
     Examples
     --------
     >>> label_axes(3, axis_labels=("t", "y", "x"))
@@ -105,7 +117,7 @@ def label_axes(ndim: int, /, *, axis_labels: Sequence[str] | None = None, units:
     if ndim == 4:
         return "TZYX"
     if ndim != 3:
-        raise ValueError(f"labels must be 2-D, 3-D or 4-D to be saved as TIFF, got {ndim} dimensions")
+        raise LabelAxesError(f"labels must be 2-D, 3-D or 4-D to be saved as TIFF, got {ndim} dimensions")
     first_label = str(axis_labels[0]).strip().lower() if axis_labels else ""
     first_unit = units[0] if units else None
     return "TYX" if first_label in _TIME_LABELS or _is_time(first_unit) else "ZYX"

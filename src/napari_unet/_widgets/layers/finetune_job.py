@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from napari_unet._widgets.layers.errors import AnnotationError
 from napari_unet.core import Progress, SegmentationModel, class_map, instances_from_probabilities
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.layout import ImageLayout, infer_layout
@@ -139,9 +140,9 @@ def finetune_job(
 
     Raises
     ------
-    ValueError
+    AnnotationError
         Nothing annotated, shapes or classes that do not fit (the message
-        names the image).
+        names the image); a ``ValueError`` and a ``UserError``.
     FloatingPointError
         Training diverged.
     """
@@ -152,7 +153,7 @@ def finetune_job(
         try:
             samples += yield from _samples_of(item, model, request.mode, settings, stop)
         except ValueError as exc:
-            raise ValueError(f"{item.name}: {exc}") from exc
+            raise AnnotationError(f"{item.name}: {exc}") from exc  # the core refused the annotation
         if stop.is_set():
             return untrained_result(model)
     if request.validation_fraction > 0:

@@ -37,7 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner
+from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.proxies import unwrap_proxy
@@ -74,7 +74,7 @@ class _Entry:
         return bool(self.probabilities)
 
 
-class ExportWidget(QWidget):
+class ExportWidget(RunsJobs, QWidget):
     """Export labels, class masks and probabilities as ImageJ TIFF files.
 
     Parameters
@@ -224,16 +224,6 @@ class ExportWidget(QWidget):
         return _Entry(file_stem(source.name), labels[0] if labels else None, output or "instances", probabilities)
 
     # ------------------------------------------------------------------ state
-    @property
-    def is_running(self) -> bool:
-        """True while an export runs."""
-        return self._runner.running
-
-    @property
-    def worker(self) -> GeneratorWorker | None:
-        """The worker of the last export started (still set after it finished)."""
-        return self._runner.worker
-
     def _what(self) -> str:
         return "instances" if self.instances_radio.isChecked() else "classes"
 

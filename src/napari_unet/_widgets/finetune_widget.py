@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet._widgets.forms import shortcuts
 from napari_unet._widgets.forms.curve_plot import CurvePlot
-from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner
+from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.layer_pairs import LayerPairs, image_shape
 from napari_unet._widgets.forms.lifetime import connect_for_life
 from napari_unet._widgets.forms.scrolling import scrolling_content
@@ -123,7 +123,7 @@ def _add_unselected(viewer: Any, layer: Any) -> None:
     selection.update(selected)
 
 
-class FineTuneWidget(QWidget):
+class FineTuneWidget(RunsJobs, QWidget):
     """Fine-tune the viewer's U-Net on painted labels, with a live curve and Accept/Discard.
 
     Parameters
@@ -330,16 +330,6 @@ class FineTuneWidget(QWidget):
         return unwrap_proxy(layer) in self._previews
 
     # ------------------------------------------------------------------ state
-    @property
-    def is_running(self) -> bool:
-        """True while a fine-tuning job runs."""
-        return self._runner.running
-
-    @property
-    def worker(self) -> GeneratorWorker | None:
-        """The worker of the last job started (still set after it finished)."""
-        return self._runner.worker
-
     @property
     def mode(self) -> str:
         """``"corrections"`` or ``"scribbles"``."""

@@ -38,7 +38,7 @@ from superqt import QCollapsible
 from napari_unet._widgets.forms import shortcuts
 from napari_unet._widgets.forms.devices import device_combo
 from napari_unet._widgets.forms.folding import set_fold_tip
-from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner
+from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.channel_hint import channel_notice
@@ -94,7 +94,7 @@ class _RunningJob:
     notice: str = ""  # what the user should know about how the image was read (channels)
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(RunsJobs, QWidget):
     """Segment an image layer with a U-Net.
 
     Parameters
@@ -415,16 +415,6 @@ class SegmentWidget(QWidget):
                 combo.removeItem(row)
 
     # ------------------------------------------------------------------ running
-    @property
-    def is_running(self) -> bool:
-        """True while a segmentation job runs."""
-        return self._runner.running
-
-    @property
-    def worker(self) -> GeneratorWorker | None:
-        """The worker of the last job started (still set after it finished)."""
-        return self._runner.worker
-
     def _layout_of(self, layer: Any, model: SegmentationModel) -> ImageLayout:
         shape = tuple(_full_resolution(layer).shape)
         axis = self.channel_spin.value()

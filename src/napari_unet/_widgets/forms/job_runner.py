@@ -41,7 +41,7 @@ from napari_unet.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JobHandlers", "JobRunner", "progress_fraction", "report_unexpected"]
+__all__ = ["JobHandlers", "JobRunner", "RunsJobs", "progress_fraction", "report_unexpected"]
 
 
 def _nothing(*_: Any) -> None:
@@ -266,6 +266,22 @@ class JobRunner:
             handlers.crashed(error)
         else:
             handlers.done(outcome.result)
+
+
+class RunsJobs:
+    """Mixin for a widget with a :class:`JobRunner` in ``self._runner``: its job's public state."""
+
+    _runner: JobRunner
+
+    @property
+    def is_running(self) -> bool:
+        """True while the widget's job runs."""
+        return self._runner.running
+
+    @property
+    def worker(self) -> GeneratorWorker | None:
+        """The worker of the last job started (still set after it finished)."""
+        return self._runner.worker
 
 
 def _stopper(worker: GeneratorWorker, stop: Callable[[], None] | None) -> Callable[[], None]:

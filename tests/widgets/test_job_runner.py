@@ -109,6 +109,18 @@ def test_a_callable_is_called_on_start_to_make_the_job(qtbot, host):
     assert recorder.calls[-2:] == [("done", 7), ("ended", None)]
 
 
+def test_what_the_job_maker_raises_is_an_outcome_too(qtbot, host, reported):
+    _widget, _status, runner = host
+
+    def make():  # a plain function that refuses before it makes a generator
+        raise OutOfMemoryError("not enough memory for the result; choose fewer planes")
+
+    recorder = Recorder()
+    assert runner.start(make, recorder.handlers(), desc="test job") is not None
+    wait_over(qtbot, runner)
+    assert recorder.kinds() == ["failed", "ended"] and reported == []
+
+
 def _held_job(reached: threading.Event, release: threading.Event):
     yield Progress("tiles", done=0, total=2)
     reached.set()

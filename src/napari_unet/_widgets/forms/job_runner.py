@@ -107,10 +107,12 @@ class _Outcome:
 
 
 @thread_worker
-def _job_worker(job: Generator[Any, Any, Any]) -> Generator[Any, Any, _Outcome]:
-    """Run ``job`` in a worker thread; its errors come back as values (see the module notes)."""
+def _job_worker(
+    job: Generator[Any, Any, Any] | Callable[[], Generator[Any, Any, Any]],
+) -> Generator[Any, Any, _Outcome]:
+    """Run ``job`` (or the job it makes) in a worker thread; its errors come back as values (see the module notes)."""
     try:
-        return _Outcome(result=(yield from job))
+        return _Outcome(result=(yield from (job() if callable(job) else job)))
     except Exception as exc:  # noqa: BLE001 - sorted into user errors and crashes on the GUI thread
         return _Outcome(error=exc)
 
@@ -196,7 +198,8 @@ class JobRunner:
         Parameters
         ----------
         job : generator or callable
-            A core-style job, or a function of no arguments that makes it.
+            A core-style job, or a function of no arguments that makes it (called
+            in the worker thread, so that what it raises is an outcome too).
         handlers : JobHandlers
             The widget's callbacks.
         desc : str
@@ -211,7 +214,7 @@ class JobRunner:
         """
         if self.running or self.closed:
             return None
-        worker = _job_worker(job() if callable(job) else job)
+        worker = _job_worker(job)
         run = _Run(handlers, progress(total=total, desc=desc), total, fraction)
         worker.yielded.connect(lambda report: self._on_yielded(run, report))
         worker.returned.connect(lambda outcome: setattr(run, "outcome", outcome))

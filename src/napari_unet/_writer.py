@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core.io.calibration import DEFAULT_UNIT, label_axes, spatial_calibration
+from napari_unet.core.io.calibration import DEFAULT_UNIT, LabelAxesError, label_axes, spatial_calibration
 from napari_unet.core.io.tiff import write_labels
 
-__all__ = ["DEFAULT_UNIT", "label_axes", "spatial_calibration", "write_labels_layer"]
+__all__ = ["DEFAULT_UNIT", "LabelAxesError", "label_axes", "spatial_calibration", "write_labels_layer"]
 
 
 def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -44,7 +44,9 @@ def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         The folder is not writable or the disk is full; no file (and no
         partial file) is left at `path`.
     ValueError
-        Negative labels or a layer with more than 4 dimensions.
+        Negative labels.
+    LabelAxesError
+        A layer with fewer than 2 or more than 4 dimensions (a ``ValueError``).
 
     Warns
     -----

@@ -543,8 +543,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit status: 0 done, 1 some file or the training failed, 2 the
-        inputs or options cannot be used, 130 interrupted.
+        inputs or options cannot be used (also any
+        :class:`~napari_unet.core.errors.UserError` a command let through,
+        printed as ``error: MESSAGE``), 130 interrupted.
     """
+    from napari_unet.core.errors import UserError
+
     args = _build_parser().parse_args(argv)
     previous_format = warnings.formatwarning
     warnings.formatwarning = _plain_warning  # e.g. "warning: CUDA was asked for but ...; running on the CPU"
@@ -567,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ncancelled; outputs written so far are complete, nothing half-written was left", file=sys.stderr)
         return 130
+    except UserError as exc:  # the last line of defence: a command that did not catch a user-facing error
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         warnings.formatwarning = previous_format
 

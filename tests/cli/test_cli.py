@@ -686,3 +686,31 @@ def test_train_from_scratch_records_that_no_mistake_weight_was_applied(tmp_path,
     assert history["kind"] == "from scratch"
     assert history["mistake_weight_applied"] is False and history["settings"]["mistake_weight"] == 1.0
     assert history["settings"]["learning_rate"] == 1e-3  # the from-scratch default of the recipe
+
+
+def test_main_prints_a_user_error_that_escapes_a_command_and_exits_2(monkeypatch, capsys):
+    import napari_unet.cli as cli
+    from napari_unet.core.errors import UserError
+
+    class Refused(UserError, ValueError):
+        pass
+
+    def refusing() -> int:
+        raise Refused("the models folder cannot be read; check its permissions")
+
+    monkeypatch.setattr(cli, "_cmd_models", refusing)
+    assert main(["models"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: the models folder cannot be read; check its permissions\n"
+    assert "Traceback" not in captured.err
+
+
+def test_main_lets_a_programming_error_through_with_its_traceback(monkeypatch):
+    import napari_unet.cli as cli
+
+    def broken() -> int:
+        raise TypeError("a bug, not a user mistake")
+
+    monkeypatch.setattr(cli, "_cmd_models", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        main(["models"])

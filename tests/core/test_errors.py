@@ -10,7 +10,11 @@ from napari_unet.core.inference.engine import EngineError
 from napari_unet.core.inference.layout import ImageLayoutError
 from napari_unet.core.inference.predict import OutOfMemoryError
 from napari_unet.core.io.atomic import OutputError
+from napari_unet.core.io.calibration import LabelAxesError
 from napari_unet.core.io.tiff import ImageReadError
+from napari_unet.core.training.annotations import AnnotationError
+from napari_unet.core.training.loop import TrainingSettingsError
+from napari_unet.core.training.steps import TrainingDivergedError
 
 
 @pytest.mark.parametrize(
@@ -23,6 +27,10 @@ from napari_unet.core.io.tiff import ImageReadError
         (EngineError, RuntimeError),
         (OutOfMemoryError, RuntimeError),
         (OutputError, OSError),
+        (LabelAxesError, ValueError),
+        (AnnotationError, ValueError),
+        (TrainingSettingsError, ValueError),
+        (TrainingDivergedError, FloatingPointError),
     ],
 )
 def test_user_errors_derive_from_the_base_and_their_builtin(error, builtin):

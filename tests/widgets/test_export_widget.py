@@ -419,3 +419,16 @@ def test_full_disk_keeps_the_previous_files_and_leaves_no_partial_file(
     assert len(notices["error"]) == 1 and "disk is full" in notices["error"][0]
     assert old.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["img_labels.tif"]
+
+
+def test_a_labels_layer_a_tiff_cannot_hold_is_refused_with_a_message(viewer_widget, tmp_path, notices):
+    viewer, widget = viewer_widget
+    five_d = viewer.add_labels(np.ones((2, 1, 2, 4, 4), np.uint8), name="five-d")
+    widget.choose_layer(five_d)  # listing it must not raise (the plan of the files is made at once)
+    widget.folder_edit.setText(str(tmp_path))
+
+    assert not widget.export_button.isEnabled()
+    assert "2-D, 3-D or 4-D" in widget.export_button.toolTip()
+    assert widget.export() is None
+    assert len(notices["error"]) == 1 and "5 dimensions" in notices["error"][0]
+    assert list(tmp_path.iterdir()) == []

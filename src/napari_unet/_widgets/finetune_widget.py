@@ -2,7 +2,8 @@
 
 The widget is thin: on the GUI thread it copies the painted labels and reads
 the settings; :func:`napari_unet.core.training.finetune_job.finetune_job` builds the training samples
-and trains a copy of the model in a napari ``thread_worker``; the result is
+and trains a copy of the model in a worker thread (the widget's
+:class:`~napari_unet._widgets.forms.job_runner.JobRunner`); the result is
 offered for Accept or Discard and never replaces the model by itself.
 The model is the one of the viewer's :class:`.session.ModelSession`, shared
 with the Segment widget.
@@ -15,7 +16,6 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,10 +23,9 @@ from typing import Any
 
 import napari.layers
 import numpy as np
-from napari.qt.threading import GeneratorWorker, thread_worker
-from napari.utils import progress
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -44,8 +43,9 @@ from qtpy.QtWidgets import (
 
 from napari_unet._widgets.forms import shortcuts
 from napari_unet._widgets.forms.curve_plot import CurvePlot
+from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.layer_pairs import LayerPairs, image_shape
-from napari_unet._widgets.forms.lifetime import JobGuard, left_its_dock
+from napari_unet._widgets.forms.lifetime import connect_for_life
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.forms.training_options import TrainingOptions
 from napari_unet._widgets.layers.proxies import unwrap_proxy
@@ -54,8 +54,9 @@ from napari_unet._widgets.layers.reviewed import reviewed_mask
 from napari_unet._widgets.layers.session import session_for
 from napari_unet._widgets.layers.warm_up import start_warm_up
 from napari_unet.core import Progress, SegmentationModel, Stage, load_named_model, save_model, shipped_models
+from napari_unet.core.errors import UserError
 from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
-from napari_unet.core.inference.predict import OutOfMemoryError
+from napari_unet.core.training.annotations import AnnotationError
 from napari_unet.core.training.finetune_job import (
     AnnotatedImage,
     FineTuneRequest,
@@ -70,8 +71,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two previews of the model being trained.
 PREVIEW_SECONDS = 5.0
-#: Errors of the core that the user can act on; shown as a message, not a traceback.
-_USER_ERRORS = (ValueError, FloatingPointError, OutOfMemoryError, MemoryError)
 _MODES = (
     ("corrections", "Corrections of a Segment result"),
     ("scribbles", "Sparse scribbles"),
@@ -85,54 +84,19 @@ def preview_name(image_name: str) -> str:
 
 
 @dataclass
-class _JobFailed:
-    """What a job returns instead of a result when the core refused it."""
-
-    message: str
-
-
-@thread_worker
-def _finetune_worker(
-    request: FineTuneRequest, stop: threading.Event, preview: PreviewSource | None, job_state: _RunningJob
-) -> Generator[Any, None, TrainingResult | _JobFailed]:
-    """Run :func:`finetune_job` in a worker thread, turning user errors into a message."""
-    try:
-        return (
-            yield from finetune_job(
-                request,
-                stop=stop,
-                preview=None
-                if preview is None
-                else plane_preview(
-                    preview,
-                    plane=lambda: job_state.plane,
-                    every=PREVIEW_SECONDS,
-                    device=request.settings.device,
-                    stop=stop,
-                ),
-            )
-        )
-    except _USER_ERRORS as exc:
-        log.info("fine-tuning failed", exc_info=True)
-        return _JobFailed(str(exc))
-
-
-@dataclass
 class _RunningJob:
-    """A started job: its progress bar, Stop flag and preview target.
+    """A started job: its Stop flag and preview target.
 
     ``plane`` is written on the GUI thread (when the user moves through a
     stack) and read by the worker: one tuple assignment, no lock needed.
     """
 
-    pbar: progress
     stop: threading.Event
     budget: float | None
     preview: Target | None = None
     plane: tuple[int, ...] = ()
     metric_name: str = ""
     last: dict[str, Any] = field(default_factory=dict)
-    over: bool = False  # the result (or failure) arrived
 
 
 def _add_unselected(viewer: Any, layer: Any) -> None:
@@ -160,7 +124,7 @@ def _add_unselected(viewer: Any, layer: Any) -> None:
     selection.update(selected)
 
 
-class FineTuneWidget(QWidget):
+class FineTuneWidget(RunsJobs, QWidget):
     """Fine-tune the viewer's U-Net on painted labels, with a live curve and Accept/Discard.
 
     Parameters
@@ -186,18 +150,15 @@ class FineTuneWidget(QWidget):
         start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.worker: GeneratorWorker | None = None
         self.result: TrainingResult | None = None
         self._job: _RunningJob | None = None
         self._pending = False  # a result waits for Accept or Discard
         self._saveable = False
         self._previews: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._guard = JobGuard()  # closing the dock or the viewer stops the training
-        self._guard.watch(self)
         self._build()
+        self._runner = JobRunner(self, status=self.status_label)  # closing the dock or the viewer ends training
         self._connect_layers()
-        self.session.model_changed.connect(self._on_model_changed)
-        self.destroyed.connect(partial(_disconnect, self.session.model_changed, self._on_model_changed))
+        connect_for_life(self, self.session.model_changed, self._on_model_changed)
         if self.session.model is None and shipped_models():
             self.session.set_model(load_named_model(shipped_models()[0].key), shipped_models()[0].key)
         self._on_model_changed()
@@ -371,11 +332,6 @@ class FineTuneWidget(QWidget):
 
     # ------------------------------------------------------------------ state
     @property
-    def is_running(self) -> bool:
-        """True while a fine-tuning job runs."""
-        return self._job is not None
-
-    @property
     def mode(self) -> str:
         """``"corrections"`` or ``"scribbles"``."""
         return self.mode_combo.currentData()
@@ -456,7 +412,7 @@ class FineTuneWidget(QWidget):
             or f"Train a copy of {model.description.name!r} on the labels; "  # type: ignore[union-attr]
             "the model in use changes only when you press Accept.",
         )
-        can_stop = self.is_running and not self._job.stop.is_set()  # type: ignore[union-attr]
+        can_stop = self.is_running and self._job is not None and not self._job.stop.is_set()
         self.stop_button.setEnabled(can_stop)
         if can_stop:
             stop_tip = "End training now and keep the best model validated so far (no last validation)."
@@ -495,12 +451,12 @@ class FineTuneWidget(QWidget):
         """
         self._update_state()
         model = self.session.model
-        if not self.finetune_button.isEnabled() or model is None:
+        if not self.finetune_button.isEnabled() or model is None or self._runner.closed:
             return None
         try:
             settings = self.settings()
             images, preview = self._annotated_images(model)
-        except (ValueError, ImageLayoutError) as exc:
+        except UserError as exc:  # labels that do not fit the image, an image that does not fit the model
             show_error(f"Cannot fine-tune: {exc}")
             return None
         request = FineTuneRequest(
@@ -513,29 +469,45 @@ class FineTuneWidget(QWidget):
             record={"layers": [item.name for item in images]},
         )
         stop = threading.Event()
-        job = _RunningJob(progress(total=100, desc=f"Fine-tuning {model.description.name}"), stop, settings.max_seconds)
+        job = _RunningJob(stop, settings.max_seconds)
         self._remove_hidden_previews()
         if preview is not None:
-            job.preview = make_target(preview[0], preview[1].layout)
-            job.plane = shown_plane(self.viewer, preview[0], preview[1].layout)
-            self.viewer.dims.events.current_step.connect(self._on_dims_changed)
-            # Adding a layer stalls napari's GUI thread for a few tenths of a second: do it now, at the
-            # click, not while the user paints during training; the previews then only write into it.
-            self._preview_layer(job.preview)
-        worker = _finetune_worker(request, stop, preview[1] if preview else None, job)
-        worker.yielded.connect(lambda report: self._on_yielded(job, report))
-        worker.returned.connect(lambda result: self._on_returned(job, result))
-        worker.finished.connect(lambda: self._on_finished(job))
-        self.worker = worker
+            self._start_preview(job, *preview)
+        make_job = partial(
+            finetune_job,
+            request,
+            stop=stop,
+            preview=None
+            if preview is None
+            else plane_preview(
+                preview[1], plane=lambda: job.plane, every=PREVIEW_SECONDS, device=settings.device, stop=stop
+            ),
+        )
+        handlers = JobHandlers(
+            done=partial(self._on_returned, job),
+            failed=self._on_failed,
+            cancelled=partial(self.status_label.setText, "Stopped; the model in use is unchanged."),
+            yielded=partial(self._on_yielded, job),
+            ended=partial(self._on_finished, job),
+        )
+        desc = f"Fine-tuning {model.description.name}"
+        worker = self._runner.start(make_job, handlers, desc=desc, fraction=partial(_fraction, job), stop=stop.set)
         self._job = job
-        self._guard.started(partial(_end_training, stop, worker))
         self.plot.clear()
         self.metric_label.setText("")
         self.warning_label.hide()
         self.status_label.setText("Preparing the annotation...")
         self._update_state()
-        worker.start()
         return worker
+
+    def _start_preview(self, job: _RunningJob, layer: Any, source: PreviewSource) -> None:
+        """Preview ``layer`` during ``job``: the plane in view, in a preview layer added now."""
+        job.preview = make_target(layer, source.layout)
+        job.plane = shown_plane(self.viewer, layer, source.layout)
+        self.viewer.dims.events.current_step.connect(self._on_dims_changed)
+        # Adding a layer stalls napari's GUI thread for a few tenths of a second: do it now, at the
+        # click, not while the user paints during training; the previews then only write into it.
+        self._preview_layer(job.preview)
 
     def _annotated_images(self, model: SegmentationModel) -> tuple[list[AnnotatedImage], Any]:
         """Copy the chosen layers' annotation (GUI thread); also what to preview."""
@@ -547,7 +519,7 @@ class FineTuneWidget(QWidget):
             layout = self._layout_of(image_layer, model)
             expected = image_shape(image_layer)
             if tuple(labels_layer.data.shape) != expected:
-                raise ValueError(
+                raise AnnotationError(
                     f"the labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)} but the "
                     f"image {image_layer.name!r} needs {expected}; paint into a labels layer made for this image "
                     "(e.g. its Segment result)"
@@ -559,7 +531,7 @@ class FineTuneWidget(QWidget):
             shapes = self.reviewed_layer() if self.mode == "corrections" else None
             reviewed = None if shapes is None else reviewed_mask(shapes, image_layer, expected)
             if reviewed is not None and not reviewed.any():
-                raise ValueError(
+                raise AnnotationError(
                     f"no shape of {shapes.name!r} lies on {image_layer.name!r}; draw a rectangle "
                     "over the part you checked, or choose 'Whole planes'"
                 )
@@ -578,12 +550,6 @@ class FineTuneWidget(QWidget):
                 preview = (image_layer, PreviewSource(data, layout))
         return images, preview
 
-    def event(self, event: QEvent) -> bool:
-        """Closing the dock (napari takes the widget out of it) ends the training; its result is dropped."""
-        if left_its_dock(self, event):
-            self._guard.close()
-        return super().event(event)
-
     def stop(self) -> None:
         """End training after the current step; the best model so far becomes the result."""
         if self._job is not None:
@@ -597,10 +563,6 @@ class FineTuneWidget(QWidget):
             job.plane = shown_plane(self.viewer, job.preview.source, job.preview.layout)
 
     def _on_yielded(self, job: _RunningJob, report: Progress | PreviewUpdate) -> None:
-        if job.over or self._guard.closed:
-            # napari's progress bar can process events while it updates, so a
-            # report may arrive after the result: it must not undo the result's text
-            return
         if isinstance(report, PreviewUpdate):
             self._show_preview(job, report)
             return
@@ -624,12 +586,6 @@ class FineTuneWidget(QWidget):
             if job.metric_name and job.last.get("best") is not None:
                 text += f"; best {job.metric_name} {job.last['best']:.3f}"
             self.status_label.setText(text)
-        fraction = report.done / report.total if report.total else 0.0
-        if job.budget:
-            fraction = max(fraction, seconds / job.budget)
-        value = round(100 * min(fraction, 1.0))
-        if value > job.pbar.n:
-            job.pbar.update(value - job.pbar.n)
 
     def _preview_layer(self, target: Target) -> Any:
         """The preview layer of ``target`` (emptied and shown), added to the viewer if it is not there."""
@@ -673,14 +629,7 @@ class FineTuneWidget(QWidget):
         else:
             layer.data = update.labels.astype(np.uint32, copy=False)
 
-    def _on_returned(self, job: _RunningJob, result: TrainingResult | _JobFailed) -> None:
-        job.over = True
-        if self._guard.closed:
-            return  # the widget was closed: nobody can Accept the result; the model in use is unchanged
-        if isinstance(result, _JobFailed):
-            show_error(f"Cannot fine-tune: {result.message}")
-            self.status_label.setText(f"Failed: {result.message}")
-            return
+    def _on_returned(self, job: _RunningJob, result: TrainingResult) -> None:
         if result.steps_done == 0:
             self.status_label.setText("Stopped before training started; the model in use is unchanged.")
             return
@@ -728,13 +677,15 @@ class FineTuneWidget(QWidget):
         self.warning_label.setText(warning)
         self.warning_label.setVisible(bool(warning))
 
+    def _on_failed(self, error: UserError) -> None:
+        show_error(f"Cannot fine-tune: {error}")
+        self.status_label.setText(f"Failed: {error}")
+
     def _on_finished(self, job: _RunningJob) -> None:
-        job.over = True
-        job.pbar.close()
-        closed = self._guard.closed
+        """The job is over (also when the widget was closed): hide or remove the preview."""
+        closed = self._runner.closed
         if self._job is job:
             self._job = None
-            self._guard.finished()
         if not closed:
             self._update_state()
         if job.preview is not None:
@@ -811,11 +762,11 @@ class FineTuneWidget(QWidget):
             self.save_model_to(path)
 
 
-def _disconnect(signal: Any, slot: Any, *_: Any) -> None:
-    signal.disconnect(slot)
-
-
-def _end_training(stop: threading.Event, worker: GeneratorWorker) -> None:
-    """End a training job at its next step and drop its result (the widget was closed)."""
-    stop.set()
-    worker.quit()
+def _fraction(job: _RunningJob, report: Progress | PreviewUpdate) -> float | None:
+    """How far training is: steps done, or time spent of the time budget, whichever is further."""
+    if not isinstance(report, Progress) or report.stage in (Stage.NOTICE, Stage.PREPARE):
+        return None
+    fraction = report.done / report.total if report.total else 0.0
+    if job.budget:
+        fraction = max(fraction, report.data.get("seconds", 0.0) / job.budget)
+    return min(fraction, 1.0)

@@ -1,25 +1,24 @@
 """The Segment widget: image layer in, Labels (or probability) layers out.
 
 The widget is thin: it turns a layer into an array, runs
-:func:`napari_unet.core.segment_job` in a napari ``thread_worker`` and turns
-the result back into layers (on the GUI thread, bound to the layer the job
-started from).
+:func:`napari_unet.core.segment_job` with the widget's
+:class:`~napari_unet._widgets.forms.job_runner.JobRunner` (worker thread,
+progress, Cancel, close guard) and turns the result back into layers (on the
+GUI thread, bound to the layer the job started from).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import napari.layers
-from napari.qt.threading import GeneratorWorker, thread_worker
-from napari.utils import progress
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -39,16 +38,16 @@ from superqt import QCollapsible
 from napari_unet._widgets.forms import shortcuts
 from napari_unet._widgets.forms.devices import device_combo
 from napari_unet._widgets.forms.folding import set_fold_tip
-from napari_unet._widgets.forms.lifetime import JobGuard, left_its_dock
+from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
+from napari_unet._widgets.forms.lifetime import connect_for_life
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.channel_hint import channel_notice
-from napari_unet._widgets.layers.large_images import blockwise_worker, is_large, result_path, show_lazy_result
+from napari_unet._widgets.layers.large_images import is_large, result_path, show_lazy_result
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import Target, make_target, set_contour, shown_plane
 from napari_unet._widgets.layers.session import session_for
 from napari_unet._widgets.layers.warm_up import start_warm_up
 from napari_unet.core import (
-    ModelFileError,
     Progress,
     SegmentationModel,
     SegmentationResult,
@@ -58,9 +57,9 @@ from napari_unet.core import (
     segment_job,
     shipped_models,
 )
-from napari_unet.core.blockwise.to_zarr import BlockwiseResult
+from napari_unet.core.blockwise.to_zarr import BlockwiseResult, segment_to_zarr_job
+from napari_unet.core.errors import UserError
 from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
-from napari_unet.core.inference.predict import OutOfMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -81,44 +80,22 @@ _PROBABILITIES_TIP = (
     "Besides the Labels result, add the probability (0 to 1) of every class as image layers "
     "'<image> [U-Net probabilities] <class>'. Needs memory for one float image per class."
 )
-#: Errors of the core that the user can act on; shown as a message, not a traceback.
-_USER_ERRORS = (ValueError, OutOfMemoryError, MemoryError)
-
-
-@dataclass
-class _JobFailed:
-    """What a job returns instead of a result when the core refused it."""
-
-    message: str
-
-
-@thread_worker
-def _segmentation_worker(
-    image: Any, model: SegmentationModel, options: dict[str, Any]
-) -> Generator[Progress, None, SegmentationResult | _JobFailed]:
-    """Run :func:`segment_job` in a worker thread, turning user errors into a message."""
-    try:
-        return (yield from segment_job(image, model, **options))
-    except _USER_ERRORS as exc:
-        log.info("segmentation failed", exc_info=True)
-        return _JobFailed(str(exc))
 
 
 @dataclass
 class _RunningJob:
-    """A started job: where its result goes and its progress bar.
+    """A started job: where its result goes.
 
     ``dropped`` says why the job's result must not be shown (its image layer
     was deleted); empty while the result is wanted.
     """
 
     target: Target
-    pbar: progress
     dropped: str = ""
     notice: str = ""  # what the user should know about how the image was read (channels)
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(RunsJobs, QWidget):
     """Segment an image layer with a U-Net.
 
     Parameters
@@ -139,15 +116,12 @@ class SegmentWidget(QWidget):
         start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.worker: GeneratorWorker | None = None
         self._job: _RunningJob | None = None
-        self._guard = JobGuard()  # closing the dock or the viewer stops the job
-        self._guard.watch(self)
         self._shipped = shipped_models()
         self._build()
+        self._runner = JobRunner(self, status=self.status_label)  # closing the dock or the viewer stops the job
         self._connect_layers()
-        self.session.model_changed.connect(self._on_model_changed)
-        self.destroyed.connect(partial(_disconnect, self.session.model_changed, self._on_model_changed))
+        connect_for_life(self, self.session.model_changed, self._on_model_changed)
         if self.session.model is None:
             self._load_first_shipped_model()
         self._on_model_changed(self.session.model)
@@ -309,18 +283,12 @@ class SegmentWidget(QWidget):
     def _drop(self, job: _RunningJob, message: str) -> None:
         """Stop ``job`` and show no result of it; tell the user why (unless the widget was closed)."""
         job.dropped = message
-        if self._guard.closed:
+        if self._runner.closed:
             return
-        if self.worker is not None and self._job is job:
-            self.worker.quit()
+        if self._job is job:
+            self._runner.cancel()
         show_warning(message)
         self.status_label.setText(message)
-
-    def event(self, event: QEvent) -> bool:
-        """Closing the dock (napari takes the widget out of it) stops the running job."""
-        if left_its_dock(self, event):
-            self._guard.close()
-        return super().event(event)
 
     def _refresh_images(self, *_: Any) -> None:
         """List the viewer's image layers, keeping the chosen one if it is still there."""
@@ -374,7 +342,7 @@ class SegmentWidget(QWidget):
     def _load(self, source: str, loader: Any = load_named_model) -> bool:
         try:
             model = loader(source)
-        except (ModelFileError, OSError) as exc:
+        except UserError as exc:  # a missing, unreadable or invalid model file, an unknown name
             show_error(f"Could not load the model: {exc}")
             self._on_model_changed(self.session.model)
             return False
@@ -448,11 +416,6 @@ class SegmentWidget(QWidget):
                 combo.removeItem(row)
 
     # ------------------------------------------------------------------ running
-    @property
-    def is_running(self) -> bool:
-        """True while a segmentation job runs."""
-        return self._job is not None
-
     def _layout_of(self, layer: Any, model: SegmentationModel) -> ImageLayout:
         shape = tuple(_full_resolution(layer).shape)
         axis = self.channel_spin.value()
@@ -527,11 +490,11 @@ class SegmentWidget(QWidget):
         if self.is_running:
             show_info("A segmentation is running; wait for it to finish or press Cancel, then segment again.")
             return None
-        if layer is None or model is None or self._guard.closed:
+        if layer is None or model is None or self._runner.closed:
             return None
         try:
             layout = self._layout_of(layer, model)
-        except ImageLayoutError as exc:
+        except UserError as exc:  # the image does not fit the model (channels, axes)
             show_error(f"Cannot segment {layer.name!r}: {exc}")
             return None
         if is_large(layer):
@@ -558,32 +521,39 @@ class SegmentWidget(QWidget):
             "keep_probabilities": self.probabilities_check.isChecked() and self.probabilities_check.isEnabled(),
         }
         where = f" (plane {', '.join(map(str, plane))})" if plane else ""
-        pbar = progress(total=100, desc=f"U-Net: {layer.name}{where}")
-        job = _RunningJob(make_target(layer, layout, plane), pbar)
+        job = _RunningJob(make_target(layer, layout, plane))
         if self.channel_spin.value() < 0 and not layer.rgb:
             job.notice = channel_notice(
                 layout, in_channels=model.config.in_channels, layer_name=layer.name, model_name=model.description.name
             )
             if job.notice:
                 show_info(job.notice)
-        worker = _segmentation_worker(image, model, options)
-        worker.returned.connect(lambda result: self._on_returned(job, result))
-        return self._start(job, worker, f"Segmenting {layer.name}{where}...")
+        return self._start(
+            job,
+            partial(segment_job, image, model, **options),
+            partial(self._on_returned, job),
+            status=f"Segmenting {layer.name}{where}...",
+            desc=f"U-Net: {layer.name}{where}",
+        )
 
-    def _start(self, job: _RunningJob, worker: GeneratorWorker, status: str) -> GeneratorWorker:
-        """Connect progress, cancel and end of ``worker`` (the caller connects its result) and start it."""
-        worker.yielded.connect(lambda report: self._on_progress(job, report))
-        worker.aborted.connect(lambda: self._on_aborted(job))
-        worker.finished.connect(lambda: self._on_finished(job))
-        self.worker = worker
+    def _start(self, job: _RunningJob, make_job: Any, done: Any, *, status: str, desc: str) -> GeneratorWorker | None:
+        """Run the job ``make_job`` makes with the runner; ``done`` gets its result."""
+        handlers = JobHandlers(
+            done=done,
+            failed=partial(self._on_failed, job),
+            cancelled=partial(self._on_cancelled, job),
+            yielded=partial(self._on_progress, job),
+            ended=partial(self._on_ended, job),
+        )
+        worker = self._runner.start(make_job, handlers, desc=desc)
+        if worker is None:
+            return None
         self._job = job
-        self._guard.started(worker.quit)
         self.status_label.setText(status)
         self._update_state()
-        worker.start()
         return worker
 
-    def _segment_large(self, layer: Any, model: SegmentationModel, layout: ImageLayout) -> GeneratorWorker:
+    def _segment_large(self, layer: Any, model: SegmentationModel, layout: ImageLayout) -> GeneratorWorker | None:
         """Segment a layer too large to load, block by block into a zarr folder (whole stack)."""
         output = self.output_combo.currentData()
         path = result_path(layer, output)
@@ -598,19 +568,18 @@ class SegmentWidget(QWidget):
             "amp": self.amp_check.isChecked(),
             "scale": target.scale,
         }
-        pbar = progress(total=100, desc=f"U-Net: {layer.name} (block by block)")
-        job = _RunningJob(target, pbar)
-        worker = blockwise_worker(_full_resolution(layer), model, path, options)
+        job = _RunningJob(target)
         names = list(model.description.class_names)  # of the model used, whatever is chosen when it ends
-        worker.returned.connect(lambda result: self._on_large_returned(job, result, names))
-        return self._start(job, worker, f"Segmenting {layer.name} block by block into {path}...")
+        return self._start(
+            job,
+            partial(segment_to_zarr_job, _full_resolution(layer), model, path, **options),
+            partial(self._on_large_returned, job, class_names=names),
+            status=f"Segmenting {layer.name} block by block into {path}...",
+            desc=f"U-Net: {layer.name} (block by block)",
+        )
 
-    def _on_large_returned(self, job: _RunningJob, result: BlockwiseResult | str, class_names: list[str]) -> None:
-        if self._guard.closed or job.dropped:
-            return
-        if isinstance(result, str):
-            show_error(f"Cannot segment {job.target.source.name!r}: {result}")
-            self.status_label.setText(f"Failed: {result}")
+    def _on_large_returned(self, job: _RunningJob, result: BlockwiseResult, *, class_names: list[str]) -> None:
+        if job.dropped:
             return
         if all(unwrap_proxy(layer) is not unwrap_proxy(job.target.source) for layer in self.viewer.layers):
             self._drop(
@@ -627,48 +596,43 @@ class SegmentWidget(QWidget):
 
     def cancel(self) -> None:
         """Stop the running job at its next step; its partial result is dropped."""
-        if self.worker is not None and self.is_running:
-            self.worker.quit()
+        if self._runner.cancel():
             self.cancel_button.setEnabled(False)
             self.status_label.setText("Cancelling...")
 
     def _on_progress(self, job: _RunningJob, report: Progress) -> None:
-        if self._guard.closed or job.dropped:
+        if job.dropped:
             return
-        value = round(100 * report.fraction)
-        if value > job.pbar.n:
-            job.pbar.update(value - job.pbar.n)
         if report.message and self._job is job:
             self.status_label.setText(f"Segmenting {job.target.source.name}: {report.message}")
         if report.stage == Stage.NOTICE:
             show_info(report.message)
 
-    def _on_returned(self, job: _RunningJob, result: SegmentationResult | _JobFailed) -> None:
-        if self._guard.closed or job.dropped:
+    def _on_returned(self, job: _RunningJob, result: SegmentationResult) -> None:
+        if self._runner.closed or job.dropped:
             return  # the widget (or the viewer) was closed, or the image layer deleted: show nothing
         if all(unwrap_proxy(layer) is not unwrap_proxy(job.target.source) for layer in self.viewer.layers):
             # deleted just as the job ended (its result was already on its way)
             self._drop(job, f"The image layer {job.target.source.name!r} was deleted; its segmentation was not added.")
-            return
-        if isinstance(result, _JobFailed):
-            show_error(f"Cannot segment {job.target.source.name!r}: {result.message}")
-            self.status_label.setText(f"Failed: {result.message}")
             return
         self.session.results.show(self.viewer, job.target, result, outlines=self.outline_check.isChecked())
         found = f"{result.n_objects} objects, " if result.output == "instances" else ""
         note = f" Note: {job.notice}" if job.notice else ""
         self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}.{note}")
 
-    def _on_aborted(self, job: _RunningJob) -> None:
-        if not self._guard.closed and not job.dropped:
+    def _on_failed(self, job: _RunningJob, error: UserError) -> None:
+        if not job.dropped:
+            show_error(f"Cannot segment {job.target.source.name!r}: {error}")
+            self.status_label.setText(f"Failed: {error}")
+
+    def _on_cancelled(self, job: _RunningJob) -> None:
+        if not job.dropped:
             self.status_label.setText("Cancelled; the previous result is unchanged.")
 
-    def _on_finished(self, job: _RunningJob) -> None:
-        job.pbar.close()
+    def _on_ended(self, job: _RunningJob) -> None:
         if self._job is job:
             self._job = None
-            self._guard.finished()
-        if not self._guard.closed:
+        if not self._runner.closed:
             self._update_state()
 
 
@@ -676,10 +640,6 @@ def _row_label(text: str, width: int) -> QLabel:
     label = QLabel(text)
     label.setMinimumWidth(width)
     return label
-
-
-def _disconnect(signal: Any, slot: Any, *_: Any) -> None:
-    signal.disconnect(slot)
 
 
 def _full_resolution(layer: Any) -> Any:

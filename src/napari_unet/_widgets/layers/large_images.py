@@ -1,7 +1,7 @@
 """Segment widget support for image layers too large to load: block by block into OME-Zarr.
 
 An image layer counts as large when it is multiscale, or lazy (dask, zarr)
-with more than :data:`LARGE_PIXELS` values. Its segmentation runs
+with more than :data:`LARGE_PIXELS` values. The Segment widget runs
 :func:`napari_unet.core.blockwise.to_zarr.segment_to_zarr_job` in a worker thread
 (the layer's data is read block by block, never loaded whole) and the result
 comes back as a lazy multiscale layer backed by the zarr folder on disk.
@@ -11,27 +11,20 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.qt.threading import thread_worker
 
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import RESULT_KEY, Target, labels_name, probabilities_name
-from napari_unet.core import Progress, SegmentationModel
-from napari_unet.core.blockwise.to_zarr import BlockwiseResult, segment_to_zarr_job
-from napari_unet.core.inference.predict import OutOfMemoryError
-from napari_unet.core.io.atomic import OutputError
+from napari_unet.core.blockwise.to_zarr import BlockwiseResult
 from napari_unet.core.io.ome_zarr import open_result
 
 log = logging.getLogger(__name__)
 
 #: Lazy image layers with more values than this are segmented block by block (4096 x 4096).
 LARGE_PIXELS = 4096 * 4096
-#: Errors the user can act on; shown as a message.
-_USER_ERRORS = (ValueError, OutOfMemoryError, MemoryError, OutputError, OSError)
 
 
 def is_large(layer: Any) -> bool:
@@ -61,18 +54,6 @@ def result_path(layer: Any, output: str) -> Path:
         path = folder / f"{stem}_{suffix}-{number}.zarr"
         number += 1
     return path
-
-
-@thread_worker
-def blockwise_worker(
-    image: Any, model: SegmentationModel, path: Path, options: dict[str, Any]
-) -> Generator[Progress, None, BlockwiseResult | str]:
-    """Run :func:`segment_to_zarr_job` in a worker thread; a user error comes back as its message."""
-    try:
-        return (yield from segment_to_zarr_job(image, model, path, **options))
-    except _USER_ERRORS as exc:
-        log.info("blockwise segmentation failed", exc_info=True)
-        return str(exc)
 
 
 def show_lazy_result(

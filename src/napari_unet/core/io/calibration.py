@@ -12,7 +12,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["DEFAULT_UNIT", "label_axes", "spatial_calibration"]
+from napari_unet.core.errors import UserError
+
+__all__ = ["DEFAULT_UNIT", "LabelAxesError", "label_axes", "spatial_calibration"]
+
+
+class LabelAxesError(UserError, ValueError):
+    """A labels layer whose dimensions cannot be saved as a TIFF (only 2-D to 4-D can)."""
+
 
 #: Short names of the length units napari (pint) spells out.
 _SHORT_UNITS = {
@@ -47,6 +54,11 @@ def label_axes(ndim: int, /, *, axis_labels: Sequence[str] | None = None, units:
     str
         ``"YX"``, ``"ZYX"``, ``"TYX"`` or ``"TZYX"``.
 
+    Raises
+    ------
+    LabelAxesError
+        `ndim` is not 2, 3 or 4.
+
     Examples
     --------
     >>> label_axes(3, axis_labels=("t", "y", "x"))
@@ -59,7 +71,7 @@ def label_axes(ndim: int, /, *, axis_labels: Sequence[str] | None = None, units:
     if ndim == 4:
         return "TZYX"
     if ndim != 3:
-        raise ValueError(f"labels must be 2-D, 3-D or 4-D to be saved as TIFF, got {ndim} dimensions")
+        raise LabelAxesError(f"labels must be 2-D, 3-D or 4-D to be saved as TIFF, got {ndim} dimensions")
     first_label = str(axis_labels[0]).strip().lower() if axis_labels else ""
     first_unit = units[0] if units else None
     return "TYX" if first_label in _TIME_LABELS or _is_time(first_unit) else "ZYX"

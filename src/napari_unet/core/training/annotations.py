@@ -20,7 +20,21 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.segmentation import find_boundaries
 
+from napari_unet.core.errors import UserError
 from napari_unet.core.training.weight_map import class_balance_weights, unet_weight_map
+
+
+class AnnotationError(UserError, ValueError):
+    """Painted labels that cannot be trained on: wrong shape, nothing painted, classes out of range.
+
+    The message says what to paint instead.
+
+    Examples
+    --------
+    >>> issubclass(AnnotationError, UserError) and issubclass(AnnotationError, ValueError)
+    True
+    """
+
 
 IGNORE = -1
 
@@ -79,9 +93,9 @@ def targets_from_instances(
     """
     instances = np.asarray(instances)
     if instances.ndim != 2:
-        raise ValueError(f"instance labels must be 2-D, got shape {instances.shape}")
+        raise AnnotationError(f"instance labels must be 2-D, got shape {instances.shape}")
     if instances.dtype.kind not in "biu":
-        raise ValueError(f"instance labels must be integers, got {instances.dtype}")
+        raise AnnotationError(f"instance labels must be integers, got {instances.dtype}")
     classes = instance_classes(instances)
     ignore = None if annotated is None else ~annotated
     balance = class_balance_weights(classes, ignore_mask=ignore)
@@ -109,9 +123,9 @@ def targets_from_semantic(labels: np.ndarray, /, *, n_classes: int) -> TrainingT
     """Targets from a dense class image (values 0..n_classes-1)."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"class labels must be 2-D, got shape {labels.shape}")
+        raise AnnotationError(f"class labels must be 2-D, got shape {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"class labels must lie in 0..{n_classes - 1}, found {labels.min()}..{labels.max()}")
+        raise AnnotationError(f"class labels must lie in 0..{n_classes - 1}, found {labels.min()}..{labels.max()}")
     classes = labels.astype(np.int64)
     return TrainingTarget(classes, class_balance_weights(classes))
 
@@ -126,11 +140,11 @@ def targets_from_scribbles(painted: np.ndarray, /, *, n_classes: int) -> Trainin
     """
     painted = np.asarray(painted)
     if painted.ndim != 2:
-        raise ValueError(f"scribbles must be 2-D, got shape {painted.shape}")
+        raise AnnotationError(f"scribbles must be 2-D, got shape {painted.shape}")
     if painted.size == 0 or not painted.any():
-        raise ValueError("nothing is annotated: paint some pixels of each class first (0 means 'not annotated')")
+        raise AnnotationError("nothing is annotated: paint some pixels of each class first (0 means 'not annotated')")
     if painted.min() < 0 or painted.max() > n_classes:
-        raise ValueError(
+        raise AnnotationError(
             f"scribble values must lie in 0..{n_classes} (0 = not annotated, k = class k-1); found {painted.max()}"
         )
     classes = painted.astype(np.int64) - 1

@@ -24,13 +24,14 @@ from napari_unet.core.inference.layout import infer_layout
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.training.annotations import (
     IGNORE,
+    AnnotationError,
     TrainingTarget,
     instance_classes,
     targets_from_instances,
     targets_from_scribbles,
     targets_from_semantic,
 )
-from napari_unet.core.training.loop import TrainingSample, mistake_weights
+from napari_unet.core.training.loop import TrainingSample, TrainingSettingsError, mistake_weights
 
 AnnotationMode = Literal["scribbles", "corrections"]
 
@@ -94,17 +95,17 @@ def samples_from_arrays(
     expected = (*layout.stack_shape, *layout.plane_shape)
     labels = np.asarray(labels)
     if labels.shape != expected:
-        raise ValueError(
+        raise AnnotationError(
             f"the labels have shape {labels.shape} but the image needs {expected}; "
             "paint into a labels layer made for this image (e.g. the Segment result)"
         )
     if labels.dtype.kind not in "biu":
-        raise ValueError(f"labels must be integers, got {labels.dtype}")
+        raise AnnotationError(f"labels must be integers, got {labels.dtype}")
     if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
-        raise ValueError("labels must not be negative")
+        raise AnnotationError("labels must not be negative")
     for extra, what in ((reviewed, "reviewed mask"), (previous, "previous result")):
         if extra is not None and np.shape(extra) != expected:
-            raise ValueError(f"the {what} has shape {np.shape(extra)}, expected {expected}")
+            raise AnnotationError(f"the {what} has shape {np.shape(extra)}, expected {expected}")
     indices = (
         list(planes)
         if planes is not None
@@ -129,7 +130,7 @@ def samples_from_arrays(
             instances = plane_labels if plane_reviewed is None else np.where(plane_reviewed, plane_labels, 0)
         else:
             if plane_labels.size and plane_labels.max() >= config.n_classes:
-                raise ValueError(
+                raise AnnotationError(
                     f"label value {int(plane_labels.max())} is not a class of this model "
                     f"({', '.join(config_names(model))}); use values 0..{config.n_classes - 1}"
                 )
@@ -153,7 +154,7 @@ def samples_from_arrays(
         label = f"{name}[{','.join(map(str, idx))}]" if idx else name
         samples.append(TrainingSample(plane, target, instances=instances, name=label))
     if not samples:
-        raise ValueError(
+        raise AnnotationError(
             "nothing is annotated: paint labels (scribbles: 1 = background, 2.. = classes) "
             "or correct a Segment result and mark it as reviewed"
         )
@@ -186,7 +187,7 @@ def split_validation(
     train, validation : list of TrainingSample
     """
     if not 0 < fraction < 1:
-        raise ValueError("the validation fraction must be between 0 and 1")
+        raise TrainingSettingsError("the validation fraction must be between 0 and 1")
     samples = list(samples)
     if len(samples) >= 3:
         rng = np.random.default_rng(seed)

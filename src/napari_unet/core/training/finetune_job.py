@@ -33,6 +33,7 @@ from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.network.instances import class_map, instances_from_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Progress, Stage
+from napari_unet.core.training.annotations import AnnotationError
 from napari_unet.core.training.finetune import samples_from_arrays, split_validation
 from napari_unet.core.training.loop import TrainingResult, TrainingSample, TrainingSettings, train_job
 
@@ -311,8 +312,8 @@ def _samples_of_all(
             samples += yield from _samples_of(
                 item, request.model, request.mode, request.settings, stop, weigh_mistakes=weigh_mistakes
             )
-        except ValueError as exc:
-            raise ValueError(f"{item.name}: {exc}") from exc
+        except AnnotationError as exc:
+            raise AnnotationError(f"{item.name}: {exc}") from exc
         if stop.is_set():
             return None
     return samples

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import torch
 
+from napari_unet.core.errors import UserError
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.inference.tiling import read_mirrored
@@ -25,7 +26,7 @@ from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.normalization import apply_normalization
 from napari_unet.core.network.unet import halo, output_size, valid_input_size
 from napari_unet.core.progress import Progress, Stage, run_job
-from napari_unet.core.training.annotations import IGNORE, TrainingTarget
+from napari_unet.core.training.annotations import IGNORE, AnnotationError, TrainingTarget
 from napari_unet.core.training.augment import augment_sample
 from napari_unet.core.training.metrics import class_iou, match_objects
 from napari_unet.core.training.recipe import FINE_TUNE_LEARNING_RATE
@@ -58,12 +59,16 @@ class TrainingSample:
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3:
-            raise ValueError(f"training images must be (Y, X, C), got shape {self.image.shape}")
+            raise AnnotationError(f"training images must be (Y, X, C), got shape {self.image.shape}")
         if self.image.shape[:2] != self.target.classes.shape:
-            raise ValueError(
+            raise AnnotationError(
                 f"image {self.name or ''} is {self.image.shape[:2]} but its labels are {self.target.classes.shape}; "
                 "labels must have the same size as the image"
             )
+
+
+class TrainingSettingsError(UserError, ValueError):
+    """A training setting out of its range; the message names the setting and what it accepts."""
 
 
 @dataclass
@@ -136,21 +141,21 @@ class TrainingSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError("steps must be at least 1")
+            raise TrainingSettingsError("steps must be at least 1")
         if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+            raise TrainingSettingsError("batch_size must be at least 1")
         if self.patch_size < 8:
-            raise ValueError("patch_size must be at least 8 pixels")
+            raise TrainingSettingsError("patch_size must be at least 8 pixels")
         if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
+            raise TrainingSettingsError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
         if self.loss not in ("ce", "dice_ce"):
-            raise ValueError(f"loss must be ce or dice_ce, got {self.loss!r}")
+            raise TrainingSettingsError(f"loss must be ce or dice_ce, got {self.loss!r}")
         if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule must be constant or cosine, got {self.schedule!r}")
+            raise TrainingSettingsError(f"schedule must be constant or cosine, got {self.schedule!r}")
         if self.loader_threads < 1:
-            raise ValueError("loader_threads must be at least 1")
+            raise TrainingSettingsError("loader_threads must be at least 1")
         if not self.learning_rate > 0:
-            raise ValueError("learning_rate must be positive")
+            raise TrainingSettingsError("learning_rate must be positive")
 
 
 @dataclass
@@ -314,18 +319,18 @@ def _only_class(samples: Sequence[TrainingSample]) -> int | None:
 def _check_samples(model: SegmentationModel, samples: Sequence[TrainingSample]) -> None:
     """Refuse samples that cannot train ``model``, with a message that names the image."""
     if not samples:
-        raise ValueError("no annotated images to train on; paint labels first")
+        raise AnnotationError("no annotated images to train on; paint labels first")
     for s in samples:
         if not s.target.annotated.any():
-            raise ValueError(f"image {s.name or ''} has no annotated pixels; paint some labels or leave it out")
+            raise AnnotationError(f"image {s.name or ''} has no annotated pixels; paint some labels or leave it out")
         top = int(s.target.classes.max())
         if top >= model.config.n_classes:
-            raise ValueError(
+            raise AnnotationError(
                 f"labels of {s.name or 'an image'} use class {top}, but the model has only "
                 f"{model.config.n_classes} classes ({', '.join(model.description.class_names)})"
             )
         if s.image.shape[-1] != model.config.in_channels:
-            raise ValueError(
+            raise AnnotationError(
                 f"image {s.name} has {s.image.shape[-1]} channels; the model expects {model.config.in_channels}"
             )
 

@@ -20,11 +20,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from napari_unet.core.errors import UserError
 from napari_unet.core.inference.device import autocast, empty_cache, is_out_of_memory
 from napari_unet.core.inference.predict import OutOfMemoryError
 from napari_unet.core.progress import Progress, Stage
 from napari_unet.core.training.annotations import IGNORE
 from napari_unet.core.training.losses import dice_cross_entropy, masked_cross_entropy
+
+
+class TrainingDivergedError(UserError, FloatingPointError):
+    """The loss became NaN or infinite; a lower learning rate usually helps."""
+
 
 if TYPE_CHECKING:
     from napari_unet.core.training.loop import TrainingSettings
@@ -163,7 +169,7 @@ def backward(
         else:
             loss = masked_cross_entropy(logits, y, weights=w, ignore_index=IGNORE)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 "training diverged (the loss became NaN or Inf); lower the learning rate and try again"
             )
         share = loss * (len(chunk) / len(patches))

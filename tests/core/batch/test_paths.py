@@ -134,3 +134,10 @@ def test_batch_targets_need_one_way_to_name_the_results(tmp_path):
         batch_targets(sources, output_folder=None, outputs=["x.tif", "y.tif"], kind="instances", fmt="tiff")
     made = batch_targets(sources, output_folder=tmp_path / "new" / "deep", outputs=None, kind="classes", fmt="zarr")
     assert made == [tmp_path / "new" / "deep" / "a_classes.zarr"] and made[0].parent.is_dir()
+
+
+@pytest.mark.parametrize("zarr_inputs", [False, True])
+def test_expanding_expanded_inputs_changes_nothing(tree, zarr_inputs):
+    """The command line expands once and hands the list to a batch job, which may expand it again."""
+    found = expand_inputs([tree, str(tree / "sub" / "*")], zarr=zarr_inputs)
+    assert expand_inputs(found, zarr=zarr_inputs) == found

@@ -51,6 +51,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--batch-size", type=int, default=None, help="tiles per network call (default: from free memory)")
     seg.add_argument("--channel-axis", type=int, default=None, help="axis holding channels in multichannel images")
+    seg.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "torch", "openvino"],
+        help="what runs the network on the CPU: torch (PyTorch), openvino (the openvino extra, same-padding "
+        "models only), or auto (default): PyTorch first, OpenVINO once this run has done enough work for the "
+        "conversion to pay back; NAPARI_UNET_CPU_ENGINE=torch makes auto keep PyTorch",
+    )
     seg.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: skip them)")
     seg.add_argument(
         "--summary",
@@ -327,7 +335,8 @@ def _cmd_models() -> int:
 
 def _wants_blocks(args: argparse.Namespace) -> bool:
     """Whether ``segment`` should write OME-Zarr block by block."""
-    from napari_unet.core.io.ome_zarr import ZARR_SUFFIXES, is_lazy_path
+    from napari_unet.core.batch.paths import ZARR_SUFFIXES
+    from napari_unet.core.io.ome_zarr import is_lazy_path
 
     return (
         args.block_size is not None
@@ -339,36 +348,35 @@ def _wants_blocks(args: argparse.Namespace) -> bool:
 
 def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
     """``segment`` for large images: each input block by block into OME-Zarr."""
-    from napari_unet.core.batch.zarr_files import expand_large_inputs, segment_files_to_zarr_job, zarr_output_paths
+    from napari_unet.core.batch.paths import ZARR_SUFFIXES
+    from napari_unet.core.batch.zarr_files import segment_files_to_zarr_job
     from napari_unet.core.progress import run_job
 
-    try:
-        images = expand_large_inputs(args.inputs)
-        targets = zarr_output_paths(images, args.output, output_kind=args.kind)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     if args.block_size is not None and args.block_size < 16:
         print(f"error: --block-size must be at least 16 pixels, got {args.block_size}", file=sys.stderr)
         return 2
-    to_one = len(targets) == 1 and Path(args.output).suffix.lower() == ".zarr"
+    planned = _plan_batch(args, zarr=True)
+    if isinstance(planned, int):
+        return planned
+    images, targets, options = planned
+    to_one = len(targets) == 1 and Path(args.output).suffix.lower() in ZARR_SUFFIXES
     prepared = _prepare_batch(args, to_one=to_one, first_target=targets[0])
     if isinstance(prepared, int):
         return prepared
     model, summary = prepared
     report = _FileBars(unit="block", quiet=args.quiet)
-    options = {
-        "block_size": args.block_size or 2048,
-        "margin": args.margin,
-        "device": args.device,
-        "tile_size": args.tile_size,
-        "batch_size": args.batch_size,
-        "channel_axis": args.channel_axis,
-        "scheduler": args.scheduler,
-        "n_workers": args.workers,
-    }
     job = segment_files_to_zarr_job(
-        images, model=model, output=args.output, output_kind=args.kind, overwrite=args.overwrite, **options
+        images,
+        model=model,
+        outputs=targets,
+        output_kind=args.kind,
+        options=options,
+        overwrite=args.overwrite,
+        block_size=args.block_size or 2048,
+        margin=args.margin,
+        channel_axis=args.channel_axis,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
     )
     try:
         with warnings.catch_warnings():
@@ -384,12 +392,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from napari_unet.core.batch.files import segment_files_job
     from napari_unet.core.progress import run_job
 
-    try:
-        files = expand_inputs(args.inputs)
-        targets = output_paths(files, args.output)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    planned = _plan_batch(args, zarr=False)
+    if isinstance(planned, int):
+        return planned
+    files, targets, options = planned
     to_file = len(files) == 1 and Path(args.output).suffix.lower() in TIFF_SUFFIXES
     prepared = _prepare_batch(args, to_one=to_file, first_target=targets[0])
     if isinstance(prepared, int):
@@ -401,10 +407,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         files,
         model=model,
         outputs=targets,
-        output=args.kind,
-        device=args.device,
-        tile_size=args.tile_size,
-        batch_size=args.batch_size,
+        output_kind=args.kind,
+        options=options,
         channel_axis=args.channel_axis,
         overwrite=args.overwrite,
     )
@@ -463,6 +467,37 @@ class _FileBars:
         self.bar.total = total
         self.bar.n = done
         self.bar.refresh()
+
+
+def _plan_batch(args: argparse.Namespace, *, zarr: bool) -> tuple[list[Path], list[Path], Any] | int:
+    """The inputs, their outputs and the inference options of ``segment``, or exit status 2 after printing why.
+
+    One engine cache serves the whole run, so ``--engine auto`` converts a model at most once.
+    """
+    from napari_unet.core.inference.engine import EngineCache
+    from napari_unet.core.inference.options import InferenceOptions, OptionsError
+
+    try:
+        options = InferenceOptions(
+            device=args.device,
+            tile_size=args.tile_size,
+            batch_size=args.batch_size,
+            engine=args.engine,
+            engine_cache=EngineCache(),
+        )
+        files = expand_inputs(args.inputs, zarr=zarr)
+        targets = output_paths(files, args.output, kind=args.kind, fmt="zarr" if zarr else "tiff")
+    except (InputError, OptionsError) as exc:
+        print(f"error: {_option_names(str(exc))}", file=sys.stderr)
+        return 2
+    return files, targets, options
+
+
+def _option_names(message: str) -> str:
+    """An options error in the command line's words (``--tile-size``, not ``tile_size``)."""
+    for name in ("tile_size", "batch_size"):
+        message = message.replace(name, "--" + name.replace("_", "-"))
+    return message
 
 
 def _prepare_batch(args: argparse.Namespace, *, to_one: bool, first_target: Path) -> tuple[Any, Path | None] | int:

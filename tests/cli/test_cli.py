@@ -714,3 +714,54 @@ def test_main_lets_a_programming_error_through_with_its_traceback(monkeypatch):
     monkeypatch.setattr(cli, "_cmd_models", broken)
     with pytest.raises(TypeError, match="a bug"):
         main(["models"])
+
+
+@pytest.fixture
+def conversions(monkeypatch):
+    """Networks converted for OpenVINO while a test runs (auto as users get it, converting at once)."""
+    from napari_unet.core.inference import engine as engine_module
+
+    monkeypatch.setenv(engine_module.ENGINE_VARIABLE, "auto")
+    monkeypatch.setattr(engine_module, "CONVERT_AFTER_PIXELS", 0)
+    converted: list = []
+    real = engine_module._CompiledNetwork
+
+    def counting(net):
+        converted.append(net)
+        return real(net)
+
+    monkeypatch.setattr(engine_module, "_CompiledNetwork", counting)
+    return converted
+
+
+def test_engine_torch_keeps_pytorch_where_auto_converts(tmp_path, images, tiny_model_file, conversions):
+    from napari_unet.core.inference.engine import openvino_available
+
+    args = ["segment", str(images), "--model", str(tiny_model_file), "--device", "cpu", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "torch"), "--engine", "torch"]) == 0
+    assert conversions == []
+    assert sorted(p.name for p in (tmp_path / "torch").glob("*.tif")) == ["a.tif", "b.tif"]
+    assert main([*args, "-o", str(tmp_path / "auto")]) == 0
+    # one cache for the run: the model is converted once for both files (when OpenVINO is there)
+    assert len(conversions) == (1 if openvino_available() else 0)
+    for name in ("a.tif", "b.tif"):
+        torch_labels = tifffile.imread(tmp_path / "torch" / name)
+        assert np.mean(tifffile.imread(tmp_path / "auto" / name) == torch_labels) > 0.999
+
+
+def test_engine_torch_also_on_the_block_by_block_path(tmp_path, images, tiny_model_file, conversions):
+    out = tmp_path / "a.zarr"
+    args = ["segment", str(images / "a.tif"), "--model", str(tiny_model_file), "--device", "cpu", "--quiet"]
+    assert main([*args, "-o", str(out), "--block-size", "64", "--engine", "torch"]) == 0
+    assert out.is_dir() and conversions == []
+
+
+def test_bad_engine_and_inference_settings_are_refused_before_work(tmp_path, images, tiny_model_file, capsys):
+    args = ["segment", str(images), "--model", str(tiny_model_file), "-o", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--engine", "fast"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
+    assert main([*args, "--batch-size", "0"]) == 2
+    assert "error: --batch-size must be a whole number of at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -44,7 +44,7 @@ def test_a_tiff_into_one_zarr_equals_segmenting_it_whole(tmp_path, image, tiny_m
     assert code == 0
     assert "slide.tif -> " in capsys.readouterr().out
     written = np.asarray(open_result(tmp_path / "slide.zarr")[0][...])
-    np.testing.assert_array_equal(written, segment(image, tiny_model, output="classes", device="cpu").labels)
+    np.testing.assert_array_equal(written, segment(image, tiny_model, output_kind="classes", device="cpu").labels)
 
 
 def test_a_folder_of_tiff_and_zarr_keeps_going_and_skips_what_is_done(tmp_path, image, tiny_model_file, capsys):
@@ -86,7 +86,7 @@ def test_a_folder_of_tiff_and_zarr_keeps_going_and_skips_what_is_done(tmp_path, 
 def test_a_result_never_replaces_an_input(tmp_path, image):
     source = tmp_path / "x_labels.zarr"
     zarr.create_array(str(source), shape=image.shape, chunks=(64, 64), dtype=image.dtype)
-    with pytest.raises(InputError, match="replace an input"):
+    with pytest.raises(InputError, match="would replace the input image"):
         zarr_output_paths([source], tmp_path / "x_labels.zarr")
     with pytest.raises(InputError, match="output folder"):
         zarr_output_paths([source, source], tmp_path / "y.zarr")

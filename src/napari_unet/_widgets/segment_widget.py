@@ -60,6 +60,7 @@ from napari_unet.core import (
 from napari_unet.core.blockwise.to_zarr import BlockwiseResult, segment_to_zarr_job
 from napari_unet.core.errors import UserError
 from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
+from napari_unet.core.inference.options import InferenceOptions
 
 log = logging.getLogger(__name__)
 
@@ -511,13 +512,10 @@ class SegmentWidget(RunsJobs, QWidget):
             if channel_axis is not None:
                 channel_axis -= sum(1 for axis in layout.stack_axes if axis < channel_axis)
         options = {
-            "output": self.output_combo.currentData(),
+            "output_kind": self.output_combo.currentData(),
             "channel_axis": channel_axis,
             "rgb": bool(layer.rgb),
-            "device": self.device_combo.currentData(),
-            "tile_size": self.tile_spin.value() or None,
-            "batch_size": self.batch_spin.value() or None,
-            "amp": self.amp_check.isChecked(),
+            "options": self._inference_options(),
             "keep_probabilities": self.probabilities_check.isChecked() and self.probabilities_check.isEnabled(),
         }
         where = f" (plane {', '.join(map(str, plane))})" if plane else ""
@@ -534,6 +532,16 @@ class SegmentWidget(RunsJobs, QWidget):
             partial(self._on_returned, job),
             status=f"Segmenting {layer.name}{where}...",
             desc=f"U-Net: {layer.name}{where}",
+        )
+
+    def _inference_options(self) -> InferenceOptions:
+        """The device, tile, batch and precision chosen, with the session's engine cache."""
+        return InferenceOptions(
+            device=self.device_combo.currentData(),
+            tile_size=self.tile_spin.value() or None,
+            batch_size=self.batch_spin.value() or None,
+            amp=self.amp_check.isChecked(),
+            engine_cache=self.session.engines,
         )
 
     def _start(self, job: _RunningJob, make_job: Any, done: Any, *, status: str, desc: str) -> GeneratorWorker | None:
@@ -559,13 +567,10 @@ class SegmentWidget(RunsJobs, QWidget):
         path = result_path(layer, output)
         target = make_target(layer, layout)
         options = {
-            "output": output,
+            "output_kind": output,
             "channel_axis": layout.channel_axis if not layer.rgb else None,
             "rgb": bool(layer.rgb),
-            "device": self.device_combo.currentData(),
-            "tile_size": self.tile_spin.value() or None,
-            "batch_size": self.batch_spin.value() or None,
-            "amp": self.amp_check.isChecked(),
+            "options": self._inference_options(),
             "scale": target.scale,
         }
         job = _RunningJob(target)

@@ -5,6 +5,7 @@ Everything a script, the command line or the napari widgets need:
 - :class:`UNetConfig`, :class:`UNet`: the network of Ronneberger et al. (2015).
 - :class:`SegmentationModel`, :func:`load_model`, :func:`save_model`: self-describing model files.
 - :func:`segment`, :func:`segment_job`: overlap-tile segmentation of images and stacks.
+- :class:`InferenceOptions`: device, tiles, precision and engine, the same for every path.
 - :func:`segment_to_zarr`, :func:`segment_files_to_zarr`, :class:`LazyImage`: images larger than
   memory, block by block into OME-Zarr (optionally on a dask.distributed cluster).
 - :class:`Progress`, :func:`run_job`: long jobs are generators of progress reports.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from napari_unet.core.batch.zarr_files import segment_files_to_zarr, segment_files_to_zarr_job
 from napari_unet.core.blockwise.to_zarr import BlockwiseResult, segment_to_zarr, segment_to_zarr_job
 from napari_unet.core.errors import UserError
+from napari_unet.core.inference.options import InferenceOptions
 from napari_unet.core.inference.segmentation import SegmentationResult, segment, segment_job
 from napari_unet.core.inference.tiling import tile_grid
 from napari_unet.core.io.ome_zarr import LazyImage, open_result
@@ -36,6 +38,7 @@ from napari_unet.core.progress import Progress, Stage, run_job, within
 __all__ = [
     "UserError",
     "BlockwiseResult",
+    "InferenceOptions",
     "LazyImage",
     "open_result",
     "segment_files_to_zarr",

@@ -76,8 +76,10 @@ def test_shipped_nuclei_model_blockwise_finds_the_same_nuclei(tmp_path):
 def test_probabilities_equal_a_whole_image_pass(tmp_path, padding):
     model = tiny_model(padding=padding)
     image = np.random.default_rng(1).random((150, 97)).astype(np.float32)
-    whole = segment(image, model, output="probabilities", device="cpu")
-    result = segment_to_zarr(image, model, tmp_path / "p.zarr", output="probabilities", block_size=64, device="cpu")
+    whole = segment(image, model, output_kind="probabilities", device="cpu")
+    result = segment_to_zarr(
+        image, model, tmp_path / "p.zarr", output_kind="probabilities", block_size=64, device="cpu"
+    )
     probabilities = read(result.path)
     assert probabilities.dtype == np.float32 and probabilities.shape == whole.probabilities.shape
     np.testing.assert_allclose(probabilities, whole.probabilities, atol=1e-5)
@@ -86,12 +88,12 @@ def test_probabilities_equal_a_whole_image_pass(tmp_path, padding):
 def test_classes_of_a_stack_with_axes_and_calibration(tmp_path):
     model = tiny_model(padding="same")
     stack = np.random.default_rng(2).random((3, 70, 90)).astype(np.float32)
-    whole = segment(stack, model, output="classes", device="cpu")
+    whole = segment(stack, model, output_kind="classes", device="cpu")
     result = segment_to_zarr(
         stack,
         model,
         tmp_path / "c.zarr",
-        output="classes",
+        output_kind="classes",
         block_size=32,
         device="cpu",
         scale=(2.0, 0.5, 0.5),
@@ -143,7 +145,7 @@ def test_lazy_inputs_tiff_zarr_and_ome_zarr(tmp_path, dots):
     tifffile.imwrite(tiff, dots, tile=(32, 32), resolution=(2.0, 2.0), imagej=False)
     plain = tmp_path / "in.zarr"
     zarr.create_array(str(plain), shape=dots.shape, chunks=(32, 32), dtype=dots.dtype)[...] = dots
-    ome = segment_to_zarr(dots, model, tmp_path / "ome.zarr", output="classes", block_size=32, device="cpu")
+    ome = segment_to_zarr(dots, model, tmp_path / "ome.zarr", output_kind="classes", block_size=32, device="cpu")
     for source in (tiff, plain):
         image = LazyImage(source)
         assert image.shape == dots.shape
@@ -158,10 +160,16 @@ def test_lazy_inputs_tiff_zarr_and_ome_zarr(tmp_path, dots):
 
 def test_cancel_leaves_no_output_and_keeps_the_old_one(tmp_path, dots):
     target = tmp_path / "out.zarr"
-    segment_to_zarr(dots, threshold_model(), target, output="classes", block_size=32, device="cpu")
+    segment_to_zarr(dots, threshold_model(), target, output_kind="classes", block_size=32, device="cpu")
     before = read(target)
     job = segment_to_zarr_job(
-        np.zeros_like(dots), threshold_model(), target, output="classes", block_size=32, device="cpu", overwrite=True
+        np.zeros_like(dots),
+        threshold_model(),
+        target,
+        output_kind="classes",
+        block_size=32,
+        device="cpu",
+        overwrite=True,
     )
     for progress in job:
         if progress.stage == "blocks":
@@ -173,11 +181,17 @@ def test_cancel_leaves_no_output_and_keeps_the_old_one(tmp_path, dots):
 
 def test_existing_output_is_not_replaced_unless_asked(tmp_path, dots):
     target = tmp_path / "out.zarr"
-    segment_to_zarr(dots, threshold_model(), target, output="classes", block_size=64, device="cpu")
+    segment_to_zarr(dots, threshold_model(), target, output_kind="classes", block_size=64, device="cpu")
     with pytest.raises(OutputError, match="exists"):
-        segment_to_zarr(dots, threshold_model(), target, output="classes", block_size=64, device="cpu")
+        segment_to_zarr(dots, threshold_model(), target, output_kind="classes", block_size=64, device="cpu")
     result = segment_to_zarr(
-        np.zeros_like(dots), threshold_model(), target, output="classes", block_size=64, device="cpu", overwrite=True
+        np.zeros_like(dots),
+        threshold_model(),
+        target,
+        output_kind="classes",
+        block_size=64,
+        device="cpu",
+        overwrite=True,
     )
     assert read(result.path).max() == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
@@ -200,8 +214,8 @@ def test_bad_requests_are_refused_with_what_to_do(tmp_path, dots):
     model = threshold_model()
     with pytest.raises(ValueError, match="multiple of 2"):
         segment_to_zarr(dots, model, tmp_path / "a.zarr", block_size=31, device="cpu")
-    with pytest.raises(ValueError, match="output must be"):
-        segment_to_zarr(dots, model, tmp_path / "a.zarr", output="outlines", device="cpu")
+    with pytest.raises(ValueError, match="output_kind must be"):
+        segment_to_zarr(dots, model, tmp_path / "a.zarr", output_kind="outlines", device="cpu")
     with pytest.raises(OutputError, match="does not exist"):
         segment_to_zarr(dots, model, tmp_path / "missing" / "a.zarr", device="cpu")
     with pytest.raises(ValueError, match="cannot be segmented"):

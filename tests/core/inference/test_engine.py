@@ -18,7 +18,8 @@ import torch
 
 from napari_unet.core import load_named_model, new_model, segment
 from napari_unet.core.inference import engine as engine_module
-from napari_unet.core.inference.engine import EngineError, choose_engine, network_runner
+from napari_unet.core.inference.engine import EngineCache, EngineError, choose_engine, network_runner
+from napari_unet.core.inference.options import InferenceOptions
 from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.progress import run_job
 
@@ -33,8 +34,9 @@ def auto_engine(monkeypatch):
     monkeypatch.setenv(engine_module.ENGINE_VARIABLE, "auto")
 
 
-def _probabilities(image, model, engine, **options):
-    return segment(image, model, output="probabilities", device="cpu", engine=engine, **options).probabilities
+def _probabilities(image, model, engine, cache=None, channel_axis=None, **options):
+    settings = InferenceOptions(device="cpu", engine=engine, engine_cache=cache, **options)
+    return segment(image, model, output_kind="probabilities", channel_axis=channel_axis, options=settings).probabilities
 
 
 def test_torch_engine_is_the_network_itself(tiny_model):
@@ -88,9 +90,8 @@ def test_openvino_runs_batches_and_several_channels():
         in_channels=2, class_names=("background", "a", "b", "c"), depth=3, base_features=4, padding="same", norm="batch"
     )
     image = np.random.default_rng(2).random((90, 70, 2)).astype(np.float32)
-    options = dict(channel_axis=-1, tile_size=48, batch_size=3)
-    expected = _probabilities(image, model, "torch", **options)
-    got = _probabilities(image, model, "openvino", **options)
+    expected = _probabilities(image, model, "torch", channel_axis=-1, tile_size=48, batch_size=3)
+    got = _probabilities(image, model, "openvino", channel_axis=-1, tile_size=48, batch_size=3)
     assert got.shape == (4, 90, 70)
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
@@ -107,7 +108,7 @@ def test_shipped_model_finds_the_same_nuclei_with_openvino():
     assert np.mean(fast.labels > 0) == pytest.approx(np.mean(ours.labels > 0), abs=1e-4)
 
 
-def test_a_network_is_converted_once_until_its_weights_change(tiny_model, monkeypatch):
+def _counting_conversions(monkeypatch) -> list:
     conversions = []
     real = engine_module._CompiledNetwork
 
@@ -116,15 +117,24 @@ def test_a_network_is_converted_once_until_its_weights_change(tiny_model, monkey
         return real(net)
 
     monkeypatch.setattr(engine_module, "_CompiledNetwork", counting)
+    return conversions
+
+
+def test_a_network_is_converted_once_per_cache_until_its_weights_change(tiny_model, monkeypatch):
+    conversions = _counting_conversions(monkeypatch)
+    cache = EngineCache()
     image = np.random.default_rng(3).random((40, 40)).astype(np.float32)
-    first = _probabilities(image, tiny_model, "openvino")
-    _probabilities(image, tiny_model, "openvino")
+    first = _probabilities(image, tiny_model, "openvino", cache)
+    _probabilities(image, tiny_model, "openvino", cache)
     assert len(conversions) == 1
+    # another owner's cache does not share the conversion
+    _probabilities(image, tiny_model, "openvino", EngineCache())
+    assert len(conversions) == 2
     # a fine-tuning step changes the weights in place: the converted copy is stale
     with torch.no_grad():
         tiny_model.network.head.weight.mul_(2.0)
-    changed = _probabilities(image, tiny_model, "openvino")
-    assert len(conversions) == 2
+    changed = _probabilities(image, tiny_model, "openvino", cache)
+    assert len(conversions) == 3
     assert np.abs(changed - first).max() > 1e-3
     np.testing.assert_allclose(changed, _probabilities(image, tiny_model, "torch"), atol=1e-5)
 
@@ -132,18 +142,37 @@ def test_a_network_is_converted_once_until_its_weights_change(tiny_model, monkey
 def test_auto_converts_only_once_enough_pixels_went_through_pytorch(tiny_model, monkeypatch, auto_engine):
     monkeypatch.setattr(engine_module, "CONVERT_AFTER_PIXELS", 3 * 64 * 64)
     net = tiny_model.network.eval()
-    assert network_runner(net, CPU, pixels=64 * 64) is net
-    assert network_runner(net, CPU, pixels=64 * 64) is net
-    runner = network_runner(net, CPU, pixels=64 * 64)
+    cache = EngineCache()
+    assert network_runner(net, CPU, pixels=64 * 64, cache=cache) is net
+    assert network_runner(net, CPU, pixels=64 * 64, cache=cache) is net
+    runner = network_runner(net, CPU, pixels=64 * 64, cache=cache)
     assert runner is not net
     np.testing.assert_allclose(runner(torch.ones(1, 1, 16, 16)), net(torch.ones(1, 1, 16, 16)).detach(), atol=1e-5)
-    # converted: later small jobs use it at once
-    assert network_runner(net, CPU, pixels=1) is not net
+    # converted: later small jobs of the same cache use it at once; a fresh cache counts anew
+    assert network_runner(net, CPU, pixels=1, cache=cache) is not net
+    assert network_runner(net, CPU, pixels=64 * 64) is net
     # new weights (a fine-tune) start counting again instead of converting at the next call
     with torch.no_grad():
         tiny_model.network.head.weight.mul_(2.0)
-    assert network_runner(net, CPU, pixels=64 * 64) is net
-    assert network_runner(net, CPU, pixels=2 * 64 * 64) is not net
+    assert network_runner(net, CPU, pixels=64 * 64, cache=cache) is net
+    assert network_runner(net, CPU, pixels=2 * 64 * 64, cache=cache) is not net
+
+
+def test_fresh_caches_give_identical_results_whatever_ran_before(tiny_model, monkeypatch, auto_engine):
+    """The same call, twice in one process, gives the same numbers although much work ran in between."""
+    image = np.random.default_rng(6).normal(5, 2, (64, 64)).astype(np.float32)
+    monkeypatch.setattr(engine_module, "CONVERT_AFTER_PIXELS", 3 * image.size)
+    conversions = _counting_conversions(monkeypatch)
+    before = _probabilities(image, tiny_model, "auto")
+    session = EngineCache()  # e.g. a viewer's: it converts once enough work went through it
+    for _ in range(4):
+        _probabilities(image, tiny_model, "auto", session)
+    assert session.is_converted(tiny_model.network) and len(conversions) == 1
+    after = _probabilities(image, tiny_model, "auto")
+    again = _probabilities(image, tiny_model, "auto", EngineCache())
+    np.testing.assert_array_equal(after, before)  # bit for bit: PyTorch both times
+    np.testing.assert_array_equal(again, before)
+    assert len(conversions) == 1
 
 
 def test_a_failed_conversion_falls_back_to_pytorch_under_auto(tiny_model, monkeypatch, caplog, auto_engine):
@@ -153,13 +182,15 @@ def test_a_failed_conversion_falls_back_to_pytorch_under_auto(tiny_model, monkey
     monkeypatch.setattr(engine_module, "_CompiledNetwork", broken)
     monkeypatch.setattr(engine_module, "CONVERT_AFTER_PIXELS", 0)
     net = tiny_model.network.eval()
+    cache = EngineCache()
     with caplog.at_level(logging.WARNING, logger="napari_unet.core.inference.engine"):
-        assert network_runner(net, CPU) is net
+        assert network_runner(net, CPU, cache=cache) is net
     assert "running it with PyTorch" in caplog.text
-    # not tried again for the same weights; asked for by name, it is an error
-    assert choose_engine(net, CPU, engine="auto") == "torch"
+    # not tried again for the same weights by this cache; asked for by name, it is an error
+    assert choose_engine(net, CPU, engine="auto", cache=cache) == "torch"
+    assert choose_engine(net, CPU, engine="auto") == "openvino"  # a fresh owner would try
     with pytest.raises(EngineError, match="failed before"):
-        network_runner(net, CPU, engine="openvino")
+        network_runner(net, CPU, engine="openvino", cache=cache)
 
 
 def test_validation_during_training_stays_with_pytorch(tiny_model, monkeypatch, auto_engine):
@@ -167,16 +198,19 @@ def test_validation_during_training_stays_with_pytorch(tiny_model, monkeypatch, 
     from napari_unet.core.training.loop import evaluate
 
     monkeypatch.setattr(engine_module, "CONVERT_AFTER_PIXELS", 0)
+    conversions = _counting_conversions(monkeypatch)
     rng = np.random.default_rng(4)
     image = rng.random((48, 48)).astype(np.float32)
     labels = np.zeros((48, 48), np.uint16)
     labels[10:20, 10:20] = 1
     samples = samples_from_arrays(image, labels, tiny_model)
     evaluate(tiny_model, samples, device=CPU)
-    assert tiny_model.network not in engine_module._CACHE
+    assert conversions == []
     # while a plain prediction with the same model converts it
-    run_job(predict_plane_job(image[..., None], tiny_model, device=CPU))
-    assert tiny_model.network in engine_module._CACHE
+    cache = EngineCache()
+    run_job(predict_plane_job(image[..., None], tiny_model, device=CPU, engine_cache=cache))
+    assert conversions == [tiny_model.network]
+    assert tiny_model.network in cache
 
 
 def test_openvino_sends_no_telemetry(tmp_path):
@@ -206,11 +240,12 @@ def test_openvino_failing_on_a_tile_hands_the_job_to_pytorch(tiny_model, monkeyp
         raise RuntimeError("Cannot allocate memory")
 
     monkeypatch.setattr(engine_module._CompiledNetwork, "__call__", out_of_memory)
+    cache = EngineCache()
     with caplog.at_level(logging.WARNING, logger="napari_unet.core.inference.engine"):
-        got = _probabilities(image, tiny_model, "auto")
+        got = _probabilities(image, tiny_model, "auto", cache)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert "running the network with PyTorch" in caplog.text
-    assert choose_engine(tiny_model.network, CPU, engine="auto") == "torch"
+    assert choose_engine(tiny_model.network, CPU, engine="auto", cache=cache) == "torch"
 
 
 def test_a_job_can_be_cancelled_while_the_network_is_being_converted(tiny_model, monkeypatch):
@@ -225,7 +260,10 @@ def test_a_job_can_be_cancelled_while_the_network_is_being_converted(tiny_model,
         return real(net)
 
     monkeypatch.setattr(engine_module, "_CompiledNetwork", slow)
-    job = predict_plane_job(np.ones((32, 32, 1), np.float32), tiny_model, device=CPU, engine="openvino")
+    cache = EngineCache()
+    job = predict_plane_job(
+        np.ones((32, 32, 1), np.float32), tiny_model, device=CPU, engine="openvino", engine_cache=cache
+    )
     first = next(job)
     assert first.stage == "prepare" and "OpenVINO" in first.message
     started = time.perf_counter()
@@ -234,12 +272,14 @@ def test_a_job_can_be_cancelled_while_the_network_is_being_converted(tiny_model,
     release.set()
     # the conversion finishes in the background and serves the next job
     deadline = time.monotonic() + 30
-    while not engine_module._is_converted(tiny_model.network) and time.monotonic() < deadline:
+    while not cache.is_converted(tiny_model.network) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert engine_module._is_converted(tiny_model.network)
+    assert cache.is_converted(tiny_model.network)
     stages = []
     run_job(
-        predict_plane_job(np.ones((32, 32, 1), np.float32), tiny_model, device=CPU, engine="openvino"),
+        predict_plane_job(
+            np.ones((32, 32, 1), np.float32), tiny_model, device=CPU, engine="openvino", engine_cache=cache
+        ),
         on_progress=lambda p: stages.append(p.stage),
     )
     assert "prepare" not in stages

@@ -267,7 +267,7 @@ def test_keep_probabilities_returns_both(gray_model, image):
 
 
 def test_unknown_output_kind_is_refused(gray_model, image):
-    with pytest.raises(ValueError, match="output must be one of"):
+    with pytest.raises(ValueError, match="output_kind must be one of"):
         segment(image, gray_model, output="masks", device="cpu")
 
 

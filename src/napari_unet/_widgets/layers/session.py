@@ -1,7 +1,8 @@
 """One model per napari viewer, shared by the Segment and Fine-tune widgets.
 
-A :class:`ModelSession` holds the model in use, where it came from, and the
-model before it (so a fine-tuned model can be reverted with one click).
+A :class:`ModelSession` holds the model in use, where it came from, the
+model before it (so a fine-tuned model can be reverted with one click), and
+the engine cache of the viewer's segmentations.
 Widgets of the same viewer get the same session from :func:`session_for`
 and listen to :attr:`ModelSession.model_changed`; they never hold each other.
 """
@@ -16,6 +17,7 @@ from psygnal import Signal
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import ResultLayers
 from napari_unet.core import SegmentationModel
+from napari_unet.core.inference.engine import EngineCache
 
 
 class ModelSession:
@@ -35,6 +37,10 @@ class ModelSession:
     results : ResultLayers
         Which layers hold the results of which image layer, so that every
         widget of the viewer (and a reopened one) finds and replaces them.
+    engines : EngineCache
+        The engine choices of this viewer's segmentations: under ``"auto"`` a
+        model moves to OpenVINO once this session has run enough work with it
+        (and stays converted until its weights change).
     model_changed : psygnal.Signal
         Emitted with the new model (or None) after every change.
     """
@@ -47,6 +53,7 @@ class ModelSession:
         self.previous_model: SegmentationModel | None = None
         self.previous_source: str = ""
         self.results = ResultLayers()
+        self.engines = EngineCache()
 
     def set_model(self, model: SegmentationModel | None, source: str) -> None:
         """Make ``model`` the current model; the current one becomes the previous one.

@@ -1,5 +1,7 @@
 """Many files in one run: the command line's ``segment``, for notebooks too.
 
+- :mod:`.paths`: which images a batch reads and where their results go (one rule
+  for TIFF and OME-Zarr outputs, one overwrite guard).
 - :mod:`.files`: TIFF inputs to TIFF outputs, one summary row per file.
 - :mod:`.zarr_files`: inputs segmented block by block into OME-Zarr.
 

@@ -10,7 +10,6 @@ progress reports (the command line draws its progress bars from them).
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import os
@@ -21,9 +20,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from napari_unet.core.errors import UserError
+from napari_unet.core.batch.paths import (
+    TIFF_SUFFIXES,
+    InputError,
+    batch_targets,
+    expand_inputs,
+    output_paths,
+    refuse_overwriting_inputs,
+)
 from napari_unet.core.inference.layout import ImageLayoutError
-from napari_unet.core.inference.segmentation import OutputKind, segment_job
+from napari_unet.core.inference.options import InferenceOptions, inference_options
+from napari_unet.core.inference.segmentation import OutputKind, output_kind_of, segment_job
 from napari_unet.core.io.atomic import OutputError, atomic_write_bytes
 from napari_unet.core.io.tiff import ImageReadError, LabelsDtypeWarning, read_image, write_labels, write_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
@@ -32,6 +39,7 @@ from napari_unet.core.progress import Progress, Stage, run_job, within
 
 __all__ = [
     "SUMMARY_FIELDS",
+    "TIFF_SUFFIXES",
     "FileSummary",
     "InputError",
     "expand_inputs",
@@ -43,15 +51,10 @@ __all__ = [
     "write_summary",
 ]
 
-TIFF_SUFFIXES = (".tif", ".tiff")
 #: Columns of a summary file, in order.
 SUMMARY_FIELDS = ("file", "output", "status", "objects", "seconds", "message")
 #: Errors that fail one file of a batch but not the batch.
 _FILE_ERRORS = (ImageReadError, ImageLayoutError, OutputError, ValueError, RuntimeError, OSError, MemoryError)
-
-
-class InputError(UserError, ValueError):
-    """Inputs or outputs of a batch that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -83,100 +86,6 @@ class FileSummary:
     message: str = ""
 
 
-def expand_inputs(inputs: Sequence[str | Path], /) -> list[Path]:
-    """Turn files, folders and glob patterns into a list of TIFF files.
-
-    Folders give their TIFF files (not recursively), sorted by name; patterns
-    are expanded with :mod:`glob`, never by a shell. Duplicates are dropped.
-
-    Raises
-    ------
-    InputError
-        An input does not exist, or no TIFF file was found.
-    """
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and p.is_file()))
-        elif path.is_file():
-            files.append(path)
-        elif glob.has_magic(str(item)):
-            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-            files.extend(p for p in matches if p.is_file())
-        else:
-            raise InputError(f"no such file or folder: {item}")
-    unique = list(dict.fromkeys(files))
-    if not unique:
-        raise InputError("no TIFF images found in the inputs given")
-    return unique
-
-
-def output_paths(inputs: Sequence[Path], output: str | Path, /) -> list[Path]:
-    """Where each input's result goes.
-
-    With one input, `output` may name a file (ending in .tif/.tiff) or a
-    folder; with several, it is a folder and each result keeps its input's
-    file name (with a ``.tif`` suffix).
-
-    Raises
-    ------
-    InputError
-        Several inputs and a file name, two inputs with the same name, or an
-        output that would be one of the input images (an output folder that
-        is the input folder, with inputs ending in ``.tif``).
-    """
-    out = Path(output).expanduser()
-    if len(inputs) == 1 and out.suffix.lower() in TIFF_SUFFIXES:
-        targets = [out]
-    elif out.suffix.lower() in TIFF_SUFFIXES:
-        raise InputError(f"{len(inputs)} inputs need an output folder, not the file name {output}")
-    else:
-        names = [p.name for p in inputs]
-        clashes = {n for n in names if names.count(n) > 1}
-        if clashes:
-            raise InputError(f"several inputs are named {sorted(clashes)[0]}; segment them into separate folders")
-        targets = [out / (p.stem + ".tif") for p in inputs]
-    refuse_overwriting_inputs(inputs, targets)
-    return targets
-
-
-def refuse_overwriting_inputs(inputs: Sequence[Path], targets: Sequence[Path], /) -> None:
-    """Refuse outputs that are input images: writing them would destroy raw data.
-
-    Parameters
-    ----------
-    inputs : sequence of pathlib.Path
-        The input image files.
-    targets : sequence of pathlib.Path
-        The output files that would be written.
-
-    Raises
-    ------
-    InputError
-        An output path is an input path (the same file after resolving
-        ``..`` and links, or the same existing file under another name, as on
-        case-insensitive disks). Checked whatever ``overwrite`` says: with
-        it the input would be replaced, without it the file would be skipped
-        as "done" although it was never segmented.
-    """
-    sources = {_identity(p): p for p in inputs}
-    for target in targets:
-        source = sources.get(_identity(target))
-        if source is None and target.exists():
-            source = next((p for p in inputs if p.exists() and os.path.samefile(p, target)), None)
-        if source is not None:
-            raise InputError(
-                f"the output {target} would replace the input image {source}; write the results to another "
-                "folder (e.g. -o labels/ or output_folder='labels/') or give the output file another name"
-            )
-
-
-def _identity(path: Path) -> str:
-    """A path in a form that is equal for equal files (absolute, links and '..' resolved)."""
-    return os.path.normcase(str(Path(path).expanduser().resolve()))
-
-
 def segment_files_job(
     inputs: Sequence[str | Path],
     /,
@@ -184,14 +93,20 @@ def segment_files_job(
     model: SegmentationModel | str | os.PathLike,
     output_folder: str | Path | None = None,
     outputs: Sequence[str | Path] | None = None,
-    output: OutputKind = "instances",
-    device: str = "auto",
+    output_kind: OutputKind | None = None,
+    options: InferenceOptions | None = None,
+    device: str | None = None,
     tile_size: int | None = None,
     batch_size: int | None = None,
+    amp: bool | None = None,
+    engine: str | None = None,
     channel_axis: int | None = None,
     overwrite: bool = False,
+    output: OutputKind | None = None,
 ) -> Generator[Progress, None, list[FileSummary]]:
     """Segment TIFF files one by one; a generator form of :func:`segment_files`.
+
+    All files share one engine cache: ``options``' own, or a new one for the batch.
 
     Yields
     ------
@@ -207,35 +122,20 @@ def segment_files_job(
     list of FileSummary
         One row per input, in input order.
     """
+    kind = output_kind_of(output_kind, output)
+    settings = inference_options(
+        options, device=device, tile_size=tile_size, batch_size=batch_size, amp=amp, engine=engine
+    ).with_cache()
     if not isinstance(model, SegmentationModel):
         model = load_named_model(model)
     files = expand_inputs(inputs)
-    if outputs is not None:
-        targets = [Path(p).expanduser() for p in outputs]
-        if len(targets) != len(files):
-            raise InputError(f"{len(files)} input files but {len(targets)} output paths")
-        refuse_overwriting_inputs(files, targets)
-    elif output_folder is not None:
-        targets = output_paths(files, Path(output_folder))
-    else:
-        raise InputError("give output_folder (or one output path per input in outputs)")
-    for folder in {t.parent for t in targets}:
-        if not folder.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-
+    targets = batch_targets(files, output_folder=output_folder, outputs=outputs, kind=kind, fmt="tiff")
     return (
         yield from per_file_job(
             files,
             targets,
             lambda source, target: _segment_one(
-                source,
-                target,
-                model,
-                output=output,
-                device=device,
-                tile_size=tile_size,
-                batch_size=batch_size,
-                channel_axis=channel_axis,
+                source, target, model, output_kind=kind, options=settings, channel_axis=channel_axis
             ),
             overwrite=overwrite,
         )
@@ -306,12 +206,16 @@ def segment_files(
     model: SegmentationModel | str | os.PathLike,
     output_folder: str | Path | None = None,
     outputs: Sequence[str | Path] | None = None,
-    output: OutputKind = "instances",
-    device: str = "auto",
+    output_kind: OutputKind | None = None,
+    options: InferenceOptions | None = None,
+    device: str | None = None,
     tile_size: int | None = None,
     batch_size: int | None = None,
+    amp: bool | None = None,
+    engine: str | None = None,
     channel_axis: int | None = None,
     overwrite: bool = False,
+    output: OutputKind | None = None,
     summary: str | Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> list[FileSummary]:
@@ -328,14 +232,20 @@ def segment_files(
         name. Required unless `outputs` is given.
     outputs : sequence of path-like, optional
         One output path per input file, instead of `output_folder`.
-    output : {"instances", "classes", "probabilities"}
-        What to write: objects (one ID each), class per pixel, or class
-        probabilities (float32, classes as channels).
-    device, tile_size, batch_size, channel_axis
-        As for :func:`~napari_unet.core.segment`; `channel_axis` defaults to
-        the ``C`` axis found in the file.
+    output_kind : {"instances", "classes", "probabilities"}
+        What to write: objects (one ID each, default), class per pixel, or
+        class probabilities (float32, classes as channels).
+    options : InferenceOptions, optional
+        Device, tile and batch size, mixed precision, engine (and cache), as
+        for :func:`~napari_unet.core.segment`.
+    device, tile_size, batch_size, amp, engine
+        Shorthand for ``options=InferenceOptions(device=..., ...)``.
+    channel_axis : int, optional
+        Axis holding channels; defaults to the ``C`` axis found in each file.
     overwrite : bool
         Redo files whose output exists; if False they are skipped.
+    output : str, optional
+        Deprecated name of ``output_kind``.
     summary : path-like, optional
         Also write the rows to this ``.csv`` or ``.json`` file
         (see :func:`write_summary`).
@@ -373,10 +283,10 @@ def segment_files(
             model=model,
             output_folder=output_folder,
             outputs=outputs,
-            output=output,
-            device=device,
-            tile_size=tile_size,
-            batch_size=batch_size,
+            output_kind=output_kind_of(output_kind, output),
+            options=inference_options(
+                options, device=device, tile_size=tile_size, batch_size=batch_size, amp=amp, engine=engine
+            ),
             channel_axis=channel_axis,
             overwrite=overwrite,
         ),
@@ -392,10 +302,8 @@ def _segment_one(
     target: Path,
     model: SegmentationModel,
     *,
-    output: OutputKind,
-    device: str,
-    tile_size: int | None,
-    batch_size: int | None,
+    output_kind: OutputKind,
+    options: InferenceOptions,
     channel_axis: int | None,
 ) -> Generator[Progress, None, tuple[int | None, str]]:
     """Segment one file into ``target``; returns (objects or None, warning message or "")."""
@@ -405,10 +313,8 @@ def _segment_one(
     result = yield from segment_job(
         image,
         model,
-        output=output,
-        device=device,
-        tile_size=tile_size,
-        batch_size=batch_size,
+        output_kind=output_kind,
+        options=options,
         channel_axis=channel_axis,
         rgb=info.rgb,
     )

@@ -173,6 +173,23 @@ def worker_device(device: str, /) -> str:
     return f"cuda:{index % count}"
 
 
+def worker_engine_cache() -> Any:
+    """The engine cache of this dask worker (kept on the worker, for the tasks it runs), or None outside one.
+
+    Outside a worker a task gets None, so it counts its engine work on its own.
+    """
+    worker = in_worker()
+    if worker is None:
+        return None
+    from napari_unet.core.inference.engine import EngineCache
+
+    cache = getattr(worker, "_napari_unet_engines", None)
+    if cache is None:
+        cache = EngineCache()
+        worker._napari_unet_engines = cache
+    return cache
+
+
 def worker_threads() -> int | None:
     """CPU threads a task on this worker may use (its thread count), or None outside a worker."""
     worker = in_worker()

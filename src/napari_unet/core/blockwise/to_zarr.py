@@ -29,9 +29,11 @@ import torch
 from napari_unet.core.blockwise.blocks import Block, block_grid, comparison_zone, neighbours, relative
 from napari_unet.core.blockwise.label_merge import LabelUnion, block_offsets, matching_pairs
 from napari_unet.core.inference.device import resolve_device
+from napari_unet.core.inference.engine import EngineCache
 from napari_unet.core.inference.layout import ImageLayout, infer_layout
+from napari_unet.core.inference.options import InferenceOptions, inference_options
 from napari_unet.core.inference.predict import predict_plane_job
-from napari_unet.core.inference.segmentation import OUTPUT_KINDS, OutputKind
+from napari_unet.core.inference.segmentation import OutputKind, output_kind_of
 from napari_unet.core.inference.tiling import Region
 from napari_unet.core.io.ome_zarr import LazyImage, ZarrOutput
 from napari_unet.core.network.instances import class_map, instances_from_probabilities
@@ -106,10 +108,7 @@ class _Plan:
     out_path: str
     zones: dict[int, list[tuple[int, Region]]]
     n_units: int
-    device: str
-    tile_size: int | None
-    batch_size: int | None
-    amp: bool
+    options: InferenceOptions
 
 
 @dataclass
@@ -127,21 +126,24 @@ def segment_to_zarr_job(
     output_path: str | Path,
     /,
     *,
-    output: OutputKind = "instances",
+    output_kind: OutputKind | None = None,
     channel_axis: int | None = None,
     rgb: bool = False,
     block_size: int = 2048,
     margin: int = 128,
-    device: str = "auto",
+    options: InferenceOptions | None = None,
+    device: str | None = None,
     tile_size: int | None = None,
     batch_size: int | None = None,
-    amp: bool = True,
+    amp: bool | None = None,
+    engine: str | None = None,
     scale: tuple[float, ...] | None = None,
     unit: str | None = None,
     overwrite: bool = False,
     pyramid: bool = True,
     scheduler: Any = None,
     n_workers: int | None = None,
+    output: OutputKind | None = None,
 ) -> Job[BlockwiseResult]:
     """Segment an image of any size block by block into an OME-Zarr result.
 
@@ -156,7 +158,7 @@ def segment_to_zarr_job(
         The model to apply.
     output_path : str or pathlib.Path
         The ``.zarr`` folder to write. It appears only when complete.
-    output : {"instances", "classes", "probabilities"}
+    output_kind : {"instances", "classes", "probabilities"}
         Objects (uint32, IDs unique over the image), the most likely class
         (uint8), or class probabilities (float32, a ``C`` axis before Y, X).
     channel_axis : int, optional
@@ -169,12 +171,15 @@ def segment_to_zarr_job(
     margin : int
         Extra pixels predicted around each block for objects; objects up to
         about this size that a block border cuts are joined reliably.
-    device : {"auto", "cpu", "cuda", "mps"}
-        Where to run (on a cluster: on each worker).
-    tile_size, batch_size : int, optional
-        Network tile and batch sizes (default: from free memory).
-    amp : bool
-        Mixed precision on CUDA.
+    options : InferenceOptions, optional
+        Device (on a cluster: of each worker), tile and batch size, mixed
+        precision, engine and engine cache, as for
+        :func:`~napari_unet.core.inference.segmentation.segment_job`: the same
+        options give the same labels as a whole-image pass. Without a cache
+        the job starts an empty one; on a cluster each worker keeps its own.
+    device, tile_size, batch_size, amp, engine
+        Shorthand for ``options=InferenceOptions(device=..., ...)``; not
+        together with ``options``.
     scale : tuple of float, optional
         Pixel size of the image's non-channel axes (default: the file's
         calibration when it has one, else 1).
@@ -190,6 +195,8 @@ def segment_to_zarr_job(
         running scheduler. None (default) runs them here, one after another.
     n_workers : int, optional
         Workers of a local cluster.
+    output : str, optional
+        Deprecated name of ``output_kind``.
 
     Yields
     ------
@@ -212,8 +219,10 @@ def segment_to_zarr_job(
     of one pass (1.27x at the defaults) for instances; classes and
     probabilities need no margin.
     """
-    if output not in OUTPUT_KINDS:
-        raise ValueError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
+    output = output_kind_of(output_kind, output)
+    settings = inference_options(
+        options, device=device, tile_size=tile_size, batch_size=batch_size, amp=amp, engine=engine
+    ).with_cache()
     started = time.perf_counter()
     if isinstance(image, (str, Path)):
         image = LazyImage(image)
@@ -268,19 +277,16 @@ def segment_to_zarr_job(
             out_path=target.level0_path,
             zones=zones,
             n_units=len(units),
-            device=device,
-            tile_size=tile_size,
-            batch_size=batch_size,
-            amp=amp,
+            options=settings.without_cache(),  # travels to the workers; each keeps its own cache
         )
         merger = _ZoneMerger(len(units))
         if scheduler is None:
-            torch_device = resolve_device(device)
+            torch_device = resolve_device(settings.device)
             where = str(torch_device)
             start, stop = _SHARES[Stage.BLOCKS]
             width = (stop - start) / len(units)
             for k, unit_ in enumerate(units):
-                block_job = _block_job(unit_, plan, model, torch_device)
+                block_job = _block_job(unit_, plan, model, torch_device, settings.engine_cache)
                 outcome = yield from within(block_job, start=start + k * width, stop=start + (k + 1) * width)
                 merger.absorb(unit_.number, outcome)
                 yield Progress(
@@ -350,14 +356,18 @@ def segment_to_zarr(
     >>> model = new_model(depth=2, base_features=4, padding="same")
     >>> image = np.random.default_rng(0).random((100, 70))
     >>> with tempfile.TemporaryDirectory() as folder:
-    ...     result = segment_to_zarr(image, model, f"{folder}/out.zarr", output="classes", block_size=64, device="cpu")
+    ...     result = segment_to_zarr(
+    ...         image, model, f"{folder}/out.zarr", output_kind="classes", block_size=64, device="cpu"
+    ...     )
     >>> result.shape, result.n_blocks
     ((100, 70), 4)
     """
     return run_job(segment_to_zarr_job(image, model, output_path, **options))
 
 
-def _block_job(unit: _Unit, plan: _Plan, model: SegmentationModel, device: torch.device) -> Job[_Outcome]:
+def _block_job(
+    unit: _Unit, plan: _Plan, model: SegmentationModel, device: torch.device, cache: EngineCache | None
+) -> Job[_Outcome]:
     """Predict one block, write its core into the output, and report its objects."""
     from napari_unet.core.io.ome_zarr import _zarr
 
@@ -370,11 +380,9 @@ def _block_job(unit: _Unit, plan: _Plan, model: SegmentationModel, device: torch
         device=device,
         stats=plan.stats[unit.plane_number],
         region=region,
-        tile_size=plan.tile_size,
-        batch_size=plan.batch_size,
-        amp=plan.amp,
         plane_index=unit.number,
         n_planes=plan.n_units,
+        **{**plan.options.plane_keywords(), "engine_cache": cache},
     )
     array = _zarr().open_array(plan.out_path, mode="r+")
     core = relative(block.core, region)
@@ -395,13 +403,14 @@ def _block_task(unit: _Unit, *, plan: _Plan, model: SegmentationModel) -> _Outco
     """:func:`_block_job` as a dask.distributed task: this worker's device and thread count."""
     import dask
 
-    from napari_unet.core.blockwise.cluster import worker_device, worker_threads
+    from napari_unet.core.blockwise.cluster import worker_device, worker_engine_cache, worker_threads
 
     threads = worker_threads()
     if threads:
         torch.set_num_threads(threads)
+    device = resolve_device(worker_device(plan.options.device))
     with dask.config.set(scheduler="synchronous"):  # lazy inputs are read by this task, not by the cluster
-        return run_job(_block_job(unit, plan, model, resolve_device(worker_device(plan.device))))
+        return run_job(_block_job(unit, plan, model, device, worker_engine_cache()))
 
 
 class _ZoneMerger:

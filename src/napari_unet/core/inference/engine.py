@@ -12,11 +12,15 @@ for a 512 x 512 image. ``"auto"`` therefore converts a network only once it
 has been given :data:`CONVERT_AFTER_PIXELS` input pixels (a 2048 x 2048
 image at once, or about a dozen 512 x 512 images one after the other), the
 way a JIT compiler waits for hot code: small one-off jobs keep PyTorch's
-start-up, long sessions and large images get the faster engine. A converted
-network is kept for as long as the network object lives and its weights do
-not change (fine-tuning changes them in place, which is noticed). Training's
-own validation passes ``engine="torch"``: its weights change between every
-two calls.
+start-up, long sessions and large images get the faster engine.
+
+What has been counted and converted lives in an :class:`EngineCache` owned by
+the caller (a viewer session, one command, one job), never in the module: a
+call given a fresh cache gives the same result whatever ran before in the
+process. A converted network is kept by its cache for as long as the network
+object lives and its weights do not change (fine-tuning changes them in
+place, which is noticed). Training's own validation passes
+``engine="torch"``: its weights change between every two calls.
 """
 
 from __future__ import annotations
@@ -106,7 +110,9 @@ def import_openvino() -> ModuleType:
         sys.modules.update(hidden)
 
 
-def choose_engine(net: torch.nn.Module, device: torch.device, /, *, engine: str = "auto") -> str:
+def choose_engine(
+    net: torch.nn.Module, device: torch.device, /, *, engine: str = "auto", cache: EngineCache | None = None
+) -> str:
     """The engine that will run ``net`` on ``device``: ``"torch"`` or ``"openvino"``.
 
     Parameters
@@ -120,6 +126,8 @@ def choose_engine(net: torch.nn.Module, device: torch.device, /, *, engine: str 
         has ``same`` padding (unless the environment variable
         ``NAPARI_UNET_CPU_ENGINE`` says ``torch``); PyTorch otherwise.
         (:func:`network_runner` also waits until converting pays back.)
+    cache : EngineCache, optional
+        Networks it failed to convert are not tried again.
 
     Raises
     ------
@@ -133,7 +141,7 @@ def choose_engine(net: torch.nn.Module, device: torch.device, /, *, engine: str 
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "torch":
         return "torch"
-    reason = _why_not_openvino(net, device)
+    reason = _why_not_openvino(net, device, cache)
     if engine == "openvino":
         if reason:
             raise EngineError(f"OpenVINO cannot run this job: {reason}")
@@ -146,7 +154,15 @@ def choose_engine(net: torch.nn.Module, device: torch.device, /, *, engine: str 
     return "openvino"
 
 
-def network_runner(net: torch.nn.Module, device: torch.device, /, *, engine: str = "auto", pixels: int = 0) -> Runner:
+def network_runner(
+    net: torch.nn.Module,
+    device: torch.device,
+    /,
+    *,
+    engine: str = "auto",
+    pixels: int = 0,
+    cache: EngineCache | None = None,
+) -> Runner:
     """A function that maps a batch of tiles (N, C, H, W) to logits, with the engine chosen.
 
     The blocking form of :func:`network_runner_job` (a conversion, when one
@@ -164,6 +180,9 @@ def network_runner(net: torch.nn.Module, device: torch.device, /, *, engine: str
         :data:`CONVERT_AFTER_PIXELS` input pixels, this job's included.
     pixels : int
         Input pixels this job will run (all tiles, margins included).
+    cache : EngineCache, optional
+        What earlier calls of the same owner counted and converted; without
+        one, this call is counted on its own (a fresh cache).
 
     Returns
     -------
@@ -172,7 +191,7 @@ def network_runner(net: torch.nn.Module, device: torch.device, /, *, engine: str
         return a lower precision under autocast). With ``"auto"``, a network
         OpenVINO fails to convert is run by PyTorch, with a logged warning.
     """
-    return run_job(network_runner_job(net, device, engine=engine, pixels=pixels))
+    return run_job(network_runner_job(net, device, engine=engine, pixels=pixels, cache=cache))
 
 
 def network_runner_job(
@@ -182,6 +201,7 @@ def network_runner_job(
     *,
     engine: str = "auto",
     pixels: int = 0,
+    cache: EngineCache | None = None,
     plane_index: int = 0,
     n_planes: int = 1,
 ) -> Job[Runner]:
@@ -189,37 +209,31 @@ def network_runner_job(
 
     Converting takes 1-2.5 s; it runs in a thread so that a job stopped at
     one of these yields (Cancel) ends at once. The conversion then finishes
-    in the background and is kept for the next job.
+    in the background and is kept in ``cache`` for the next job.
 
     Yields
     ------
     Progress
         Stage ``"prepare"`` while the network is being converted.
     """
-    chosen = choose_engine(net, device, engine=engine)
+    cache = cache if cache is not None else EngineCache()
+    chosen = choose_engine(net, device, engine=engine, cache=cache)
     if chosen == "torch":
         return net
-    if engine == "auto" and not _is_converted(net):
-        with _CACHE_LOCK:
-            # counted per set of weights: after Fine-tune the new weights must earn their conversion
-            fingerprint = _fingerprint(net)
-            counted_for, given = _TORCH_PIXELS.get(net, (fingerprint, 0))
-            given = (given if counted_for == fingerprint else 0) + max(0, int(pixels))
-            _TORCH_PIXELS[net] = (fingerprint, given)
-        if given < CONVERT_AFTER_PIXELS:
-            return net
+    if engine == "auto" and not cache.is_converted(net) and cache.count(net, pixels) < CONVERT_AFTER_PIXELS:
+        return net
     outcome: dict[str, object] = {}
     done = threading.Event()
 
     def convert() -> None:
         try:
-            outcome["compiled"] = _compiled(net)
+            outcome["compiled"] = cache.compiled(net)
         except Exception as exc:  # noqa: BLE001 - handed to the job below
             outcome["error"] = exc
         finally:
             done.set()
 
-    if _is_converted(net):
+    if cache.is_converted(net):
         convert()
     else:
         threading.Thread(target=convert, name="napari-unet-openvino-conversion", daemon=True).start()
@@ -235,20 +249,21 @@ def network_runner_job(
         if engine == "openvino":
             raise EngineError(f"OpenVINO could not convert the network: {error}") from error  # type: ignore[misc]
         log.warning("OpenVINO could not convert the network (%s); running it with PyTorch", error)
-        _FAILED.add(_fingerprint(net))
+        cache.mark_failed(net)
         return net
     compiled: Runner = outcome["compiled"]  # type: ignore[assignment]
     if engine == "openvino":
         return compiled
-    return _WithFallback(compiled, net)
+    return _WithFallback(compiled, net, cache)
 
 
 class _WithFallback:
     """OpenVINO, and PyTorch for the rest of the job if OpenVINO fails on a tile (``"auto"`` only)."""
 
-    def __init__(self, compiled: Runner, net: torch.nn.Module) -> None:
+    def __init__(self, compiled: Runner, net: torch.nn.Module, cache: EngineCache) -> None:
         self._compiled: Runner | None = compiled
         self._net = net
+        self._cache = cache
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._compiled is not None:
@@ -257,11 +272,11 @@ class _WithFallback:
             except Exception as exc:  # noqa: BLE001 - PyTorch can still do the work
                 log.warning("OpenVINO failed on a tile (%s); running the network with PyTorch", exc)
                 self._compiled = None
-                _FAILED.add(_fingerprint(self._net))
+                self._cache.mark_failed(self._net)
         return self._net(x)
 
 
-def _why_not_openvino(net: torch.nn.Module, device: torch.device) -> str:
+def _why_not_openvino(net: torch.nn.Module, device: torch.device, cache: EngineCache | None) -> str:
     """Why OpenVINO cannot run ``net`` on ``device``, or ``""`` if it can."""
     if device.type != "cpu":
         return f"it runs on the CPU only, not on {device}"
@@ -270,7 +285,7 @@ def _why_not_openvino(net: torch.nn.Module, device: torch.device) -> str:
         return "only U-Nets with same padding are converted"
     if not openvino_available():
         return 'it is not installed; pip install "napari-unet[openvino]"'
-    if _fingerprint(net) in _FAILED:
+    if cache is not None and cache.has_failed(net):
         return "converting this network failed before"
     return ""
 
@@ -312,35 +327,82 @@ class _CompiledNetwork:
         return torch.from_numpy(logits)
 
 
-#: Converted networks by network object: (fingerprint of the weights, compiled network).
-_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, _CompiledNetwork]] = weakref.WeakKeyDictionary()
-#: Input pixels each network has run through PyTorch under "auto", with the weights they were counted for.
-_TORCH_PIXELS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, int]] = weakref.WeakKeyDictionary()
-#: Fingerprints of networks OpenVINO failed to convert (not tried again).
-_FAILED: set[tuple] = set()
-_CACHE_LOCK = threading.Lock()
+class EngineCache:
+    """What one owner's jobs taught about their networks: conversions, work done, failures.
+
+    Under ``engine="auto"`` a network is converted for OpenVINO once it has
+    run :data:`CONVERT_AFTER_PIXELS` input pixels through PyTorch *in the jobs
+    given this cache*, and converted networks are reused by them. The owner
+    decides how far that memory reaches: a napari viewer keeps one for its
+    session, a command keeps one for its run, and a job given none starts its
+    own, so that its results do not depend on earlier work in the process.
+    Everything is counted per set of weights: new weights (a fine-tune) must
+    earn their conversion again. Safe to share between threads.
+
+    Examples
+    --------
+    >>> from napari_unet.core import new_model
+    >>> net = new_model(depth=2, base_features=4).network
+    >>> cache = EngineCache()
+    >>> cache.count(net, 100), cache.count(net, 50), cache.is_converted(net)
+    (100, 150, False)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: network -> (fingerprint of the weights, compiled network)
+        self._compiled: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, _CompiledNetwork]] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: network -> (fingerprint of the weights counted for, input pixels run through PyTorch)
+        self._torch_pixels: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, int]] = weakref.WeakKeyDictionary()
+        self._failed: set[tuple] = set()
+
+    def count(self, net: torch.nn.Module, pixels: int, /) -> int:
+        """Add ``pixels`` of PyTorch work for ``net``'s current weights; the total so far."""
+        with self._lock:
+            fingerprint = _fingerprint(net)
+            counted_for, given = self._torch_pixels.get(net, (fingerprint, 0))
+            given = (given if counted_for == fingerprint else 0) + max(0, int(pixels))
+            self._torch_pixels[net] = (fingerprint, given)
+            return given
+
+    def is_converted(self, net: torch.nn.Module, /) -> bool:
+        """True if a converted copy of ``net`` with its current weights is held."""
+        with self._lock:
+            cached = self._compiled.get(net)
+            return cached is not None and cached[0] == _fingerprint(net)
+
+    def compiled(self, net: torch.nn.Module, /) -> Runner:
+        """The converted network for ``net``'s current weights, converting it once."""
+        with self._lock:
+            fingerprint = _fingerprint(net)
+            cached = self._compiled.get(net)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            compiled = _CompiledNetwork(net)
+            # fingerprint again: conversion must not count as a change
+            self._compiled[net] = (_fingerprint(net), compiled)
+            return compiled
+
+    def mark_failed(self, net: torch.nn.Module, /) -> None:
+        """OpenVINO failed on ``net``'s current weights: keep them with PyTorch from now on."""
+        with self._lock:
+            self._failed.add(_fingerprint(net))
+
+    def has_failed(self, net: torch.nn.Module, /) -> bool:
+        """True if OpenVINO failed on ``net``'s current weights before."""
+        with self._lock:
+            return _fingerprint(net) in self._failed
+
+    def __contains__(self, net: object) -> bool:
+        with self._lock:
+            return net in self._compiled
+
+    def __repr__(self) -> str:
+        return f"EngineCache({len(self._compiled)} converted, {len(self._torch_pixels)} counted)"
 
 
 def _fingerprint(net: torch.nn.Module) -> tuple:
     """Identifies the weights: any in-place change (an optimiser step, load_state_dict) changes it."""
     return (id(net),) + tuple((name, t.data_ptr(), t._version) for name, t in net.state_dict(keep_vars=True).items())
-
-
-def _is_converted(net: torch.nn.Module) -> bool:
-    """True if a converted copy of ``net`` with its current weights is held."""
-    with _CACHE_LOCK:
-        cached = _CACHE.get(net)
-        return cached is not None and cached[0] == _fingerprint(net)
-
-
-def _compiled(net: torch.nn.Module) -> _CompiledNetwork:
-    """The converted network for ``net``'s current weights, converting it once."""
-    with _CACHE_LOCK:
-        fingerprint = _fingerprint(net)
-        cached = _CACHE.get(net)
-        if cached is not None and cached[0] == fingerprint:
-            return cached[1]
-        compiled = _CompiledNetwork(net)
-        # fingerprint again: conversion must not count as a change
-        _CACHE[net] = (_fingerprint(net), compiled)
-        return compiled

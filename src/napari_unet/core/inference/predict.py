@@ -18,7 +18,7 @@ from napari_unet.core.inference.device import (
     free_memory_bytes,
     is_out_of_memory,
 )
-from napari_unet.core.inference.engine import Runner, network_runner_job
+from napari_unet.core.inference.engine import EngineCache, Runner, network_runner_job
 from napari_unet.core.inference.tiling import Region, TileGrid, read_mirrored, tile_grid
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.normalization import apply_normalization
@@ -46,6 +46,7 @@ def predict_plane_job(
     plane_index: int = 0,
     n_planes: int = 1,
     engine: str = "auto",
+    engine_cache: EngineCache | None = None,
 ) -> Job[np.ndarray]:
     """Predict class probabilities of one (Y, X, C) plane, tile by tile.
 
@@ -80,6 +81,10 @@ def predict_plane_job(
         What runs the network (see :mod:`napari_unet.core.inference.engine`): ``"auto"``
         uses OpenVINO on the CPU when it is installed. Pass ``"torch"`` when
         the weights change between calls (validation during training).
+    engine_cache : EngineCache, optional
+        What earlier calls of the same owner counted and converted (see
+        :class:`~napari_unet.core.inference.engine.EngineCache`); without one,
+        this call is counted on its own.
 
     Yields
     ------
@@ -118,6 +123,7 @@ def predict_plane_job(
             net,
             device,
             engine=engine,
+            cache=engine_cache,
             pixels=len(grid.tiles) * grid.input_shape[0] * grid.input_shape[1],
             plane_index=plane_index,
             n_planes=n_planes,

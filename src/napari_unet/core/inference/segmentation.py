@@ -10,6 +10,7 @@ import numpy as np
 
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.layout import infer_layout
+from napari_unet.core.inference.options import InferenceOptions, inference_options
 from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.network.instances import class_map, instances_from_probabilities, smallest_label_dtype
 from napari_unet.core.network.model_file import SegmentationModel
@@ -17,6 +18,24 @@ from napari_unet.core.progress import Job, Progress, Stage, run_job
 
 OutputKind = Literal["instances", "classes", "probabilities"]
 OUTPUT_KINDS: tuple[str, ...] = ("instances", "classes", "probabilities")
+
+
+def output_kind_of(output_kind: str | None, output: str | None = None, /) -> OutputKind:
+    """The output kind asked for: ``output_kind``, or its deprecated alias ``output``; default ``"instances"``.
+
+    Raises
+    ------
+    TypeError
+        Both were given, with different values.
+    ValueError
+        An unknown kind.
+    """
+    if output is not None and output_kind is not None and output != output_kind:
+        raise TypeError(f"give output_kind= only (output= is its old name), got {output_kind!r} and {output!r}")
+    kind = output_kind if output_kind is not None else output if output is not None else "instances"
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"output_kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
+    return kind  # type: ignore[return-value]
 
 
 @dataclass
@@ -57,15 +76,17 @@ def segment_job(
     model: SegmentationModel,
     /,
     *,
-    output: OutputKind = "instances",
+    output_kind: OutputKind | None = None,
     channel_axis: int | None = None,
     rgb: bool = False,
     keep_probabilities: bool = False,
-    device: str = "auto",
+    options: InferenceOptions | None = None,
+    device: str | None = None,
     tile_size: int | None = None,
     batch_size: int | None = None,
-    amp: bool = True,
-    engine: str = "auto",
+    amp: bool | None = None,
+    engine: str | None = None,
+    output: OutputKind | None = None,
 ) -> Job[SegmentationResult]:
     """Segment every plane of an image; a generator yielding progress.
 
@@ -78,24 +99,25 @@ def segment_job(
         after normalisation.
     model : SegmentationModel
         The model to apply.
-    output : {"instances", "classes", "probabilities"}
-        Objects with one ID each, the most likely class per pixel, or the
-        class probabilities.
+    output_kind : {"instances", "classes", "probabilities"}
+        Objects with one ID each (default), the most likely class per pixel,
+        or the class probabilities.
     channel_axis : int, optional
         Axis holding channels for multichannel images.
     rgb : bool
         The last axis is RGB(A) colour.
     keep_probabilities : bool
-        Also return probabilities when ``output`` is labels.
-    device : {"auto", "cpu", "cuda", "mps"}
-        Where to run; unavailable accelerators fall back to the CPU.
-    tile_size, batch_size : int, optional
-        Override the automatic choice from free memory.
-    amp : bool
-        Mixed precision on CUDA.
-    engine : {"auto", "torch", "openvino"}
-        What runs the network; ``"auto"`` uses OpenVINO on the CPU when the
-        ``openvino`` extra is installed (see :mod:`napari_unet.core.inference.engine`).
+        Also return probabilities when ``output_kind`` is labels.
+    options : InferenceOptions, optional
+        Device, tile and batch size, mixed precision, engine and engine
+        cache (see :class:`~napari_unet.core.inference.options.InferenceOptions`).
+        Without a cache, the job starts an empty one: its result does not
+        depend on earlier calls.
+    device, tile_size, batch_size, amp, engine
+        Shorthand for ``options=InferenceOptions(device=..., ...)``; not
+        together with ``options``.
+    output : str, optional
+        Deprecated name of ``output_kind``.
 
     Yields
     ------
@@ -106,8 +128,10 @@ def segment_job(
     -------
     SegmentationResult
     """
-    if output not in OUTPUT_KINDS:
-        raise ValueError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
+    output = output_kind_of(output_kind, output)
+    settings = inference_options(
+        options, device=device, tile_size=tile_size, batch_size=batch_size, amp=amp, engine=engine
+    ).with_cache()
     dtype = np.dtype(getattr(image, "dtype", np.float32))
     if dtype.kind not in "biuf":
         raise ValueError(f"images of type {dtype} cannot be segmented; use integer or floating-point pixels")
@@ -117,7 +141,7 @@ def segment_job(
     layout = infer_layout(
         tuple(image.shape), in_channels=description.config.in_channels, channel_axis=channel_axis, rgb=rgb
     )
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(settings.device)
     started = time.perf_counter()
     stack = layout.stack_shape
     height, width = layout.plane_shape
@@ -135,12 +159,9 @@ def segment_job(
             plane,
             model,
             device=torch_device,
-            tile_size=tile_size,
-            batch_size=batch_size,
-            amp=amp,
             plane_index=i,
             n_planes=n_planes,
-            engine=engine,
+            **settings.plane_keywords(),
         )
         if probabilities is not None:
             probabilities[index] = probs
@@ -176,7 +197,7 @@ def segment(image: Any, model: SegmentationModel, /, **options: Any) -> Segmenta
     --------
     >>> from napari_unet.core import new_model
     >>> model = new_model(depth=2, base_features=4, padding="same")
-    >>> result = segment(np.random.default_rng(0).random((40, 30)), model, output="classes", device="cpu")
+    >>> result = segment(np.random.default_rng(0).random((40, 30)), model, output_kind="classes", device="cpu")
     >>> result.labels.shape, result.labels.dtype.name
     ((40, 30), 'uint8')
     """

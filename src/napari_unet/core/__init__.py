@@ -21,6 +21,7 @@ from napari_unet.core.inference.segmentation import SegmentationResult, segment,
 from napari_unet.core.inference.tiling import tile_grid
 from napari_unet.core.io.ome_zarr import LazyImage, open_result
 from napari_unet.core.network.factory import new_model
+from napari_unet.core.network.geometry import halo, output_size, valid_input_size
 from napari_unet.core.network.instances import InstanceRule, class_map, instances_from_probabilities
 from napari_unet.core.network.model_file import (
     ModelDescription,
@@ -32,7 +33,7 @@ from napari_unet.core.network.model_file import (
 )
 from napari_unet.core.network.normalization import Normalization
 from napari_unet.core.network.registry import ShippedModel, load_named_model, resolve_model_path, shipped_models
-from napari_unet.core.network.unet import UNet, UNetConfig, halo, output_size, valid_input_size
+from napari_unet.core.network.unet import UNet, UNetConfig
 from napari_unet.core.progress import Progress, Stage, run_job, within
 
 __all__ = [

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from core_helpers import CountingArray, tiny_model
 from napari_unet.core import segment
-from napari_unet.core.inference.tiling import mirror_indices, read_mirrored, same_margin, tile_grid
+from napari_unet.core.inference.tiling import mirror_indices, read_mirrored, tile_grid
+from napari_unet.core.network.geometry import same_margin
 from napari_unet.core.network.unet import UNetConfig, halo, output_size
 
 WHOLE = 4096  # a tile size larger than every test image: one pass over the whole plane

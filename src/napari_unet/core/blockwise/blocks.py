@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from napari_unet.core.inference.tiling import Region
+from napari_unet.core.network.geometry import round_up
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def block_grid(plane_shape: tuple[int, int], /, *, block_size: int, margin: int,
         raise ValueError(f"the block size must be a positive multiple of {step}, got {block_size}")
     if margin < 0:
         raise ValueError(f"the margin cannot be negative, got {margin}")
-    margin = -(-margin // step) * step
+    margin = round_up(margin, step)
     height, width = plane_shape
     blocks = []
     for row, y0 in enumerate(range(0, height, block_size)):

@@ -36,6 +36,7 @@ from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.inference.segmentation import OutputKind, output_kind_of
 from napari_unet.core.inference.tiling import Region
 from napari_unet.core.io.ome_zarr import LazyImage, ZarrOutput
+from napari_unet.core.network.geometry import round_up
 from napari_unet.core.network.instances import class_map, instances_from_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Job, Progress, Stage, run_job, within
@@ -237,7 +238,7 @@ def segment_to_zarr_job(
         raise ValueError(f"the block size must be a multiple of {step} (the network's down-sampling), got {block_size}")
     layout = infer_layout(tuple(image.shape), in_channels=model.config.in_channels, channel_axis=channel_axis, rgb=rgb)
     lazy = _as_lazy_array(image, layout)
-    margin = -(-max(0, margin) // step) * step if output == "instances" else 0
+    margin = round_up(max(0, margin), step) if output == "instances" else 0
     blocks = block_grid(layout.plane_shape, block_size=block_size, margin=margin, step=step)
     planes = list(layout.plane_indices())
     units = [

@@ -9,6 +9,7 @@ from typing import Literal
 
 import torch
 
+from napari_unet.core.network.geometry import round_down
 from napari_unet.core.network.unet import UNetConfig
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
@@ -119,7 +120,7 @@ def auto_tile_size(config: UNetConfig, device: torch.device, /, *, budget_fracti
     if device.type != "cpu" and side >= 512:
         # few distinct tile shapes: cuDNN tunes its algorithms once per shape
         side = side // 256 * 256
-    return side // step * step
+    return round_down(side, step)
 
 
 def auto_batch_size(config: UNetConfig, device: torch.device, tile_pixels: int, /) -> int:

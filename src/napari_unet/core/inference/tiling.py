@@ -26,7 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core.network.unet import UNetConfig, halo, output_size
+from napari_unet.core.network.geometry import (
+    halo,
+    largest_valid_input,
+    output_size,
+    round_down,
+    round_up,
+    same_margin,
+    valid_input_size,
+)
+from napari_unet.core.network.unet import UNetConfig
 
 Region = tuple[slice, slice]
 
@@ -80,24 +89,24 @@ def _axis_valid(extent: int, config: UNetConfig, want_input: int) -> tuple[list[
     step = config.downsampling
     h = halo(config)
     # the whole axis in one pass needs an output of at least `extent`
-    whole = _smallest_valid_input(config, extent)
-    size = min(_largest_valid_input(config, max(want_input, 1)), whole)
+    whole = valid_input_size(config, extent)
+    size = min(largest_valid_input(config, max(want_input, 1)), whole)
     # an output shorter than the down-sampling factor cannot advance on the grid
-    size = max(size, _smallest_valid_input(config, step))
+    size = max(size, valid_input_size(config, step))
     out = output_size(config, size)
     assert out is not None
-    stride = out if size == whole else (out // step) * step
+    stride = out if size == whole else round_down(out, step)
     stride = max(stride, 1)
     if size < whole and stride >= step:
         # as many tiles as the largest size needs, but each only as large as
         # an even share of the axis: less computed twice
         share = -(-extent // -(-extent // stride))
-        balanced = _smallest_valid_input(config, -(-share // step) * step)
+        balanced = valid_input_size(config, round_up(share, step))
         if balanced < size:
             size = balanced
             out = output_size(config, size)
             assert out is not None
-            stride = (out // step) * step
+            stride = round_down(out, step)
     tiles = []
     start = 0
     while start < extent:
@@ -107,38 +116,23 @@ def _axis_valid(extent: int, config: UNetConfig, want_input: int) -> tuple[list[
     return tiles, size, out
 
 
-def _smallest_valid_input(config: UNetConfig, at_least_output: int) -> int:
-    from napari_unet.core.network.unet import valid_input_size
-
-    return valid_input_size(config, at_least_output)
-
-
-def _largest_valid_input(config: UNetConfig, at_most: int) -> int:
-    size = at_most
-    while size > 0:
-        if output_size(config, size) is not None:
-            return size
-        size -= 1
-    return _smallest_valid_input(config, 1)
-
-
 def _axis_same(
     extent: int, config: UNetConfig, want_input: int, margin: int
 ) -> tuple[list[tuple[int, int, int, int]], int]:
     """Tiles along one axis for a same network: (read_start, keep_start, write_start, write_stop)."""
     step = config.downsampling
-    margin = int(np.ceil(margin / step)) * step
-    whole = int(np.ceil((extent + 2 * margin) / step)) * step
+    margin = round_up(margin, step)
+    whole = round_up(extent + 2 * margin, step)
     # a tile advances by its size minus both margins: keep that at least 2 margins
     # (or one step) so small requested tiles do not explode into thousands
     smallest = 2 * margin + max(step, 2 * margin)
-    size = min(max(step * (want_input // step), smallest), whole)
+    size = min(max(round_down(want_input, step), smallest), whole)
     stride = size - 2 * margin
     if size < whole:
         # as many tiles as this size needs, each only as large as an even
         # share of the axis (on the pooling grid): less computed twice
         share = -(-extent // -(-extent // stride))
-        stride = max(-(-share // step) * step, smallest - 2 * margin)
+        stride = max(round_up(share, step), smallest - 2 * margin)
         size = stride + 2 * margin
     tiles = []
     start = 0
@@ -147,19 +141,6 @@ def _axis_same(
         tiles.append((start - margin, margin, start, stop))
         start += stride
     return tiles, size
-
-
-def same_margin(config: UNetConfig, /) -> int:
-    """Context a ``same`` network's tile must read around what it keeps.
-
-    The receptive-field radius of the equivalent ``valid`` network plus one
-    pixel, rounded up to the down-sampling factor: beyond it, zero padding at
-    a tile's edge cannot reach a kept pixel. (Max-pooling rounds the reach of
-    the padding up, so the radius alone is one pixel short.)
-    """
-    step = config.downsampling
-    radius = halo(UNetConfig(**{**config.to_dict(), "padding": "valid"}))
-    return int(np.ceil((radius + 1) / step)) * step
 
 
 def tile_grid(

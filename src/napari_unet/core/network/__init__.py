@@ -1,6 +1,7 @@
 """The network and what travels with it: architecture, model files, shipped models, normalisation, objects.
 
-- :mod:`.unet`: the U-Net of Ronneberger et al. (2015) and its geometry (halo, valid sizes).
+- :mod:`.unet`: the U-Net of Ronneberger et al. (2015).
+- :mod:`.geometry`: its geometry: output sizes, halo, valid sizes, tile context, the pooling grid.
 - :mod:`.model_file`: self-describing, safe model files (:class:`~.model_file.SegmentationModel`).
 - :mod:`.registry`: the models shipped inside the package.
 - :mod:`.factory`: new models with a description that fits them.

@@ -21,10 +21,10 @@ from napari_unet.core.errors import UserError
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.inference.tiling import read_mirrored
+from napari_unet.core.network.geometry import patch_geometry
 from napari_unet.core.network.instances import class_map, instances_from_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.normalization import apply_normalization
-from napari_unet.core.network.unet import halo, output_size, valid_input_size
 from napari_unet.core.progress import Progress, Stage, run_job
 from napari_unet.core.training.annotations import IGNORE, AnnotationError, TrainingTarget
 from napari_unet.core.training.augment import augment_sample
@@ -212,16 +212,7 @@ class _PatchSampler:
     def __init__(self, samples: Sequence[TrainingSample], model: SegmentationModel, settings: TrainingSettings) -> None:
         self.samples = samples
         self.settings = settings
-        config = model.config
-        step = config.downsampling
-        if config.padding == "valid":
-            self.input_size = valid_input_size(config, settings.patch_size)
-            self.margin = halo(config)
-            self.output_size = output_size(config, self.input_size)
-        else:
-            self.input_size = max(step, int(math.ceil(settings.patch_size / step)) * step)
-            self.margin = 0
-            self.output_size = self.input_size
+        self.input_size, self.margin, self.output_size = patch_geometry(model.config, settings.patch_size)
         norm = model.description.normalization
         self.stats = [norm.statistics(s.image) for s in samples]
         self.annotated = [np.flatnonzero(s.target.annotated) for s in samples]

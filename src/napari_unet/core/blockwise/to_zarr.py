@@ -37,7 +37,7 @@ from napari_unet.core.inference.segmentation import OutputKind, output_kind_of
 from napari_unet.core.inference.tiling import Region
 from napari_unet.core.io.ome_zarr import LazyImage, ZarrOutput
 from napari_unet.core.network.geometry import round_up
-from napari_unet.core.network.instances import class_map, instances_from_probabilities
+from napari_unet.core.network.instances import labels_from_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Job, Progress, Stage, run_job, within
 
@@ -381,8 +381,6 @@ def _block_job(
         device=device,
         stats=plan.stats[unit.plane_number],
         region=region,
-        plane_index=unit.number,
-        n_planes=plan.n_units,
         **{**plan.options.plane_keywords(), "engine_cache": cache},
     )
     array = _zarr().open_array(plan.out_path, mode="r+")
@@ -390,10 +388,10 @@ def _block_job(
     if plan.output == "probabilities":
         array[(*unit.plane, slice(None), *block.core)] = probabilities
         return _Outcome()
+    labels = labels_from_probabilities(probabilities, kind=plan.output, rule=model.description.instance_rule)
     if plan.output == "classes":
-        array[(*unit.plane, *block.core)] = class_map(probabilities)
+        array[(*unit.plane, *block.core)] = labels[core]
         return _Outcome()
-    labels = instances_from_probabilities(probabilities, model.description.instance_rule)
     core_labels = labels[core]
     array[(*unit.plane, *block.core)] = core_labels.astype(np.uint32)
     zones = {other: labels[relative(zone, region)] for other, zone in plan.zones.get(unit.number, [])}

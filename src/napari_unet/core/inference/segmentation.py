@@ -12,7 +12,7 @@ from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.layout import infer_layout
 from napari_unet.core.inference.options import InferenceOptions, inference_options
 from napari_unet.core.inference.predict import predict_plane_job
-from napari_unet.core.network.instances import class_map, instances_from_probabilities, smallest_label_dtype
+from napari_unet.core.network.instances import labels_from_probabilities, smallest_label_dtype
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Job, Progress, Stage, run_job
 
@@ -166,9 +166,9 @@ def segment_job(
         if probabilities is not None:
             probabilities[index] = probs
         if output == "classes":
-            labels[index] = class_map(probs)  # type: ignore[index]
+            labels[index] = labels_from_probabilities(probs, kind="classes", rule=description.instance_rule)  # type: ignore[index]
         elif output == "instances":
-            plane_labels = instances_from_probabilities(probs, description.instance_rule)
+            plane_labels = labels_from_probabilities(probs, kind="instances", rule=description.instance_rule)
             count = int(plane_labels.max(initial=0))
             if count:
                 plane_labels = np.where(plane_labels > 0, plane_labels + n_objects, 0)

@@ -155,9 +155,7 @@ def instances_from_probabilities(probabilities: np.ndarray, rule: InstanceRule) 
     return relabel_consecutive(labels)
 
 
-def labels_from_probabilities(
-    probabilities: np.ndarray, /, *, kind: Literal["instances", "classes"], rule: InstanceRule
-) -> np.ndarray:
+def labels_from_probabilities(probabilities: np.ndarray, /, *, kind: str, rule: InstanceRule) -> np.ndarray:
     """One plane of class probabilities as the labels a user asked for.
 
     The one place that turns probabilities into labels, for whole images,

@@ -30,7 +30,7 @@ import numpy as np
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.layout import ImageLayout, infer_layout
 from napari_unet.core.inference.predict import predict_plane_job
-from napari_unet.core.network.instances import class_map, instances_from_probabilities
+from napari_unet.core.network.instances import labels_from_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Progress, Stage
 from napari_unet.core.training.annotations import AnnotationError
@@ -403,6 +403,4 @@ def _predict(
         except StopIteration as done:
             probabilities = done.value
             break
-    if kind == "instances":
-        return instances_from_probabilities(probabilities, model.description.instance_rule)
-    return class_map(probabilities)
+    return labels_from_probabilities(probabilities, kind=kind, rule=model.description.instance_rule)

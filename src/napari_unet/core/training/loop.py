@@ -22,7 +22,7 @@ from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.inference.tiling import read_mirrored
 from napari_unet.core.network.geometry import patch_geometry
-from napari_unet.core.network.instances import class_map, instances_from_probabilities
+from napari_unet.core.network.instances import labels_from_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.normalization import apply_normalization
 from napari_unet.core.progress import Progress, Stage, run_job
@@ -277,12 +277,12 @@ def evaluate(model: SegmentationModel, samples: Sequence[TrainingSample], /, *, 
         job = predict_plane_job(sample.image, model, device=device, amp=False, engine="torch")
         probs = run_job(job)
         if use_f1:
-            pred = instances_from_probabilities(probs, model.description.instance_rule)
+            pred = labels_from_probabilities(probs, kind="instances", rule=model.description.instance_rule)
             scores.append(match_objects(sample.instances, pred, threshold=0.5).f1)  # type: ignore[arg-type]
         else:
             ious = class_iou(
                 sample.target.classes,
-                class_map(probs),
+                labels_from_probabilities(probs, kind="classes", rule=model.description.instance_rule),
                 n_classes=model.config.n_classes,
                 ignore=~sample.target.annotated,
             )

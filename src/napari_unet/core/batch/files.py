@@ -376,6 +376,6 @@ def write_summary(rows: Sequence[FileSummary], path: str | Path, /) -> Path:
         writer.writerows(records)
         text = buffer.getvalue()
     else:
-        raise ValueError(f"a summary file must end in .csv or .json, got {path.name!r}")
+        raise InputError(f"a summary file must end in .csv or .json, got {path.name!r}")
     atomic_write_bytes(path, text.encode("utf-8"), overwrite=True)
     return path

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from napari_unet.core.inference.options import OptionsError
 from napari_unet.core.inference.tiling import Region
 from napari_unet.core.network.geometry import round_up
 
@@ -72,9 +73,9 @@ def block_grid(plane_shape: tuple[int, int], /, *, block_size: int, margin: int,
     if len(plane_shape) != 2 or min(plane_shape) < 1:
         raise ValueError(f"a plane must be 2-D and non-empty, got shape {tuple(plane_shape)}")
     if block_size < 1 or block_size % step:
-        raise ValueError(f"the block size must be a positive multiple of {step}, got {block_size}")
+        raise OptionsError(f"the block size must be a positive multiple of {step}, got {block_size}")
     if margin < 0:
-        raise ValueError(f"the margin cannot be negative, got {margin}")
+        raise OptionsError(f"the margin cannot be negative, got {margin}")
     margin = round_up(margin, step)
     height, width = plane_shape
     blocks = []

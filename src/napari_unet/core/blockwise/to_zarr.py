@@ -31,9 +31,9 @@ from napari_unet.core.blockwise.label_merge import LabelUnion, block_offsets, ma
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.engine import EngineCache
 from napari_unet.core.inference.layout import ImageLayout, infer_layout
-from napari_unet.core.inference.options import InferenceOptions, inference_options
+from napari_unet.core.inference.options import InferenceOptions, OptionsError, inference_options
 from napari_unet.core.inference.predict import predict_plane_job
-from napari_unet.core.inference.segmentation import OutputKind, output_kind_of
+from napari_unet.core.inference.segmentation import ImageTypeError, OutputKind, output_kind_of
 from napari_unet.core.inference.tiling import Region
 from napari_unet.core.io.ome_zarr import LazyImage, ZarrOutput
 from napari_unet.core.network.geometry import round_up
@@ -229,13 +229,17 @@ def segment_to_zarr_job(
         image = LazyImage(image)
     description = model.description
     if output == "instances" and description.instance_rule.method == "none":
-        raise ValueError(f"the model {description.name!r} does not separate objects; ask for classes or probabilities")
+        raise OptionsError(
+            f"the model {description.name!r} does not separate objects; ask for classes or probabilities"
+        )
     dtype = np.dtype(getattr(image, "dtype", np.float32))
     if dtype.kind not in "biuf":
-        raise ValueError(f"images of type {dtype} cannot be segmented; use integer or floating-point pixels")
+        raise ImageTypeError(f"images of type {dtype} cannot be segmented; use integer or floating-point pixels")
     step = model.config.downsampling
     if block_size < step or block_size % step:
-        raise ValueError(f"the block size must be a multiple of {step} (the network's down-sampling), got {block_size}")
+        raise OptionsError(
+            f"the block size must be a multiple of {step} (the network's down-sampling), got {block_size}"
+        )
     layout = infer_layout(tuple(image.shape), in_channels=model.config.in_channels, channel_axis=channel_axis, rgb=rgb)
     lazy = _as_lazy_array(image, layout)
     margin = round_up(max(0, margin), step) if output == "instances" else 0
@@ -516,7 +520,7 @@ def _output_scale(scale: tuple[float, ...] | None, image: Any, layout: ImageLayo
     if scale is None:
         scale = (1.0,) * n_spatial
     if len(scale) != n_spatial:
-        raise ValueError(f"scale needs one value per non-channel axis ({n_spatial}), got {len(scale)}")
+        raise OptionsError(f"scale needs one value per non-channel axis ({n_spatial}), got {len(scale)}")
     values = list(scale)
     if "c" in axes:
         values.insert(axes.index("c"), 1.0)

@@ -8,13 +8,19 @@ from typing import Any, Literal
 
 import numpy as np
 
+from napari_unet.core.errors import UserError
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.layout import infer_layout
-from napari_unet.core.inference.options import InferenceOptions, inference_options
+from napari_unet.core.inference.options import InferenceOptions, OptionsError, inference_options
 from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.network.instances import labels_from_probabilities, smallest_label_dtype
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Job, Progress, Stage, run_job
+
+
+class ImageTypeError(UserError, ValueError):
+    """Pixels of a type the network cannot take (text, complex numbers, objects)."""
+
 
 OutputKind = Literal["instances", "classes", "probabilities"]
 OUTPUT_KINDS: tuple[str, ...] = ("instances", "classes", "probabilities")
@@ -34,7 +40,7 @@ def output_kind_of(output_kind: str | None, output: str | None = None, /) -> Out
         raise TypeError(f"give output_kind= only (output= is its old name), got {output_kind!r} and {output!r}")
     kind = output_kind if output_kind is not None else output if output is not None else "instances"
     if kind not in OUTPUT_KINDS:
-        raise ValueError(f"output_kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
+        raise OptionsError(f"output_kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
     return kind  # type: ignore[return-value]
 
 
@@ -134,10 +140,12 @@ def segment_job(
     ).with_cache()
     dtype = np.dtype(getattr(image, "dtype", np.float32))
     if dtype.kind not in "biuf":
-        raise ValueError(f"images of type {dtype} cannot be segmented; use integer or floating-point pixels")
+        raise ImageTypeError(f"images of type {dtype} cannot be segmented; use integer or floating-point pixels")
     description = model.description
     if output == "instances" and description.instance_rule.method == "none":
-        raise ValueError(f"the model {description.name!r} does not separate objects; ask for classes or probabilities")
+        raise OptionsError(
+            f"the model {description.name!r} does not separate objects; ask for classes or probabilities"
+        )
     layout = infer_layout(
         tuple(image.shape), in_channels=description.config.in_channels, channel_axis=channel_axis, rgb=rgb
     )

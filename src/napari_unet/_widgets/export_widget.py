@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
 from napari_unet._widgets.forms.scrolling import scrolling_content
+from napari_unet._widgets.layers.layer_events import follow_layers
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import RESULT_KEY
 from napari_unet._widgets.layers.session import session_for
@@ -96,11 +97,7 @@ class ExportWidget(RunsJobs, QWidget):
         self._written = 0
         self._build()
         self._runner = JobRunner(self, status=self.status_label)  # closing the dock or the viewer stops the export
-        events = self.viewer.layers.events
-        events.inserted.connect(self._on_layer_inserted)
-        events.removed.connect(self._on_layer_removed)
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._refresh_layers)
+        follow_layers(self, self.viewer, self._refresh_layers)
         connect_for_life(self, self.session.results.changed, self._refresh_layers)
         self._refresh_layers()
 
@@ -173,14 +170,6 @@ class ExportWidget(RunsJobs, QWidget):
             self.folder_edit.setText(folder)
 
     # ------------------------------------------------------------------ layers
-    def _on_layer_inserted(self, event: Any) -> None:
-        event.value.events.name.connect(self._refresh_layers)
-        self._refresh_layers()
-
-    def _on_layer_removed(self, event: Any) -> None:
-        event.value.events.name.disconnect(self._refresh_layers)
-        self._refresh_layers()
-
     def _refresh_layers(self, *_: Any) -> None:
         """List "All result layers" and every Labels layer, keeping the choice if it is still there."""
         chosen = self.layer_combo.currentData()

@@ -48,6 +48,7 @@ from napari_unet._widgets.forms.layer_pairs import LayerPairs, image_shape
 from napari_unet._widgets.forms.lifetime import connect_for_life
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.forms.training_options import TrainingOptions
+from napari_unet._widgets.layers.layer_events import follow_layers
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import Target, make_target, shown_plane
 from napari_unet._widgets.layers.reviewed import reviewed_mask
@@ -157,7 +158,7 @@ class FineTuneWidget(RunsJobs, QWidget):
         self._previews: weakref.WeakSet[Any] = weakref.WeakSet()
         self._build()
         self._runner = JobRunner(self, status=self.status_label)  # closing the dock or the viewer ends training
-        self._connect_layers()
+        follow_layers(self, self.viewer, self._on_layers_changed)
         connect_for_life(self, self.session.model_changed, self._on_model_changed)
         if self.session.model is None and shipped_models():
             self.session.set_model(load_named_model(shipped_models()[0].key), shipped_models()[0].key)
@@ -289,23 +290,7 @@ class FineTuneWidget(RunsJobs, QWidget):
             shortcuts.add_shortcut(self, self.stop_button, shortcuts.STOP_TRAINING),
         ]
 
-    def _connect_layers(self) -> None:
-        events = self.viewer.layers.events
-        events.inserted.connect(self._on_layer_inserted)
-        events.removed.connect(self._on_layer_removed)
-        events.reordered.connect(self.pairs.refresh)
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._on_layer_renamed)
-
-    def _on_layer_inserted(self, event: Any) -> None:
-        event.value.events.name.connect(self._on_layer_renamed)
-        self._on_layer_renamed()
-
-    def _on_layer_removed(self, event: Any) -> None:
-        event.value.events.name.disconnect(self._on_layer_renamed)
-        self._on_layer_renamed()
-
-    def _on_layer_renamed(self, *_: Any) -> None:
+    def _on_layers_changed(self, *_: Any) -> None:
         self.pairs.refresh()
         self._refresh_reviewed()
 

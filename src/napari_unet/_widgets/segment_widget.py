@@ -43,6 +43,7 @@ from napari_unet._widgets.forms.lifetime import connect_for_life
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.channel_hint import channel_notice
 from napari_unet._widgets.layers.large_images import is_large, result_path, show_lazy_result
+from napari_unet._widgets.layers.layer_events import follow_layers
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import Target, make_target, set_contour, shown_plane
 from napari_unet._widgets.layers.session import session_for
@@ -121,7 +122,7 @@ class SegmentWidget(RunsJobs, QWidget):
         self._shipped = shipped_models()
         self._build()
         self._runner = JobRunner(self, status=self.status_label)  # closing the dock or the viewer stops the job
-        self._connect_layers()
+        follow_layers(self, self.viewer, self._refresh_images, on_removed=self._on_layer_removed)
         connect_for_life(self, self.session.model_changed, self._on_model_changed)
         if self.session.model is None:
             self._load_first_shipped_model()
@@ -257,29 +258,14 @@ class SegmentWidget(RunsJobs, QWidget):
         ]
 
     # ------------------------------------------------------------- image layers
-    def _connect_layers(self) -> None:
-        events = self.viewer.layers.events
-        events.inserted.connect(self._on_layer_inserted)
-        events.removed.connect(self._on_layer_removed)
-        events.moved.connect(self._refresh_images)
-        events.reordered.connect(self._refresh_images)
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._refresh_images)
-
-    def _on_layer_inserted(self, event: Any) -> None:
-        event.value.events.name.connect(self._refresh_images)
-        self._refresh_images()
-
-    def _on_layer_removed(self, event: Any) -> None:
-        event.value.events.name.disconnect(self._refresh_images)
+    def _on_layer_removed(self, layer: Any) -> None:
         job = self._job
-        if job is not None and not job.dropped and unwrap_proxy(event.value) is unwrap_proxy(job.target.source):
+        if job is not None and not job.dropped and unwrap_proxy(layer) is unwrap_proxy(job.target.source):
             self._drop(
                 job,
                 f"The image layer {job.target.source.name!r} was deleted while it was being "
                 "segmented; the segmentation was cancelled and no layer was changed.",
             )
-        self._refresh_images()
 
     def _drop(self, job: _RunningJob, message: str) -> None:
         """Stop ``job`` and show no result of it; tell the user why (unless the widget was closed)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,18 +229,8 @@ def segment_to_zarr_job(
     if isinstance(image, (str, Path)):
         image = LazyImage(image)
     description = model.description
-    if output == "instances" and description.instance_rule.method == "none":
-        raise OptionsError(
-            f"the model {description.name!r} does not separate objects; ask for classes or probabilities"
-        )
-    dtype = np.dtype(getattr(image, "dtype", np.float32))
-    if dtype.kind not in "biuf":
-        raise ImageTypeError(f"images of type {dtype} cannot be segmented; use integer or floating-point pixels")
+    _check_request(image, model, output, block_size)
     step = model.config.downsampling
-    if block_size < step or block_size % step:
-        raise OptionsError(
-            f"the block size must be a multiple of {step} (the network's down-sampling), got {block_size}"
-        )
     layout = infer_layout(tuple(image.shape), in_channels=model.config.in_channels, channel_axis=channel_axis, rgb=rgb)
     lazy = _as_lazy_array(image, layout)
     margin = round_up(max(0, margin), step) if output == "instances" else 0
@@ -264,16 +255,7 @@ def segment_to_zarr_job(
     )
     committed = False
     try:
-        stats = []
-        for p, index in enumerate(planes):
-            yield Progress(
-                Stage.STATISTICS,
-                done=p,
-                total=len(planes),
-                span=_SHARES[Stage.STATISTICS],
-                message=f"reading intensities of plane {p + 1}/{len(planes)}",
-            )
-            stats.append(description.normalization.statistics(layout.plane(lazy, index)))
+        stats = yield from _statistics_job(lazy, layout, planes, description)
         plan = _Plan(
             image=lazy,
             layout=layout,
@@ -286,52 +268,11 @@ def segment_to_zarr_job(
         )
         merger = _ZoneMerger(len(units))
         if scheduler is None:
-            torch_device = resolve_device(settings.device)
-            where = str(torch_device)
-            start, stop = _SHARES[Stage.BLOCKS]
-            width = (stop - start) / len(units)
-            for k, unit_ in enumerate(units):
-                block_job = _block_job(unit_, plan, model, torch_device, settings.engine_cache)
-                outcome = yield from within(block_job, start=start + k * width, stop=start + (k + 1) * width)
-                merger.absorb(unit_.number, outcome)
-                yield Progress(
-                    Stage.BLOCKS,
-                    done=k + 1,
-                    total=len(units),
-                    span=_SHARES[Stage.BLOCKS],
-                    message=f"block {k + 1}/{len(units)} done",
-                )
+            where = yield from _blocks_here_job(units, plan, model, settings, merger)
         else:
-            from napari_unet.core.blockwise.cluster import connect, map_tasks
-
-            where = "dask cluster"
-            with connect(scheduler, n_workers=n_workers) as client:
-                tasks = map_tasks(
-                    client, _block_task, units, shared={"plan": plan, "model": model}, on_result=merger.absorb
-                )
-                yield from within(tasks, start=_SHARES[Stage.BLOCKS][0], stop=_SHARES[Stage.BLOCKS][1])
-        n_objects = 0
-        if output == "instances":
-            yield Progress(Stage.RELABEL, span=_SHARES[Stage.RELABEL], message="joining objects cut by block borders")
-            tables, n_objects = merger.final_tables()
-            array = target.array(0)
-            for k, unit_ in enumerate(units):
-                key = (*unit_.plane, *unit_.block.core)
-                array[key] = tables[unit_.number][np.asarray(array[key])].astype(np.uint32)
-                yield Progress(
-                    Stage.RELABEL,
-                    done=k + 1,
-                    total=len(units),
-                    span=_SHARES[Stage.RELABEL],
-                    message=f"renumbering block {k + 1}/{len(units)}",
-                )
-        levels = 1
-        if pyramid:
-            yield Progress(Stage.PYRAMID, span=_SHARES[Stage.PYRAMID], message="writing the down-sampled levels")
-            levels = target.add_pyramid(labels=output != "probabilities")
-            yield Progress(
-                Stage.PYRAMID, done=1, total=1, span=_SHARES[Stage.PYRAMID], message=f"{levels} levels written"
-            )
+            where = yield from _blocks_on_cluster_job(units, plan, model, merger, scheduler, n_workers)
+        n_objects = (yield from _relabel_job(target, units, merger)) if output == "instances" else 0
+        levels = (yield from _pyramid_job(target, labels=output != "probabilities")) if pyramid else 1
         path = target.commit()
         committed = True
     finally:
@@ -347,6 +288,104 @@ def segment_to_zarr_job(
         device=where,
         seconds=time.perf_counter() - started,
     )
+
+
+def _check_request(image: Any, model: SegmentationModel, output: str, block_size: int) -> None:
+    """Refuse what cannot be segmented block by block, before anything is read or written."""
+    description = model.description
+    if output == "instances" and description.instance_rule.method == "none":
+        raise OptionsError(
+            f"the model {description.name!r} does not separate objects; ask for classes or probabilities"
+        )
+    dtype = np.dtype(getattr(image, "dtype", np.float32))
+    if dtype.kind not in "biuf":
+        raise ImageTypeError(f"images of type {dtype} cannot be segmented; use integer or floating-point pixels")
+    step = model.config.downsampling
+    if block_size < step or block_size % step:
+        raise OptionsError(
+            f"the block size must be a multiple of {step} (the network's down-sampling), got {block_size}"
+        )
+
+
+def _statistics_job(
+    lazy: Any, layout: ImageLayout, planes: list[tuple[int, ...]], description: Any
+) -> Generator[Progress, None, list[Any]]:
+    """The normalisation statistics of every plane (read once, shared by all its blocks)."""
+    stats = []
+    for p, index in enumerate(planes):
+        yield Progress(
+            Stage.STATISTICS,
+            done=p,
+            total=len(planes),
+            span=_SHARES[Stage.STATISTICS],
+            message=f"reading intensities of plane {p + 1}/{len(planes)}",
+        )
+        stats.append(description.normalization.statistics(layout.plane(lazy, index)))
+    return stats
+
+
+def _blocks_here_job(
+    units: list[_Unit], plan: _Plan, model: SegmentationModel, settings: InferenceOptions, merger: _ZoneMerger
+) -> Generator[Progress, None, str]:
+    """Every block in this process, one after another; returns where they ran."""
+    torch_device = resolve_device(settings.device)
+    start, stop = _SHARES[Stage.BLOCKS]
+    width = (stop - start) / len(units)
+    for k, unit_ in enumerate(units):
+        block_job = _block_job(unit_, plan, model, torch_device, settings.engine_cache)
+        outcome = yield from within(block_job, start=start + k * width, stop=start + (k + 1) * width)
+        merger.absorb(unit_.number, outcome)
+        yield Progress(
+            Stage.BLOCKS,
+            done=k + 1,
+            total=len(units),
+            span=_SHARES[Stage.BLOCKS],
+            message=f"block {k + 1}/{len(units)} done",
+        )
+    return str(torch_device)
+
+
+def _blocks_on_cluster_job(
+    units: list[_Unit],
+    plan: _Plan,
+    model: SegmentationModel,
+    merger: _ZoneMerger,
+    scheduler: Any,
+    n_workers: int | None,
+) -> Generator[Progress, None, str]:
+    """Every block on dask.distributed workers, in any order; returns where they ran."""
+    from napari_unet.core.blockwise.cluster import connect, map_tasks
+
+    with connect(scheduler, n_workers=n_workers) as client:
+        tasks = map_tasks(client, _block_task, units, shared={"plan": plan, "model": model}, on_result=merger.absorb)
+        yield from within(tasks, start=_SHARES[Stage.BLOCKS][0], stop=_SHARES[Stage.BLOCKS][1])
+    return "dask cluster"
+
+
+def _relabel_job(target: ZarrOutput, units: list[_Unit], merger: _ZoneMerger) -> Generator[Progress, None, int]:
+    """Join objects cut by block borders and renumber them 1..N over the image; returns N."""
+    yield Progress(Stage.RELABEL, span=_SHARES[Stage.RELABEL], message="joining objects cut by block borders")
+    tables, n_objects = merger.final_tables()
+    array = target.array(0)
+    for k, unit_ in enumerate(units):
+        key = (*unit_.plane, *unit_.block.core)
+        array[key] = tables[unit_.number][np.asarray(array[key])].astype(np.uint32)
+        yield Progress(
+            Stage.RELABEL,
+            done=k + 1,
+            total=len(units),
+            span=_SHARES[Stage.RELABEL],
+            message=f"renumbering block {k + 1}/{len(units)}",
+        )
+    return n_objects
+
+
+def _pyramid_job(target: ZarrOutput, *, labels: bool) -> Generator[Progress, None, int]:
+    """Write the down-sampled levels; returns the number of levels."""
+    yield Progress(Stage.PYRAMID, span=_SHARES[Stage.PYRAMID], message="writing the down-sampled levels")
+    levels = target.add_pyramid(labels=labels)
+    yield Progress(Stage.PYRAMID, done=1, total=1, span=_SHARES[Stage.PYRAMID], message=f"{levels} levels written")
+    return levels
 
 
 def segment_to_zarr(

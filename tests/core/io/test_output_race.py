@@ -181,3 +181,27 @@ def test_probe_refuses_a_read_only_folder(tmp_path):
             probe_writable(folder)
     finally:
         folder.chmod(0o755)
+
+
+def test_probe_finds_a_disk_that_takes_no_more_blocks_and_leaves_no_probe(tmp_path, monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    class FullDisk:
+        def __init__(self, path, mode):
+            self.fh = real_open(path, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "open", FullDisk, raising=False)
+    with pytest.raises(OutputError, match="is full; free space or choose another output folder"):
+        probe_writable(tmp_path)
+    assert list(tmp_path.iterdir()) == []

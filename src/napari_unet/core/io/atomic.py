@@ -77,11 +77,15 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
         raise
 
 
+#: Bytes the probe of :func:`probe_writable` writes: one block of most file systems.
+_PROBE_BYTES = 4096
+
+
 def exists_message(path: Path, /) -> str:
     """The refusal for an output that exists (also one that appeared while the job ran)."""
     return (
         f"{str(path)!r} already exists and was left as it is; choose another name, move it away, "
-        "or allow overwriting (--overwrite)"
+        "or allow overwriting (--overwrite on the command line, overwrite=True in Python)"
     )
 
 
@@ -122,7 +126,9 @@ def _missing_folder(folder: Path) -> str:
 def probe_writable(folder: str | os.PathLike, /, *, create: bool = False) -> None:
     """Check, before any work, that files can be written in ``folder``.
 
-    A probe file is created in the folder and removed again.
+    A probe file of one block (4 KiB) is created in the folder and removed
+    again, so a read-only folder or a full disk is found before the work,
+    not after it.
 
     Parameters
     ----------
@@ -155,9 +161,17 @@ def probe_writable(folder: str | os.PathLike, /, *, create: bool = False) -> Non
                 _cannot_write(folder, exc) if folder.parent.is_dir() else _missing_folder(folder)
             ) from exc
     try:
-        os.unlink(_create_temporary(folder, "napari-unet-probe"))
+        probe = _create_temporary(folder, "napari-unet-probe")
     except OSError as exc:
         raise OutputError(_cannot_write(folder, exc)) from exc
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(bytes(_PROBE_BYTES))  # a full disk refuses a block, not always an empty file
+    except OSError as exc:
+        raise OutputError(_cannot_write(folder, exc)) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
 
 
 def _cannot_write(folder: Path, exc: OSError) -> str:

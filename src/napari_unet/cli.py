@@ -169,6 +169,10 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Why images that share a name cannot be trained on.
+_ONE_LABEL = "the images would all be paired with one label file"
+
+
 def _labels_for(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Path]:
     """Find each image's label file by name among the --labels inputs.
 
@@ -177,7 +181,7 @@ def _labels_for(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Pat
     name would give them all the same labels without a word.
     """
     candidates = expand_inputs(label_inputs)
-    _refuse_shared_names(images, "images", "the images would all be paired with one label file")
+    _refuse_shared_names(images, "images", _ONE_LABEL)
     _refuse_shared_names(candidates, "--labels", "which of them belongs to an image cannot be told")
     by_name = {p.name: p for p in candidates}
     if len(images) == len(candidates) and not all(i.name in by_name for i in images):
@@ -240,13 +244,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
         )
+        train_files = expand_inputs(args.images)
+        val_files = expand_inputs(args.val) if args.val else []
+        _refuse_shared_names(
+            [*train_files, *(v for v in val_files if v not in train_files)],
+            "images, --val" if val_files else "images",
+            _ONE_LABEL,
+        )
         request = FineTuneRequest(
             model=model,
-            images=_annotated_files(expand_inputs(args.images), args.labels),
+            images=_annotated_files(train_files, args.labels),
             mode=args.mode,
             settings=settings,
             from_scratch=from_scratch,
-            validation=_annotated_files(expand_inputs(args.val), args.labels) if args.val else (),
+            validation=_annotated_files(val_files, args.labels) if val_files else (),
             record={"command": "napari-unet train", "mode": args.mode},
         )
         samples = run_job(prepare_job(request))

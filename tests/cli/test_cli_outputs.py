@@ -304,3 +304,16 @@ def test_two_images_with_the_same_file_name_are_refused(tmp_path, nuclei_crop, t
     assert "(images) have the same name, so the images would all be paired with one label file" in (
         capsys.readouterr().err
     )
+
+
+def test_a_validation_image_sharing_a_training_image_name_is_refused(
+    tmp_path, nuclei_crop, tiny_model_file, capsys, monkeypatch
+):
+    (tmp_path / "val").mkdir()
+    tifffile.imwrite(tmp_path / "val" / "a.tif", nuclei_crop[0])
+    _no_training(monkeypatch)
+    args = _train(tmp_path, nuclei_crop, tiny_model_file, tmp_path / "m.unet.safetensors")
+    code = main([*args, "--val", str(tmp_path / "val" / "a.tif")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'img' / 'a.tif'} and {tmp_path / 'val' / 'a.tif'} (images, --val) have the same name" in err

@@ -267,8 +267,13 @@ def segment_files(
     Raises
     ------
     InputError
-        No TIFF files in `inputs`, outputs that do not fit them, or an output
-        that is one of the inputs (results never replace the raw images).
+        No TIFF files in `inputs`, outputs that do not fit them, two inputs
+        whose outputs would be one file (also through upper/lower case alone),
+        or an output that is one of the inputs (results never replace the raw
+        images).
+    OutputError
+        An output folder cannot be created or written in (checked with a
+        probe file before any work).
     napari_unet.core.ModelFileError
         `model` names no usable model.
 
@@ -276,6 +281,8 @@ def segment_files(
     -----
     A file that cannot be read, segmented or written is reported as
     ``"failed"`` and the batch goes on; outputs are written atomically.
+    Without `overwrite`, an output that another program writes while its
+    input is segmented is left as it is and that input is ``"failed"``.
 
     Examples
     --------

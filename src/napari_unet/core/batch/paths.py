@@ -8,7 +8,9 @@
   :mod:`napari_unet.core.io.ome_zarr`, the one place that knows them.
 - :func:`output_name`: input path + output kind -> the result's file name.
 - :func:`output_paths`: where each input's result goes in an output folder
-  (or the one output file of a single input).
+  (or the one output file of a single input); two inputs may not share a
+  result, not even through upper/lower case alone (one file on Windows and
+  macOS disks).
 - :func:`refuse_overwriting_inputs`: no result may replace an input image.
 
 The command line and both batch jobs (:mod:`.files`, :mod:`.zarr_files`) use

@@ -169,9 +169,20 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Why images that share a name cannot be trained on.
+_ONE_LABEL = "the images would all be paired with one label file"
+
+
 def _labels_for(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Path]:
-    """Find each image's label file by name among the --labels inputs."""
+    """Find each image's label file by name among the --labels inputs.
+
+    Names must tell the files apart: two images, or two label files (from
+    two ``--labels`` folders), with one name are refused, as the pairing by
+    name would give them all the same labels without a word.
+    """
     candidates = expand_inputs(label_inputs)
+    _refuse_shared_names(images, "images", _ONE_LABEL)
+    _refuse_shared_names(candidates, "--labels", "which of them belongs to an image cannot be told")
     by_name = {p.name: p for p in candidates}
     if len(images) == len(candidates) and not all(i.name in by_name for i in images):
         # same count, different names (e.g. t000.tif and man_seg000.tif): pair in order, and show
@@ -188,11 +199,22 @@ def _labels_for(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Pat
     return [by_name[i.name] for i in images]
 
 
+def _refuse_shared_names(files: Sequence[Path], what: str, why: str) -> None:
+    """Refuse files of ``what`` that share a name (``A/a.tif`` and ``B/a.tif``): labels pair by name."""
+    first: dict[str, Path] = {}
+    for path in files:
+        if path.name in first:
+            raise InputError(
+                f"{first[path.name]} and {path} ({what}) have the same name, so {why}; give each image and "
+                "its label file a name of its own, or train on one folder at a time"
+            )
+        first[path.name] = path
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     """``napari-unet train``: the widget's fine-tuning job (:func:`.finetune_job.finetune_job`) on TIFF files."""
-    from napari_unet.core import ModelFileError, load_named_model, new_model, save_model
+    from napari_unet.core import ModelFileError, load_named_model, new_model
     from napari_unet.core.inference.predict import OutOfMemoryError
-    from napari_unet.core.io.atomic import OutputError
     from napari_unet.core.io.tiff import ImageReadError
     from napari_unet.core.progress import run_job
     from napari_unet.core.training.finetune_job import FineTuneRequest, prepare_job, training_job
@@ -200,11 +222,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unet.core.training.recipe import default_learning_rate
 
     out = Path(args.output).expanduser()
-    if out.exists() and not args.overwrite:
-        print(f"error: {out} exists; choose another name or pass --overwrite", file=sys.stderr)
-        return 2
-    if not out.parent.exists():
-        print(f"error: the folder {out.parent} does not exist", file=sys.stderr)
+    refusal = _unwritable_model_path(out, overwrite=args.overwrite)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
     try:
         model = load_named_model(args.start) if args.start else new_model(name=out.name.split(".")[0])
@@ -224,13 +244,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
         )
+        train_files = expand_inputs(args.images)
+        val_files = expand_inputs(args.val) if args.val else []
+        _refuse_shared_names(
+            [*train_files, *(v for v in val_files if v not in train_files)],
+            "images, --val" if val_files else "images",
+            _ONE_LABEL,
+        )
         request = FineTuneRequest(
             model=model,
-            images=_annotated_files(expand_inputs(args.images), args.labels),
+            images=_annotated_files(train_files, args.labels),
             mode=args.mode,
             settings=settings,
             from_scratch=from_scratch,
-            validation=_annotated_files(expand_inputs(args.val), args.labels) if args.val else (),
+            validation=_annotated_files(val_files, args.labels) if val_files else (),
             record={"command": "napari-unet train", "mode": args.mode},
         )
         samples = run_job(prepare_job(request))
@@ -244,16 +271,58 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, FloatingPointError, OutOfMemoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    try:
-        save_model(result.model, out)
-    except OutputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    failure = _save_trained(result.model, out, overwrite=args.overwrite)
+    if failure:
+        print(f"error: {failure}", file=sys.stderr)
         return 1
     print(f"saved {out} after {result.steps_done} steps ({result.seconds:.0f} s)")
     verdict = _validation_verdict(result, out)
     if verdict:
         print(verdict, file=sys.stderr)
     return 0
+
+
+def _unwritable_model_path(out: Path, *, overwrite: bool) -> str:
+    """Why ``train`` could not write its model to ``out`` (checked before training), or ``""``."""
+    from napari_unet.core.io.atomic import OutputError, exists_message, probe_writable
+
+    if out.is_dir():
+        return f"{out} is a folder; give the model file's name, e.g. {out / 'model.unet.safetensors'}"
+    if out.exists() and not overwrite:
+        return exists_message(out)
+    try:
+        probe_writable(out.parent)
+    except OutputError as exc:
+        return str(exc)
+    return ""
+
+
+def _save_trained(model: Any, out: Path, *, overwrite: bool) -> str:
+    """Save the trained model to ``out``; if that fails, keep it elsewhere. The error message, or ``""``.
+
+    A model that cannot be saved where asked (the disk filled up, a file
+    appeared at ``out`` meanwhile) is written beside ``out`` with a unique
+    name, else into the temporary folder, so the training is never lost.
+    """
+    import secrets
+    import tempfile
+
+    from napari_unet.core import save_model
+    from napari_unet.core.io.atomic import OutputError
+
+    try:
+        save_model(model, out, overwrite=overwrite)
+        return ""
+    except OutputError as exc:
+        failure = str(exc)
+    name = f"{out.name.split('.')[0] or 'model'}.unsaved-{secrets.token_hex(4)}.unet.safetensors"
+    for folder in (out.parent, Path(tempfile.gettempdir())):
+        try:
+            kept = save_model(model, folder / name, overwrite=False)
+        except OutputError:
+            continue
+        return f"{failure}. The trained model was kept as {kept}: move it where you want it (e.g. mv {kept} {out})"
+    return f"{failure}. The trained model could not be kept in {out.parent} or {tempfile.gettempdir()} either"
 
 
 def _annotated_files(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Any]:
@@ -508,15 +577,23 @@ def _prepare_batch(args: argparse.Namespace, *, to_one: bool, first_target: Path
     (model, summary path or None), or the exit status 2 after printing why.
     """
     from napari_unet.core import ModelFileError, load_named_model
+    from napari_unet.core.io.atomic import OutputError, probe_writable
 
-    if to_one and not first_target.parent.exists():
-        print(f"error: the output folder {first_target.parent} does not exist", file=sys.stderr)
-        return 2
     summary = Path(args.summary).expanduser() if args.summary else None
     if summary is None and not to_one:
         summary = Path(args.output).expanduser() / DEFAULT_SUMMARY
     if summary is not None and summary.suffix.lower() not in (".csv", ".json"):
         print(f"error: --summary must end in .csv or .json, got {summary.name}", file=sys.stderr)
+        return 2
+    # the output folder of several inputs is made and probed by the batch job, before any work
+    folders = [first_target.parent] if to_one else []
+    if summary is not None and summary.parent != Path(args.output).expanduser():
+        folders.append(summary.parent)
+    try:
+        for folder in dict.fromkeys(folders):
+            probe_writable(folder)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         return load_named_model(args.model), summary

@@ -340,9 +340,11 @@ def test_full_disk_keeps_the_previous_output_and_leaves_no_partial_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "labels.tif", "tiny.unet.safetensors"]
 
 
-def test_unwritable_output_folder_fails_each_file_and_keeps_previous_outputs(
+def test_unwritable_output_folder_is_refused_before_any_work_and_keeps_previous_outputs(
     tmp_path, images, tiny_model_file, capsys, monkeypatch
 ):
+    # pinned change: each file used to be segmented, then failed at the write (exit 1 after all the work)
+    from napari_unet.core.batch import files
     from napari_unet.core.io import atomic
 
     out = tmp_path / "out"
@@ -353,13 +355,17 @@ def test_unwritable_output_folder_fails_each_file_and_keeps_previous_outputs(
     def read_only(folder, name):  # what a read-only folder does (root ignores the mode bits)
         raise PermissionError(errno.EACCES, "Permission denied")
 
+    def no_work(*args, **kwargs):
+        raise AssertionError("segmented although the output folder cannot be written")
+
     monkeypatch.setattr(atomic, "_create_temporary", read_only)
+    monkeypatch.setattr(files, "segment_job", no_work)
     code = main([*_segment_args(images, tiny_model_file, out), "--overwrite"])
 
-    assert code == 1
+    assert code == 2
     captured = capsys.readouterr()
-    assert "0 segmented, 0 skipped, 2 failed" in captured.out
-    assert captured.err.count("no permission to write") >= 2
+    assert f"error: no permission to write in '{out}'; choose another folder" in captured.err
+    assert "segmented" not in captured.out
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 

@@ -141,3 +141,45 @@ def test_expanding_expanded_inputs_changes_nothing(tree, zarr_inputs):
     """The command line expands once and hands the list to a batch job, which may expand it again."""
     found = expand_inputs([tree, str(tree / "sub" / "*")], zarr=zarr_inputs)
     assert expand_inputs(found, zarr=zarr_inputs) == found
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+def test_inputs_whose_results_differ_only_in_case_are_refused_naming_both(tmp_path, fmt):
+    # pinned change: A.tif and a.tif gave out/A.tif and out/a.tif, one file on Windows and macOS disks,
+    # so one result was skipped as "exists" (or, with overwrite, listed twice and lost)
+    inputs = [tmp_path / "A.tif", tmp_path / "a.tif"]
+    with pytest.raises(InputError, match="A.tif and a.tif would both be written to .*one file on the case-insensitive"):
+        output_paths(inputs, tmp_path / "out", fmt=fmt)
+    with pytest.raises(InputError, match="A.zarr and a.ome.zarr would both be written to .*case-insensitive"):
+        output_paths([tmp_path / "A.zarr", tmp_path / "a.ome.zarr"], tmp_path / "out", fmt="zarr")
+
+
+def test_clashing_inputs_from_different_folders_are_named_with_their_folders(tmp_path):
+    with pytest.raises(InputError, match=f"{tmp_path / 'x' / 'a.tif'} and {tmp_path / 'y' / 'a.tiff'} would both"):
+        output_paths([tmp_path / "x" / "a.tif", tmp_path / "y" / "a.tiff"], tmp_path / "out")
+
+
+def test_one_file_given_twice_under_two_spellings_is_one_input(tree):
+    found = expand_inputs([tree / "a.tif", tree / "sub" / ".." / "a.tif", str(tree / "*.tif")])
+    assert found == [tree / "a.tif"]
+    os.symlink(tree / "a.tif", tree / "link.tif")
+    assert expand_inputs([tree / "a.tif", tree / "link.tif"]) == [tree / "a.tif"]
+
+
+def test_batch_targets_probe_their_folders_before_any_work(tmp_path):
+    from napari_unet.core.io.atomic import OutputError
+
+    (tmp_path / "notes.txt").write_text("x")
+    for fmt in ("tiff", "zarr"):
+        with pytest.raises(OutputError, match="notes.txt' is a file, not a folder"):
+            batch_targets(
+                [tmp_path / "a.tif"],
+                output_folder=tmp_path / "notes.txt" / "out",
+                outputs=None,
+                kind="instances",
+                fmt=fmt,
+            )
+    made = batch_targets(
+        [tmp_path / "a.tif"], output_folder=tmp_path / "out", outputs=None, kind="instances", fmt="tiff"
+    )
+    assert [p.name for p in made[0].parent.iterdir()] == []  # the probe file is gone

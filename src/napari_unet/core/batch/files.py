@@ -135,7 +135,13 @@ def segment_files_job(
             files,
             targets,
             lambda source, target: _segment_one(
-                source, target, model, output_kind=kind, options=settings, channel_axis=channel_axis
+                source,
+                target,
+                model,
+                output_kind=kind,
+                options=settings,
+                channel_axis=channel_axis,
+                overwrite=overwrite,
             ),
             overwrite=overwrite,
         )
@@ -261,8 +267,13 @@ def segment_files(
     Raises
     ------
     InputError
-        No TIFF files in `inputs`, outputs that do not fit them, or an output
-        that is one of the inputs (results never replace the raw images).
+        No TIFF files in `inputs`, outputs that do not fit them, two inputs
+        whose outputs would be one file (also through upper/lower case alone),
+        or an output that is one of the inputs (results never replace the raw
+        images).
+    OutputError
+        An output folder cannot be created or written in (checked with a
+        probe file before any work).
     napari_unet.core.ModelFileError
         `model` names no usable model.
 
@@ -270,6 +281,8 @@ def segment_files(
     -----
     A file that cannot be read, segmented or written is reported as
     ``"failed"`` and the batch goes on; outputs are written atomically.
+    Without `overwrite`, an output that another program writes while its
+    input is segmented is left as it is and that input is ``"failed"``.
 
     Examples
     --------
@@ -305,8 +318,13 @@ def _segment_one(
     output_kind: OutputKind,
     options: InferenceOptions,
     channel_axis: int | None,
+    overwrite: bool,
 ) -> Generator[Progress, None, tuple[int | None, str]]:
-    """Segment one file into ``target``; returns (objects or None, warning message or "")."""
+    """Segment one file into ``target``; returns (objects or None, warning message or "").
+
+    Without ``overwrite``, a file that appeared at ``target`` while the image
+    was segmented is left as it is (:class:`OutputError`: the file fails).
+    """
     image, info = read_image(source)
     if channel_axis is None and not info.rgb and "C" in info.axes:
         channel_axis = info.axes.index("C")
@@ -327,13 +345,13 @@ def _segment_one(
             axes=spatial_axes[:-2] + "CYX",
             scale=info.pixel_size,
             unit=unit,
-            overwrite=True,
+            overwrite=overwrite,
         )
         return None, ""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LabelsDtypeWarning)
         written = write_labels(
-            target, result.labels, axes=spatial_axes, scale=info.pixel_size, unit=unit, overwrite=True
+            target, result.labels, axes=spatial_axes, scale=info.pixel_size, unit=unit, overwrite=overwrite
         )
     return (result.n_objects if result.output == "instances" else None), written.warning or ""
 

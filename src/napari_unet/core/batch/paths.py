@@ -8,7 +8,9 @@
   :mod:`napari_unet.core.io.ome_zarr`, the one place that knows them.
 - :func:`output_name`: input path + output kind -> the result's file name.
 - :func:`output_paths`: where each input's result goes in an output folder
-  (or the one output file of a single input).
+  (or the one output file of a single input); two inputs may not share a
+  result, not even through upper/lower case alone (one file on Windows and
+  macOS disks).
 - :func:`refuse_overwriting_inputs`: no result may replace an input image.
 
 The command line and both batch jobs (:mod:`.files`, :mod:`.zarr_files`) use
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from napari_unet.core.errors import UserError
+from napari_unet.core.io.atomic import probe_writable
 from napari_unet.core.io.ome_zarr import TIFF_SUFFIXES, ZARR_SUFFIXES, is_lazy_path
 
 __all__ = [
@@ -87,7 +90,10 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], /, *, zarr: bool = False)
             images.extend(p for p in matches if _is_image(p, zarr=zarr))
         else:
             raise InputError(f"no such file or folder: {item}")
-    unique = list(dict.fromkeys(images))
+    by_file: dict[str, Path] = {}
+    for image in images:  # a file given twice (also as sub/../a.tif or through a link) is taken once
+        by_file.setdefault(_identity(image), image)
+    unique = list(by_file.values())
     if not unique:
         what = "TIFF, zarr or OME-Zarr images" if zarr else "TIFF images"
         raise InputError(f"no {what} found in the inputs given")
@@ -170,13 +176,17 @@ def batch_targets(
 ) -> list[Path]:
     """The results of a batch: one given path per input (``outputs``) or named in ``output_folder``.
 
-    The folders they go in are created.
+    The folders they go in are created, and each is probed for writing
+    (:func:`~napari_unet.core.io.atomic.probe_writable`) before any work.
 
     Raises
     ------
     InputError
         Neither or both given, a count that does not match, clashes, or a
         result that would replace an input.
+    OutputError
+        A folder cannot be created or written in (read-only, under a regular
+        file, full disk).
     """
     if outputs is not None and output_folder is not None:
         raise InputError("give output_folder or outputs, not both")
@@ -190,8 +200,8 @@ def batch_targets(
         targets = output_paths(files, output_folder, kind=kind, fmt=fmt)
     else:
         raise InputError("give output_folder (or one output path per input in outputs)")
-    for folder in {t.parent for t in targets}:
-        folder.mkdir(parents=True, exist_ok=True)
+    for folder in dict.fromkeys(t.parent for t in targets):
+        probe_writable(folder, create=True)
     return targets
 
 
@@ -227,16 +237,28 @@ def refuse_overwriting_inputs(inputs: Sequence[Path], targets: Sequence[Path], /
 
 
 def _refuse_clashes(inputs: Sequence[Path], targets: Sequence[Path]) -> None:
-    """Two inputs may not write the same result (``a.tif`` and ``a.tiff`` both give ``a.tif``)."""
-    seen: dict[str, Path] = {}
+    """Two inputs may not write the same result, also through case alone.
+
+    ``a.tif`` and ``a.tiff`` both give ``a.tif``; ``a.tif`` and ``A.tif`` give
+    names that are one file on the case-insensitive disks of Windows and
+    macOS, so they are refused on every system, and a batch behaves the same
+    everywhere.
+    """
+    seen: dict[str, tuple[Path, Path]] = {}
     for source, target in zip(inputs, targets):
-        key = _identity(target)
+        key = _identity(target).casefold()
         if key in seen:
+            first, first_target = seen[key]
+            names = (first.name, source.name) if first.parent == source.parent else (first, source)
+            if first_target == target:
+                where = str(target)
+            else:
+                where = f"{first_target} and {target}, one file on the case-insensitive disks of Windows and macOS"
             raise InputError(
-                f"{seen[key].name} and {source.name} would both be written to {target}; "
-                "segment them into separate folders"
+                f"{names[0]} and {names[1]} would both be written to {where}; "
+                "segment them into separate folders or rename one of them"
             )
-        seen[key] = source
+        seen[key] = (source, target)
 
 
 def _identity(path: Path) -> str:

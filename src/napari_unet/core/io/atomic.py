@@ -42,16 +42,14 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.exists():
-        raise OutputError(f"the folder {str(folder)!r} does not exist; create it or choose another output")
+    if not folder.is_dir():
+        raise OutputError(_missing_folder(folder))
     if not overwrite and path.exists():
-        raise OutputError(f"{str(path)!r} already exists; choose another name or allow overwriting")
+        raise OutputError(exists_message(path))
     try:
         tmp = _create_temporary(folder, path.name)
-    except PermissionError as exc:
-        raise OutputError(f"no permission to write in {str(folder)!r}; choose another folder") from exc
     except OSError as exc:
-        raise OutputError(f"cannot write in {str(folder)!r}: {exc.strerror or exc}") from exc
+        raise OutputError(_cannot_write(folder, exc)) from exc
     try:
         # reopen by name: the file object then has a real .name (tifffile needs it)
         with open(tmp, "wb") as fh:
@@ -64,20 +62,7 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
         if overwrite:
             os.replace(tmp, path)
         else:
-            # link fails if `path` appeared meanwhile: never replace a file silently
-            try:
-                os.link(tmp, path)
-            except FileExistsError as exc:
-                raise OutputError(f"{str(path)!r} already exists; choose another name or allow overwriting") from exc
-            except OSError:
-                if path.exists():
-                    raise OutputError(
-                        f"{str(path)!r} already exists; choose another name or allow overwriting"
-                    ) from None
-                os.replace(tmp, path)  # file systems without hard links
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            _commit_no_replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -90,6 +75,114 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
                 raise OutputError(f"no permission to write {str(path)!r}; choose another folder") from exc
             raise OutputError(f"writing {str(path)!r} failed ({exc.strerror or exc}); nothing was written") from exc
         raise
+
+
+#: Bytes the probe of :func:`probe_writable` writes: one block of most file systems.
+_PROBE_BYTES = 4096
+
+
+def exists_message(path: Path, /) -> str:
+    """The refusal for an output that exists (also one that appeared while the job ran)."""
+    return (
+        f"{str(path)!r} already exists and was left as it is; choose another name, move it away, "
+        "or allow overwriting (--overwrite on the command line, overwrite=True in Python)"
+    )
+
+
+def _commit_no_replace(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if nothing has that name, even one that appeared meanwhile.
+
+    A hard link fails if ``path`` exists, atomically. File systems without hard
+    links get the name reserved with an exclusive create first, then replaced.
+    ``tmp`` is removed in every case.
+    """
+    try:
+        try:
+            os.link(tmp, path)
+        except FileExistsError as exc:
+            raise OutputError(exists_message(path)) from exc
+        except OSError:  # file systems without hard links
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            except FileExistsError as exc:
+                raise OutputError(exists_message(path)) from exc
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _missing_folder(folder: Path) -> str:
+    """Why ``folder`` (which is not a folder) cannot take an output: missing, or under a regular file."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        return (
+            f"{str(blocker)!r} is a file, not a folder, so nothing can be written in {str(folder)!r}; "
+            "choose another output"
+        )
+    return f"the folder {str(folder)!r} does not exist; create it or choose another output"
+
+
+def probe_writable(folder: str | os.PathLike, /, *, create: bool = False) -> None:
+    """Check, before any work, that files can be written in ``folder``.
+
+    A probe file of one block (4 KiB) is created in the folder and removed
+    again, so a read-only folder or a full disk is found before the work,
+    not after it.
+
+    Parameters
+    ----------
+    folder : path-like
+        Where outputs will go.
+    create : bool
+        A missing folder is created (as a batch does with its output
+        folder); if False, a missing folder is an error.
+
+    Raises
+    ------
+    OutputError
+        The folder is missing (or a part of its path is a regular file),
+        cannot be created, is read-only, or the disk refuses a new file; the
+        message says which and what to do.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> probe_writable(tempfile.mkdtemp())
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        if not create:
+            raise OutputError(_missing_folder(folder))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                _cannot_write(folder, exc) if folder.parent.is_dir() else _missing_folder(folder)
+            ) from exc
+    try:
+        probe = _create_temporary(folder, "napari-unet-probe")
+    except OSError as exc:
+        raise OutputError(_cannot_write(folder, exc)) from exc
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(bytes(_PROBE_BYTES))  # a full disk refuses a block, not always an empty file
+    except OSError as exc:
+        raise OutputError(_cannot_write(folder, exc)) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+
+
+def _cannot_write(folder: Path, exc: OSError) -> str:
+    """Why no file can be made in ``folder``, in words that say what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk holding {str(folder)!r} is full; free space or choose another output folder"
+    if exc.errno == errno.EROFS:
+        return f"{str(folder)!r} is on a read-only file system; choose another output folder"
+    if isinstance(exc, PermissionError):
+        return f"no permission to write in {str(folder)!r}; choose another folder"
+    return f"cannot write in {str(folder)!r} ({exc.strerror or exc}); choose another output folder"
 
 
 def _create_temporary(folder: Path, name: str) -> str:

@@ -17,6 +17,8 @@ target's name.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core.io.atomic import OutputError
+from napari_unet.core.io.atomic import OutputError, exists_message
 from napari_unet.core.io.tiff import ImageReadError
 
 ZARR_SUFFIXES = (".zarr",)
@@ -190,7 +192,11 @@ class ZarrOutput:
     attributes : dict, optional
         Extra metadata stored under ``"napari-unet"``.
     overwrite : bool
-        Replace an existing result at ``path`` when this one completes.
+        Replace an existing result at ``path`` when this one completes. If
+        False, a result is refused before any work when ``path`` exists, and
+        :meth:`commit` refuses too when something appeared at ``path``
+        meanwhile: it is left untouched and the new result is kept under
+        another name (see :meth:`commit`).
     """
 
     def __init__(
@@ -212,9 +218,10 @@ class ZarrOutput:
         if len(axes) != len(shape):
             raise ValueError(f"axes {axes!r} do not match a shape of {len(shape)} dimensions")
         if self.path.exists() and not overwrite:
-            raise OutputError(f"{self.path} exists; choose another name or allow overwriting")
+            raise OutputError(exists_message(self.path))
         if not self.path.parent.is_dir():
             raise OutputError(f"the folder {self.path.parent} does not exist")
+        self.overwrite = overwrite
         self.partial = self.path.parent / f".{self.path.name}.part-{uuid.uuid4().hex[:8]}"
         self.shape, self.axes = tuple(int(s) for s in shape), axes.lower()
         self.scale = tuple(float(s) for s in scale) if scale is not None else (1.0,) * len(shape)
@@ -277,11 +284,22 @@ class ZarrOutput:
         return self._levels
 
     def commit(self) -> Path:
-        """Write the metadata and move the result to its name (replacing an old one when allowed)."""
+        """Write the metadata and move the result to its name (replacing an old one when allowed).
+
+        Raises
+        ------
+        OutputError
+            ``overwrite`` is False and something appeared at the path while
+            the result was written: it is left as it is, and the complete
+            result is kept beside it as ``<name>.unsaved-XXXXXXXX.zarr``; the
+            message names both.
+        """
         zarr = _zarr()
         group = zarr.open_group(str(self.partial), mode="r+", zarr_format=2)
         group.attrs["multiscales"] = [self._multiscales()]
         group.attrs["napari-unet"] = json.loads(json.dumps(self._attributes))
+        if not self.overwrite:
+            return self._commit_no_replace()
         old = None
         if self.path.exists():
             old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
@@ -289,6 +307,19 @@ class ZarrOutput:
         os.replace(self.partial, self.path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        return self.path
+
+    def _commit_no_replace(self) -> Path:
+        """Move the result to its name only if nothing is there, even something that appeared meanwhile."""
+        try:
+            _rename_no_replace(self.partial, self.path)
+        except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+            kept = self.path.with_name(f"{image_stem_of(self.path)}.unsaved-{uuid.uuid4().hex[:8]}.zarr")
+            os.replace(self.partial, kept)
+            raise OutputError(
+                f"{exists_message(self.path)}. It appeared while this result was written; the new result "
+                f"was kept as {str(kept)!r}"
+            ) from exc
         return self.path
 
     def discard(self) -> None:
@@ -308,6 +339,38 @@ class ZarrOutput:
             scale = [s * f for s, f in zip(self.scale, factor)]
             datasets.append({"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": scale}]})
         return {"version": "0.4", "name": self.path.stem, "axes": axes, "datasets": datasets}
+
+
+def image_stem_of(path: Path) -> str:
+    """``path``'s name without ``.zarr`` (and ``.ome``)."""
+    name = path.name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _rename_no_replace(source: Path, target: Path) -> None:
+    """Rename the folder ``source`` to ``target``; ``FileExistsError`` if anything is at ``target``.
+
+    :func:`os.rename` replaces an empty folder on POSIX and fails on a full one
+    or a file (Windows never replaces), so the name is first reserved with
+    :func:`os.mkdir`, which fails atomically if anything has it; only the empty
+    folder made here is then replaced. If something is put into it meanwhile,
+    the rename fails and that is left alone.
+    """
+    if os.name == "nt":  # pragma: no cover - Windows: rename never replaces
+        os.rename(source, target)
+        return
+    os.mkdir(target)
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.rmdir(target)  # only if still empty: never what another process wrote
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise FileExistsError(exc.errno, exc.strerror, str(target)) from exc
+        raise
 
 
 def open_result(path: str | os.PathLike, /) -> list[Any]:

@@ -172,7 +172,9 @@ class SegmentationModel:
         )
 
 
-def save_model(model: SegmentationModel, path: str | os.PathLike, /, *, half: bool = False) -> Path:
+def save_model(
+    model: SegmentationModel, path: str | os.PathLike, /, *, half: bool = False, overwrite: bool = True
+) -> Path:
     """Write a model file atomically.
 
     Parameters
@@ -185,11 +187,22 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, /, *, half: bo
     half : bool
         Store floating-point weights as float16 (half the size; they are
         converted back to float32 on loading).
+    overwrite : bool
+        Replace a file at ``path`` (default). If False, an existing file is
+        never replaced, also one that appeared while the model was being
+        written: :class:`~napari_unet.core.io.atomic.OutputError` is raised
+        and that file is left byte for byte as it was.
 
     Returns
     -------
     pathlib.Path
         The path written.
+
+    Raises
+    ------
+    OutputError
+        The folder is missing or not writable, the disk is full, or
+        ``overwrite`` is False and ``path`` exists.
     """
     from safetensors.torch import save
 
@@ -204,7 +217,7 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, /, *, half: bo
         tensors[key] = value
     payload = save(tensors, metadata={_METADATA_KEY: json.dumps(doc)})
     path = Path(path)
-    atomic_write_bytes(path, payload)
+    atomic_write_bytes(path, payload, overwrite=overwrite)
     return path
 
 

@@ -35,8 +35,26 @@ _METADATA_KEY = "napari_unet"
 _CHOOSE = "choose a model file saved by napari-unet (.unet.safetensors)"
 #: What to do about a damaged copy of a model file.
 _RECOPY = "copy or download it again, or choose another model file"
-#: A safetensors header larger than this is refused as corrupt (100 MB).
-_MAX_HEADER = 100 * 1024 * 1024
+#: A safetensors header larger than this is refused (4 MB; the shipped models' headers are under 50 kB).
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+#: A header listing more tensors than this is refused (a U-Net of depth 8 with normalisation has 196).
+MAX_TENSORS = 1024
+#: Deepest nesting of lists and objects allowed in the training history.
+MAX_HISTORY_NESTING = 32
+#: Entries of the description: required, then optional (older files may lack them).
+_REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "architecture",
+    "normalization",
+    "channel_names",
+    "class_names",
+    "instance_rule",
+)
+_OPTIONAL_KEYS = ("name", "description", "pixel_size_um", "training_history", "saved", "weights_dtype")
+#: What each stored tensor dtype (safetensors' names) may hold: floating weights or integer counters.
+_FLOAT_DTYPES = {"F32": 4, "F16": 2}
+_INT_DTYPES = {"I64": 8}
 
 
 class ModelFileError(UserError, ValueError):
@@ -109,29 +127,96 @@ class ModelDescription:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ModelDescription:
-        """Parse and check the JSON document of a model file."""
-        if doc.get("format") != FORMAT_NAME:
-            raise ModelFileError(f"this is not a napari-unet model file (no napari-unet description inside); {_CHOOSE}")
-        version = doc.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelFileError(
-                f"this model file has format version {version}, newer than this napari-unet understands "
-                f"({FORMAT_VERSION}); update napari-unet (pip install -U napari-unet)"
-            )
+        """Parse and check the JSON document of a model file.
+
+        Raises
+        ------
+        ModelFileError
+            If the document is not a napari-unet description, is of a newer
+            format version, lacks an entry, has an unknown one, or holds a value
+            of the wrong type or outside its limits (see :class:`UNetConfig`).
+        """
+        _check_format(doc)
         try:
             return cls(
                 config=UNetConfig.from_dict(doc["architecture"]),
                 normalization=Normalization.from_dict(doc["normalization"]),
-                channel_names=[str(c) for c in doc["channel_names"]],
-                class_names=[str(c) for c in doc["class_names"]],
+                channel_names=_names(doc, "channel_names"),
+                class_names=_names(doc, "class_names"),
                 instance_rule=InstanceRule.from_dict(doc["instance_rule"]),
-                name=str(doc.get("name", "unnamed model")),
-                description=str(doc.get("description", "")),
-                pixel_size_um=doc.get("pixel_size_um"),
-                training_history=list(doc.get("training_history", [])),
+                name=_text(doc, "name", "unnamed model"),
+                description=_text(doc, "description", ""),
+                pixel_size_um=_pixel_size(doc.get("pixel_size_um")),
+                training_history=_history(doc.get("training_history", [])),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise ModelFileError(f"the model description is incomplete or invalid: {exc}; {_RECOPY}") from exc
+
+
+def _check_format(doc: Any) -> None:
+    """Refuse a document that is not a napari-unet description this version reads, or lacks or adds entries."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"this is not a napari-unet model file (no napari-unet description inside); {_CHOOSE}")
+    version = doc.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"the model description has an invalid format version {version!r}; {_RECOPY}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"this model file has format version {version}, newer than this napari-unet understands "
+            f"({FORMAT_VERSION}); update napari-unet (pip install -U napari-unet)"
+        )
+    missing = [key for key in _REQUIRED_KEYS if key not in doc]
+    unknown = sorted(str(key) for key in set(doc) - {*_REQUIRED_KEYS, *_OPTIONAL_KEYS})
+    if missing or unknown:
+        what = f"lacks {missing}" if missing else f"has unknown entries {unknown[:5]}"
+        raise ModelFileError(f"the model description is incomplete or invalid: it {what}; {_RECOPY}")
+
+
+def _names(doc: dict[str, Any], key: str) -> list[str]:
+    """The list of names under ``key``; each must be text."""
+    names = doc[key]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{key} must be a list of names, got {_short(names)}")
+    return list(names)
+
+
+def _text(doc: dict[str, Any], key: str, default: str) -> str:
+    value = doc.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be text, got {_short(value)}")
+    return value
+
+
+def _pixel_size(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise ValueError(f"pixel_size_um must be a positive number or null, got {_short(value)}")
+    return float(value)
+
+
+def _history(value: Any) -> list[dict[str, Any]]:
+    """The training history: a list of objects, nested at most :data:`MAX_HISTORY_NESTING` deep."""
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise ValueError(f"training_history must be a list of objects, got {_short(value)}")
+    level, depth = list(value), 1
+    while level:
+        if depth > MAX_HISTORY_NESTING:
+            raise ValueError(f"training_history is nested more than {MAX_HISTORY_NESTING} levels deep")
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, list):
+                children.extend(item)
+        level, depth = children, depth + 1
+    return list(value)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a length that fits a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class SegmentationModel:
@@ -233,27 +318,46 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
     ------
     ModelFileError
         If the file is missing, truncated, corrupt, from another tool or of a
-        newer format version. The message says what to do.
+        newer format version, if its description is incomplete, invalid or
+        beyond the limits of :class:`UNetConfig`, or if its weights do not
+        match the description. The message says what to do.
 
     Notes
     -----
     No code from the file is ever executed: the file is parsed as JSON plus
-    raw tensor bytes. A pickle (``torch.save``) file is refused.
+    raw tensor bytes. A pickle (``torch.save``) file is refused. Nothing is
+    allocated for the network before the header is checked: the header is at
+    most :data:`MAX_HEADER_BYTES` and lists at most :data:`MAX_TENSORS`
+    tensors, the description is within the architecture's limits, and every
+    tensor's name, shape and dtype match those of the described network
+    (built on PyTorch's ``meta`` device, which holds no data) and lie inside
+    the file. Loading therefore needs no more memory than the weights the
+    file really holds.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     path = Path(path)
     header = _read_header(path)
     description = _description_from_header(header, path)
-    try:
-        tensors = load(path.read_bytes())
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(
-            f"{path.name}: the weights could not be read ({exc}); the file may be truncated: {_RECOPY}"
-        ) from exc
-    network = UNet(description.config)
-    expected = network.state_dict()
+    expected = _expected_tensors(description.config)
+    _check_tensors(header, expected, path)
+    network = UNet(description.config, initialise=False)  # every weight comes from the file
+    network.load_state_dict(_read_weights(path, expected))
+    network.to(device)
+    model = SegmentationModel(description, network)
+    model.source = path
+    return model
+
+
+def _expected_tensors(config: UNetConfig) -> dict[str, torch.Tensor]:
+    """The state dict of the network ``config`` describes, on the ``meta`` device: shapes and dtypes, no data."""
+    with torch.device("meta"):
+        return UNet(config, initialise=False).state_dict()
+
+
+def _check_tensors(header: dict[str, Any], expected: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse a header whose tensors differ from ``expected`` in names, shapes or dtypes, or overrun the file."""
+    tensors = {key: value for key, value in header.items() if key != "__metadata__"}
+    if len(tensors) > MAX_TENSORS:
+        raise ModelFileError(f"{path.name} lists {len(tensors)} tensors, more than any U-Net has; {_RECOPY}")
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -261,20 +365,73 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
             f"{path.name}: the weights do not match the described architecture "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); {_RECOPY}"
         )
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise ModelFileError(
-                f"{path.name}: weight {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}; "
-                f"{_RECOPY}"
-            )
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise ModelFileError(f"{path.name}: weight {key} contains NaN or Inf; the model is broken: {_RECOPY}")
-        tensors[key] = value.to(expected[key].dtype)
-    network.load_state_dict(tensors)
-    network.to(device)
-    model = SegmentationModel(description, network)
-    model.source = path
-    return model
+    spans = sorted(_tensor_span(key, entry, expected[key], path) for key, entry in tensors.items())
+    offset = 0
+    for begin, end, key in spans:
+        if begin != offset:
+            raise ModelFileError(f"{path.name}: the bytes of weight {key} overlap or leave a gap; {_RECOPY}")
+        offset = end
+    available = path.stat().st_size - 8 - _header_size(path)
+    if offset > available:
+        raise ModelFileError(
+            f"{path.name} is truncated: its header describes {offset} bytes of weights but only {available} "
+            f"follow; {_RECOPY}"
+        )
+    if offset < available:
+        raise ModelFileError(f"{path.name} has {available - offset} bytes after its weights; {_RECOPY}")
+
+
+def _tensor_span(key: str, entry: Any, expected: torch.Tensor, path: Path) -> tuple[int, int, str]:
+    """``(begin, end, key)`` of one tensor's bytes, after checking its entry against ``expected``."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise ModelFileError(f"{path.name}: the header entry of weight {key} is malformed; {_RECOPY}")
+    sizes = _FLOAT_DTYPES if expected.is_floating_point() else _INT_DTYPES
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in sizes:
+        raise ModelFileError(
+            f"{path.name}: weight {key} is stored as {_short(dtype)}, expected one of {sorted(sizes)}; {_RECOPY}"
+        )
+    if shape != list(expected.shape):
+        raise ModelFileError(
+            f"{path.name}: weight {key} has shape {_short(shape)}, expected {tuple(expected.shape)}; {_RECOPY}"
+        )
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        or offsets[1] - offsets[0] != expected.numel() * sizes[dtype]
+    ):
+        raise ModelFileError(f"{path.name}: the byte range of weight {key} is malformed; {_RECOPY}")
+    return offsets[0], offsets[1], key
+
+
+def _read_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights of a checked file, one tensor at a time from a memory map, in the network's dtypes."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = {}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            for key, like in expected.items():
+                value = fh.get_tensor(key)
+                if value.is_floating_point() and not torch.isfinite(value).all():
+                    raise ModelFileError(
+                        f"{path.name}: weight {key} contains NaN or Inf; the model is broken: {_RECOPY}"
+                    )
+                weights[key] = value.to(like.dtype)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(
+            f"{path.name}: the weights could not be read ({exc}); the file may be truncated: {_RECOPY}"
+        ) from exc
+    return weights
+
+
+def _header_size(path: Path) -> int:
+    with path.open("rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+    return int(size)
 
 
 def _read_header(path: Path) -> dict[str, Any]:
@@ -288,10 +445,15 @@ def _read_header(path: Path) -> dict[str, Any]:
             if len(start) < 8:
                 raise ModelFileError(f"{path.name} is empty or truncated; it is not a usable model file: {_RECOPY}")
             (size,) = struct.unpack("<Q", start)
-            plausible = 2 <= size <= min(_MAX_HEADER, path.stat().st_size - 8)
-            raw = fh.read(size) if plausible else b""
+            plausible = 2 <= size <= path.stat().st_size - 8
+            raw = fh.read(min(size, MAX_HEADER_BYTES)) if plausible else b""
     except OSError as exc:
         raise ModelFileError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    if size > MAX_HEADER_BYTES and raw.startswith(b"{"):
+        raise ModelFileError(
+            f"{path.name} has a header of {size} bytes, more than the {MAX_HEADER_BYTES} a model file may have; "
+            f"{_RECOPY}"
+        )
     if not raw.startswith(b"{"):
         if start[:2] == b"PK" or start[:1] == b"\x80":
             raise ModelFileError(
@@ -303,7 +465,7 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path.name} is not a napari-unet model file, or it is truncated; {_CHOOSE}")
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{path.name} is not a napari-unet model file (unreadable header); {_CHOOSE}") from exc
     if not isinstance(header, dict):
         raise ModelFileError(f"{path.name} is not a napari-unet model file; {_CHOOSE}")
@@ -312,14 +474,14 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 def _description_from_header(header: dict[str, Any], path: Path) -> ModelDescription:
     meta = header.get("__metadata__") or {}
-    text = meta.get(_METADATA_KEY)
+    text = meta.get(_METADATA_KEY) if isinstance(meta, dict) else None
     if text is None:
         raise ModelFileError(
             f"{path.name} holds tensors but no napari-unet description; it was made by another tool: {_CHOOSE}"
         )
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = json.loads(text) if isinstance(text, str) else None
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{path.name}: the model description is not valid JSON; {_RECOPY}") from exc
     if not isinstance(doc, dict):
         raise ModelFileError(f"{path.name}: the model description is not a JSON object; {_RECOPY}")

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core_helpers import tiny_model
-from napari_unet.core.network import model_file
+from napari_unet.core.network import file_header, model_file
 from napari_unet.core.network.model_file import ModelFileError, load_model, read_description, save_model
 from napari_unet.core.network.registry import models_folder
 from napari_unet.core.network.unet import MAX_CLASSES, MAX_DEPTH, MAX_IN_CHANNELS, MAX_WIDEST_FEATURES, UNet, UNetConfig
@@ -200,19 +200,19 @@ def test_overlapping_weights_are_refused(tmp_path, valid):
 def test_too_many_tensors_are_refused(tmp_path, valid):
     header, body = valid
     header = dict(header)
-    for i in range(model_file.MAX_TENSORS + 1):
+    for i in range(file_header.MAX_TENSORS + 1):
         header[f"junk.{i}"] = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
     path = _join(tmp_path / "many.unet.safetensors", header, body)
-    with pytest.raises(ModelFileError, match=f"lists {model_file.MAX_TENSORS + len(valid[0])} tensors"):
+    with pytest.raises(ModelFileError, match=f"lists {file_header.MAX_TENSORS + len(valid[0])} tensors"):
         load_model(path)
 
 
 def test_a_header_beyond_the_limit_is_refused(tmp_path, valid):
     header, body = valid
     doc = _doc(header)
-    doc["description"] = "x" * (model_file.MAX_HEADER_BYTES + 1)
+    doc["description"] = "x" * (file_header.MAX_HEADER_BYTES + 1)
     path = _join(tmp_path / "big.unet.safetensors", _with_doc(header, doc), body)
-    with pytest.raises(ModelFileError, match=f"more than the {model_file.MAX_HEADER_BYTES} a model file may have"):
+    with pytest.raises(ModelFileError, match=f"more than the {file_header.MAX_HEADER_BYTES} a model file may have"):
         read_description(path)
 
 
@@ -466,3 +466,29 @@ def test_every_malformed_description_is_a_model_file_error(fuzz_target, data):
         with pytest.raises(ModelFileError) as refused:
             load_model(file)
     assert "Traceback" not in str(refused.value)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_every_malformed_tensor_entry_is_a_model_file_error(valid, data):
+    header, body = valid
+    header = copy.deepcopy(header)
+    key = data.draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
+    field = data.draw(st.sampled_from(["dtype", "shape", "data_offsets", "entry", "delete", "add"]))
+    if field == "delete":
+        del header[key]
+    elif field == "add":
+        header[data.draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in header))] = header[key]
+    elif field == "entry":
+        header[key] = data.draw(_NESTED.filter(lambda v: v != header[key]))
+    else:
+        original = json.dumps(header[key][field])
+        header[key][field] = data.draw(
+            st.one_of(_NESTED, st.lists(st.one_of(st.integers(), st.floats(), st.booleans()), max_size=4)).filter(
+                lambda v: json.dumps(v) != original
+            )
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        file = _join(pathlib.Path(folder) / "m.unet.safetensors", header, body)
+        with pytest.raises(ModelFileError):
+            load_model(file)

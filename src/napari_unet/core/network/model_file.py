@@ -14,15 +14,17 @@ import copy
 import datetime as _dt
 import json
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from napari_unet.core.errors import UserError
 from napari_unet.core.io.atomic import atomic_write_bytes
+from napari_unet.core.network.file_errors import CHOOSE as _CHOOSE
+from napari_unet.core.network.file_errors import RECOPY as _RECOPY
+from napari_unet.core.network.file_errors import ModelFileError, short
+from napari_unet.core.network.file_header import check_tensors, read_header
 from napari_unet.core.network.instances import InstanceRule
 from napari_unet.core.network.normalization import Normalization
 from napari_unet.core.network.unet import UNet, UNetConfig
@@ -31,14 +33,6 @@ FORMAT_NAME = "napari-unet-model"
 FORMAT_VERSION = 1
 FILE_SUFFIX = ".unet.safetensors"
 _METADATA_KEY = "napari_unet"
-#: What to do about a file that is not a usable model file (ends most refusals).
-_CHOOSE = "choose a model file saved by napari-unet (.unet.safetensors)"
-#: What to do about a damaged copy of a model file.
-_RECOPY = "copy or download it again, or choose another model file"
-#: A safetensors header larger than this is refused (4 MB; the shipped models' headers are under 50 kB).
-MAX_HEADER_BYTES = 4 * 1024 * 1024
-#: A header listing more tensors than this is refused (a U-Net of depth 8 with normalisation has 196).
-MAX_TENSORS = 1024
 #: Deepest nesting of lists and objects allowed in the training history.
 MAX_HISTORY_NESTING = 32
 #: Entries of the description: required, then optional (older files may lack them).
@@ -52,13 +46,6 @@ _REQUIRED_KEYS = (
     "instance_rule",
 )
 _OPTIONAL_KEYS = ("name", "description", "pixel_size_um", "training_history", "saved", "weights_dtype")
-#: What each stored tensor dtype (safetensors' names) may hold: floating weights or integer counters.
-_FLOAT_DTYPES = {"F32": 4, "F16": 2}
-_INT_DTYPES = {"I64": 8}
-
-
-class ModelFileError(UserError, ValueError):
-    """A model file cannot be used; the message says why and what to do."""
 
 
 @dataclass
@@ -176,14 +163,14 @@ def _names(doc: dict[str, Any], key: str) -> list[str]:
     """The list of names under ``key``; each must be text."""
     names = doc[key]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{key} must be a list of names, got {_short(names)}")
+        raise ValueError(f"{key} must be a list of names, got {short(names)}")
     return list(names)
 
 
 def _text(doc: dict[str, Any], key: str, default: str) -> str:
     value = doc.get(key, default)
     if not isinstance(value, str):
-        raise ValueError(f"{key} must be text, got {_short(value)}")
+        raise ValueError(f"{key} must be text, got {short(value)}")
     return value
 
 
@@ -191,14 +178,14 @@ def _pixel_size(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
-        raise ValueError(f"pixel_size_um must be a positive number or null, got {_short(value)}")
+        raise ValueError(f"pixel_size_um must be a positive number or null, got {short(value)}")
     return float(value)
 
 
 def _history(value: Any) -> list[dict[str, Any]]:
     """The training history: a list of objects, nested at most :data:`MAX_HISTORY_NESTING` deep."""
     if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
-        raise ValueError(f"training_history must be a list of objects, got {_short(value)}")
+        raise ValueError(f"training_history must be a list of objects, got {short(value)}")
     level, depth = list(value), 1
     while level:
         if depth > MAX_HISTORY_NESTING:
@@ -211,12 +198,6 @@ def _history(value: Any) -> list[dict[str, Any]]:
                 children.extend(item)
         level, depth = children, depth + 1
     return list(value)
-
-
-def _short(value: Any) -> str:
-    """``repr(value)``, cut to a length that fits a message."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class SegmentationModel:
@@ -295,7 +276,7 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, /, *, half: bo
 
 def read_description(path: str | os.PathLike, /) -> ModelDescription:
     """Read only the description of a model file, without its weights."""
-    header = _read_header(Path(path))
+    header = read_header(Path(path))
     return _description_from_header(header, Path(path))
 
 
@@ -327,7 +308,7 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
     No code from the file is ever executed: the file is parsed as JSON plus
     raw tensor bytes. A pickle (``torch.save``) file is refused. Nothing is
     allocated for the network before the header is checked: the header is at
-    most :data:`MAX_HEADER_BYTES` and lists at most :data:`MAX_TENSORS`
+    most :data:`~.file_header.MAX_HEADER_BYTES` and lists at most :data:`~.file_header.MAX_TENSORS`
     tensors, the description is within the architecture's limits, and every
     tensor's name, shape and dtype match those of the described network
     (built on PyTorch's ``meta`` device, which holds no data) and lie inside
@@ -335,10 +316,10 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
     file really holds.
     """
     path = Path(path)
-    header = _read_header(path)
+    header = read_header(path)
     description = _description_from_header(header, path)
     expected = _expected_tensors(description.config)
-    _check_tensors(header, expected, path)
+    check_tensors(header, expected, path)
     network = UNet(description.config, initialise=False)  # every weight comes from the file
     network.load_state_dict(_read_weights(path, expected))
     network.to(device)
@@ -351,58 +332,6 @@ def _expected_tensors(config: UNetConfig) -> dict[str, torch.Tensor]:
     """The state dict of the network ``config`` describes, on the ``meta`` device: shapes and dtypes, no data."""
     with torch.device("meta"):
         return UNet(config, initialise=False).state_dict()
-
-
-def _check_tensors(header: dict[str, Any], expected: dict[str, torch.Tensor], path: Path) -> None:
-    """Refuse a header whose tensors differ from ``expected`` in names, shapes or dtypes, or overrun the file."""
-    tensors = {key: value for key, value in header.items() if key != "__metadata__"}
-    if len(tensors) > MAX_TENSORS:
-        raise ModelFileError(f"{path.name} lists {len(tensors)} tensors, more than any U-Net has; {_RECOPY}")
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ModelFileError(
-            f"{path.name}: the weights do not match the described architecture "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); {_RECOPY}"
-        )
-    spans = sorted(_tensor_span(key, entry, expected[key], path) for key, entry in tensors.items())
-    offset = 0
-    for begin, end, key in spans:
-        if begin != offset:
-            raise ModelFileError(f"{path.name}: the bytes of weight {key} overlap or leave a gap; {_RECOPY}")
-        offset = end
-    available = path.stat().st_size - 8 - _header_size(path)
-    if offset > available:
-        raise ModelFileError(
-            f"{path.name} is truncated: its header describes {offset} bytes of weights but only {available} "
-            f"follow; {_RECOPY}"
-        )
-    if offset < available:
-        raise ModelFileError(f"{path.name} has {available - offset} bytes after its weights; {_RECOPY}")
-
-
-def _tensor_span(key: str, entry: Any, expected: torch.Tensor, path: Path) -> tuple[int, int, str]:
-    """``(begin, end, key)`` of one tensor's bytes, after checking its entry against ``expected``."""
-    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-        raise ModelFileError(f"{path.name}: the header entry of weight {key} is malformed; {_RECOPY}")
-    sizes = _FLOAT_DTYPES if expected.is_floating_point() else _INT_DTYPES
-    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in sizes:
-        raise ModelFileError(
-            f"{path.name}: weight {key} is stored as {_short(dtype)}, expected one of {sorted(sizes)}; {_RECOPY}"
-        )
-    if shape != list(expected.shape):
-        raise ModelFileError(
-            f"{path.name}: weight {key} has shape {_short(shape)}, expected {tuple(expected.shape)}; {_RECOPY}"
-        )
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-        or offsets[1] - offsets[0] != expected.numel() * sizes[dtype]
-    ):
-        raise ModelFileError(f"{path.name}: the byte range of weight {key} is malformed; {_RECOPY}")
-    return offsets[0], offsets[1], key
 
 
 def _read_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -426,50 +355,6 @@ def _read_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, to
             f"{path.name}: the weights could not be read ({exc}); the file may be truncated: {_RECOPY}"
         ) from exc
     return weights
-
-
-def _header_size(path: Path) -> int:
-    with path.open("rb") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-    return int(size)
-
-
-def _read_header(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ModelFileError(f"model file {str(path)!r} does not exist; check the path")
-    if path.is_dir():
-        raise ModelFileError(f"{str(path)!r} is a folder, not a model file")
-    try:
-        with path.open("rb") as fh:
-            start = fh.read(8)
-            if len(start) < 8:
-                raise ModelFileError(f"{path.name} is empty or truncated; it is not a usable model file: {_RECOPY}")
-            (size,) = struct.unpack("<Q", start)
-            plausible = 2 <= size <= path.stat().st_size - 8
-            raw = fh.read(min(size, MAX_HEADER_BYTES)) if plausible else b""
-    except OSError as exc:
-        raise ModelFileError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
-    if size > MAX_HEADER_BYTES and raw.startswith(b"{"):
-        raise ModelFileError(
-            f"{path.name} has a header of {size} bytes, more than the {MAX_HEADER_BYTES} a model file may have; "
-            f"{_RECOPY}"
-        )
-    if not raw.startswith(b"{"):
-        if start[:2] == b"PK" or start[:1] == b"\x80":
-            raise ModelFileError(
-                f"{path.name} is a pickle/torch.save file; napari-unet never loads those because they can run "
-                "code. Ask for a napari-unet model file (.unet.safetensors)"
-            )
-        if plausible:
-            raise ModelFileError(f"{path.name} is not a napari-unet model file (unreadable header); {_CHOOSE}")
-        raise ModelFileError(f"{path.name} is not a napari-unet model file, or it is truncated; {_CHOOSE}")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ModelFileError(f"{path.name} is not a napari-unet model file (unreadable header); {_CHOOSE}") from exc
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{path.name} is not a napari-unet model file; {_CHOOSE}")
-    return header
 
 
 def _description_from_header(header: dict[str, Any], path: Path) -> ModelDescription:

@@ -103,6 +103,20 @@ def test_the_shipped_models_and_the_paper_are_well_inside_the_limits():
     assert UNetConfig(depth=5, base_features=64).features[-1] * 2 == MAX_WIDEST_FEATURES
 
 
+@pytest.mark.parametrize("depth", range(1, MAX_DEPTH + 1))
+def test_the_largest_network_within_the_limits_has_at_most_125_million_parameters(depth):
+    config = UNetConfig(
+        in_channels=MAX_IN_CHANNELS,
+        n_classes=MAX_CLASSES,
+        depth=depth,
+        base_features=MAX_WIDEST_FEATURES // 2 ** (depth - 1),
+        norm="batch",
+    )
+    with torch.device("meta"):
+        network = UNet(config, initialise=False)
+    assert sum(p.numel() for p in network.parameters()) <= 125_000_000
+
+
 @pytest.mark.parametrize("value", [True, 2.0, "4", None])
 def test_settings_of_the_wrong_type_are_refused(value):
     with pytest.raises(ValueError, match="base_features must be a whole number"):
@@ -139,7 +153,7 @@ def test_huge_base_features_is_refused_naming_the_field(tmp_path, valid):
 def test_weights_not_matching_are_refused_before_the_network_is_built(tmp_path, valid, monkeypatch):
     header, body = valid
     doc = _doc(header)
-    doc["architecture"].update(depth=8, base_features=16)  # within the limits: ~100 M parameters
+    doc["architecture"].update(depth=8, base_features=16)  # within the limits: ~125 M parameters
     path = _join(tmp_path / "deep.unet.safetensors", _with_doc(header, doc), body)
     built, real = [], model_file.UNet
 

@@ -19,7 +19,7 @@ Norm = Literal["none", "batch", "group", "instance"]
 
 #: Upper limits of an architecture, far above the shipped models (depth 4-5, 16 base features,
 #: 256 at the deepest level) and the paper's U-Net (depth 5, 64 base features, 1024 at the deepest level).
-#: With them a network has at most about 100 million parameters (400 MB of float32 weights).
+#: With them a network has at most about 125 million parameters (500 MB of float32 weights).
 MAX_IN_CHANNELS = 64
 MAX_CLASSES = 256
 MAX_DEPTH = 8

@@ -16,7 +16,7 @@ from qtpy.QtGui import QTextDocument  # noqa: E402
 
 from napari_unet._widgets import finetune_widget as fw  # noqa: E402
 from napari_unet._widgets import segment_widget as sw  # noqa: E402
-from napari_unet.core import new_model, save_model  # noqa: E402
+from napari_unet.core import ModelFileError, new_model, save_model  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -87,6 +87,22 @@ def test_a_crafted_model_file_is_a_message_and_keeps_the_model(
     assert errors[0].startswith("Could not load the model: ") and "copy or download it again" in errors[0]
     assert widget.session.model is model
     assert widget.model_combo.currentText() == text
+
+
+def test_fine_tune_opens_with_a_message_when_the_shipped_model_cannot_be_loaded(make_napari_viewer, monkeypatch):
+    messages: list[str] = []
+    monkeypatch.setattr(fw, "show_error", messages.append)
+
+    def damaged(name):
+        raise ModelFileError(f"{name}.unet.safetensors is truncated; copy or download it again")
+
+    monkeypatch.setattr(fw, "load_named_model", damaged)
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+
+    assert widget.session.model is None
+    assert len(messages) == 1 and "truncated; copy or download it again" in messages[0]
+    assert "none" in widget.model_label.text() and not widget.finetune_button.isEnabled()
 
 
 @pytest.fixture

@@ -160,8 +160,16 @@ class FineTuneWidget(RunsJobs, QWidget):
         self._connect_layers()
         connect_for_life(self, self.session.model_changed, self._on_model_changed)
         if self.session.model is None and shipped_models():
-            self.session.set_model(load_named_model(shipped_models()[0].key), shipped_models()[0].key)
+            self._load_first_shipped_model()
         self._on_model_changed()
+
+    def _load_first_shipped_model(self) -> None:
+        """Start with the default shipped model; a damaged one is a message, and the widget still opens."""
+        key = shipped_models()[0].key
+        try:
+            self.session.set_model(load_named_model(key), key)
+        except UserError as exc:
+            show_error(f"Could not load the model: {exc}")
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:

@@ -389,6 +389,8 @@ def _mutations(doc):
         (("instance_rule", "seed_threshold"), _BAD_FRACTION.filter(lambda v: v is not None)),
         (("name",), _NOT_TEXT),
         (("description",), _NOT_TEXT.filter(lambda v: v is not None)),
+        (("saved",), _NOT_TEXT.filter(lambda v: v is not None)),
+        (("weights_dtype",), _NOT_TEXT.filter(lambda v: v is not None)),
         (
             ("pixel_size_um",),
             st.one_of(

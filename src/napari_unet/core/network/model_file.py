@@ -125,6 +125,8 @@ class ModelDescription:
         """
         _check_format(doc)
         try:
+            for key in ("saved", "weights_dtype"):  # written by save_model, not kept: only their type is checked
+                _text(doc, key, "")
             return cls(
                 config=UNetConfig.from_dict(doc["architecture"]),
                 normalization=Normalization.from_dict(doc["normalization"]),

@@ -16,6 +16,7 @@ from qtpy.QtGui import QTextDocument  # noqa: E402
 
 from napari_unet._widgets import finetune_widget as fw  # noqa: E402
 from napari_unet._widgets import segment_widget as sw  # noqa: E402
+from napari_unet._widgets.forms.plain_text import literal_tip  # noqa: E402
 from napari_unet.core import ModelFileError, new_model, save_model  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -155,3 +156,10 @@ def test_plain_tooltips_are_left_as_they_are(segment):
     _viewer, widget = segment
     tip = widget.segment_button.toolTip()
     assert not Qt.mightBeRichText(tip) and "image layer" in tip
+
+
+@pytest.mark.parametrize("text", [HTML_NAME, f"U-Net: {HTML_NAME}", f"{HTML_NAME}\nsecond  line", "plain 'text'"])
+def test_literal_tips_show_their_text_even_with_napari_s_suffix(qapp, text):
+    # napari's activity dock shows a job's description in a label as DESCRIPTION + ": "
+    assert shown(literal_tip(text)) == text
+    assert shown(literal_tip(text) + ": ") == text + ": "

@@ -16,13 +16,7 @@ from qtpy.QtWidgets import QLabel
 
 
 def plain_label(text: str = "") -> QLabel:
-    """A label that shows its text literally, whatever it contains.
-
-    Examples
-    --------
-    >>> plain_label("<b>x</b>").textFormat() == Qt.TextFormat.PlainText  # doctest: +SKIP
-    True
-    """
+    """A label that shows its text literally, whatever it contains (a model's or a layer's name)."""
     label = QLabel()
     label.setTextFormat(Qt.TextFormat.PlainText)
     label.setText(text)
@@ -32,7 +26,7 @@ def plain_label(text: str = "") -> QLabel:
 def literal_tip(text: str) -> str:
     """A tooltip that Qt shows as ``text``, character for character.
 
-    Text that Qt would take for HTML is escaped and wrapped in a paragraph
+    Text that Qt would take for HTML is escaped and wrapped in a span
     that keeps its line breaks and spaces; other text is returned unchanged.
 
     Examples
@@ -40,8 +34,8 @@ def literal_tip(text: str) -> str:
     >>> literal_tip("Segment 'cells'.")
     "Segment 'cells'."
     >>> literal_tip("<b>x</b>")
-    '<p style="white-space: pre-wrap">&lt;b&gt;x&lt;/b&gt;</p>'
+    '<span style="white-space: pre-wrap">&lt;b&gt;x&lt;/b&gt;</span>'
     """
     if not Qt.mightBeRichText(text):
         return text
-    return f'<p style="white-space: pre-wrap">{html.escape(text, quote=False)}</p>'
+    return f'<span style="white-space: pre-wrap">{html.escape(text, quote=False)}</span>'

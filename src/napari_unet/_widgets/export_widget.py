@@ -29,7 +29,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QRadioButton,
@@ -39,6 +38,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
+from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.layer_events import follow_layers
 from napari_unet._widgets.layers.proxies import unwrap_proxy
@@ -127,7 +127,7 @@ class ExportWidget(RunsJobs, QWidget):
         folder.addWidget(self.browse_button)
         self.overwrite_check = QCheckBox("Overwrite existing files")
         self.overwrite_check.setToolTip("Off: an export that would replace a file is refused, naming the files.")
-        self.files_label = QLabel()
+        self.files_label = plain_label()  # layer names
         self.files_label.setWordWrap(True)
         self.files_label.setToolTip("The files an export writes.")
         self.export_button = QPushButton("Export")
@@ -136,7 +136,7 @@ class ExportWidget(RunsJobs, QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_button, stretch=2)
         buttons.addWidget(self.cancel_button, stretch=1)
-        self.status_label = QLabel("")
+        self.status_label = plain_label()
         self.status_label.setWordWrap(True)
         self.status_label.setToolTip("What the last export did.")
 
@@ -261,7 +261,7 @@ class ExportWidget(RunsJobs, QWidget):
         else:
             reason = ""
         self.export_button.setEnabled(not reason)
-        self.export_button.setToolTip(reason or f"Write {len(names)} file(s) to {folder}.")
+        self.export_button.setToolTip(literal_tip(reason or f"Write {len(names)} file(s) to {folder}."))
         self.cancel_button.setEnabled(self.is_running and not self._runner.cancelling)
         self.cancel_button.setToolTip(
             "Stop after the file being written; no partial file is left."
@@ -377,7 +377,7 @@ class ExportWidget(RunsJobs, QWidget):
         show_info(f"Exported {len(result)} file(s) to {folder}: {names}")
         # the dock is narrow: the folder's last part in the status, the whole path in its tooltip
         self.status_label.setText(f"Exported {len(result)} file(s): {names}, in {_short_folder(folder)}")
-        self.status_label.setToolTip(f"Written to {folder}")
+        self.status_label.setToolTip(literal_tip(f"Written to {folder}"))
         # in a dock shared with Segment the status may sit below the fold: bring it into view
         # (after the pending layout update: the status just changed height)
         QTimer.singleShot(0, lambda: self._runner.closed or self._scroll.ensureWidgetVisible(self.status_label))

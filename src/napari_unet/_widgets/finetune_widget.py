@@ -33,7 +33,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -46,6 +45,7 @@ from napari_unet._widgets.forms.curve_plot import CurvePlot
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.layer_pairs import LayerPairs, image_shape
 from napari_unet._widgets.forms.lifetime import connect_for_life
+from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.forms.training_options import TrainingOptions
 from napari_unet._widgets.layers.layer_events import follow_layers
@@ -161,12 +161,20 @@ class FineTuneWidget(RunsJobs, QWidget):
         follow_layers(self, self.viewer, self._on_layers_changed)
         connect_for_life(self, self.session.model_changed, self._on_model_changed)
         if self.session.model is None and shipped_models():
-            self.session.set_model(load_named_model(shipped_models()[0].key), shipped_models()[0].key)
+            self._load_first_shipped_model()
         self._on_model_changed()
+
+    def _load_first_shipped_model(self) -> None:
+        """Start with the default shipped model; a damaged one is a message, and the widget still opens."""
+        key = shipped_models()[0].key
+        try:
+            self.session.set_model(load_named_model(key), key)
+        except UserError as exc:
+            show_error(f"Could not load the model: {exc}")
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        self.model_label = QLabel()
+        self.model_label = plain_label()  # the model's name, from its file
         self.model_label.setWordWrap(True)
         self.model_label.setToolTip(
             "The model being fine-tuned: the one the Segment widget uses. Choose another one there."
@@ -175,7 +183,7 @@ class FineTuneWidget(RunsJobs, QWidget):
         self.mode_combo = QComboBox()
         for value, text in _MODES:
             self.mode_combo.addItem(text, value)
-        self.mode_hint = QLabel()
+        self.mode_hint = plain_label()  # class names, from the model file
         self.mode_hint.setWordWrap(True)
         self.mode_hint.setToolTip("How to paint the labels layer for the chosen annotation and model.")
         self.all_planes = QRadioButton("All annotated planes")
@@ -222,14 +230,14 @@ class FineTuneWidget(RunsJobs, QWidget):
         run_buttons = QHBoxLayout()
         run_buttons.addWidget(self.finetune_button, stretch=2)
         run_buttons.addWidget(self.stop_button, stretch=1)
-        self.status_label = QLabel("")
+        self.status_label = plain_label()
         self.status_label.setWordWrap(True)
         self.status_label.setToolTip("What the training is doing, or did.")
         self.plot = CurvePlot()
-        self.metric_label = QLabel("")
+        self.metric_label = plain_label()
         self.metric_label.setWordWrap(True)
         self.metric_label.setToolTip("The metric on the held-back annotation before training → of the result.")
-        self.warning_label = QLabel("")
+        self.warning_label = plain_label()
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet("color: #ffb347; font-weight: bold;")
         self.warning_label.setToolTip("Why the fine-tuned model may not be worth accepting.")
@@ -332,7 +340,9 @@ class FineTuneWidget(RunsJobs, QWidget):
             self.model_label.setText("none: choose one in the Segment widget")
         else:
             self.model_label.setText(model.description.name)
-            self.model_label.setToolTip(f"{self.session.source}\nChoose another model in the Segment widget.")
+            self.model_label.setToolTip(
+                literal_tip(f"{self.session.source}\nChoose another model in the Segment widget.")
+            )
         self._update_mode_hint()
 
     def _update_mode_hint(self, *_: Any) -> None:
@@ -352,11 +362,17 @@ class FineTuneWidget(RunsJobs, QWidget):
             hint = f"Correct the classes: {classes}. Every pixel of the planes used counts."
         self.mode_hint.setText(hint)
         self.mode_combo.setToolTip(
-            "How your labels layer is read.\n"
-            "Corrections: a dense Segment result you corrected (paint, erase, fill). "
-            + ("Each object has its own value, 0 is background; " if separates else f"Values are classes ({classes}); ")
-            + "all pixels of the planes used are taken as right.\n"
-            f"Sparse scribbles: a few strokes; 0 = not annotated (ignored), {scribbles}."
+            literal_tip(
+                "How your labels layer is read.\n"
+                "Corrections: a dense Segment result you corrected (paint, erase, fill). "
+                + (
+                    "Each object has its own value, 0 is background; "
+                    if separates
+                    else f"Values are classes ({classes}); "
+                )
+                + "all pixels of the planes used are taken as right.\n"
+                f"Sparse scribbles: a few strokes; 0 = not annotated (ignored), {scribbles}."
+            )
         )
         self._update_state()
 
@@ -422,7 +438,7 @@ class FineTuneWidget(RunsJobs, QWidget):
         self.revert_button.setEnabled(self.session.can_revert)
         previous = self.session.previous_model
         self.revert_button.setToolTip(
-            f"Go back to {previous.description.name!r} ({self.session.previous_source})."
+            literal_tip(f"Go back to {previous.description.name!r} ({self.session.previous_source}).")
             if previous is not None
             else "There is no previous model to go back to."
         )

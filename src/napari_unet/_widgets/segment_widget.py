@@ -40,6 +40,7 @@ from napari_unet._widgets.forms.devices import device_combo
 from napari_unet._widgets.forms.folding import set_fold_tip
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
+from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.channel_hint import channel_notice
 from napari_unet._widgets.layers.large_images import is_large, result_path, show_lazy_result
@@ -137,7 +138,7 @@ class SegmentWidget(RunsJobs, QWidget):
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("The U-Net to use: a model that comes with napari-unet, or a model file.")
         self.model_combo.setPlaceholderText("choose a model")
-        self.model_info = QLabel()
+        self.model_info = plain_label()  # class names come from the model file
         self.model_info.setWordWrap(True)
         self.model_info.setToolTip("Classes and input channels of the chosen model.")
         self.output_combo = QComboBox()
@@ -224,7 +225,7 @@ class SegmentWidget(RunsJobs, QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.segment_button, stretch=2)
         buttons.addWidget(self.cancel_button, stretch=1)
-        self.status_label = QLabel("")
+        self.status_label = plain_label()  # messages name layers and files
         self.status_label.setWordWrap(True)
         self.status_label.setToolTip("What the last segmentation did.")
 
@@ -362,7 +363,7 @@ class SegmentWidget(RunsJobs, QWidget):
         if combo.count() == 0:
             for shipped in self._shipped:
                 combo.addItem(shipped.title, shipped.key)
-                combo.setItemData(combo.count() - 1, shipped.summary, Qt.ItemDataRole.ToolTipRole)
+                combo.setItemData(combo.count() - 1, literal_tip(shipped.summary), Qt.ItemDataRole.ToolTipRole)
             combo.addItem("Load model file...", _LOAD_FILE)
             combo.setItemData(
                 combo.count() - 1, "Choose a napari-unet model file (.unet.safetensors).", Qt.ItemDataRole.ToolTipRole
@@ -374,7 +375,7 @@ class SegmentWidget(RunsJobs, QWidget):
             text = f"{model.description.name} ({path.name})" if path.is_file() else model.description.name
             row = combo.count() - 1
             combo.insertItem(row, text, source)
-            combo.setItemData(row, source, Qt.ItemDataRole.ToolTipRole)
+            combo.setItemData(row, literal_tip(source), Qt.ItemDataRole.ToolTipRole)
         combo.setCurrentIndex(row)
         combo.blockSignals(False)
         if model is None:

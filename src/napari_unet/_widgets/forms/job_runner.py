@@ -37,6 +37,7 @@ from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QLabel, QWidget
 
 from napari_unet._widgets.forms.lifetime import JobGuard, left_its_dock
+from napari_unet._widgets.forms.plain_text import literal_tip
 from napari_unet.core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,9 @@ class JobRunner:
         if self.running or self.closed:
             return None
         worker = _job_worker(job)
-        run = _Run(handlers, progress(total=total, desc=desc), total, fraction)
+        run = _Run(
+            handlers, progress(total=total, desc=literal_tip(desc)), total, fraction
+        )  # napari shows it in a label
         worker.yielded.connect(lambda report: self._on_yielded(run, report))
         worker.returned.connect(lambda outcome: setattr(run, "outcome", outcome))
         worker.finished.connect(lambda: self._on_finished(run))

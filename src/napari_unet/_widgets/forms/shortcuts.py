@@ -17,6 +17,8 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import QAbstractButton, QShortcut, QWidget
 
+from napari_unet._widgets.forms.plain_text import literal_tip
+
 #: Shortcuts of the napari-unet widgets (portable text; Ctrl is Cmd on macOS).
 SEGMENT = "Ctrl+Shift+G"
 CANCEL_SEGMENT = "Ctrl+Shift+X"
@@ -59,9 +61,12 @@ def shortcut_text(button: QAbstractButton) -> str:
 
 
 def set_tip(button: QAbstractButton, text: str) -> None:
-    """Set ``button``'s tooltip to ``text`` followed by its shortcut, e.g. ``"Segment ... (Ctrl+Shift+G)"``."""
+    """Set ``button``'s tooltip to ``text`` followed by its shortcut, e.g. ``"Segment ... (Ctrl+Shift+G)"``.
+
+    The text may hold layer and model names: it is shown literally (:func:`.plain_text.literal_tip`).
+    """
     keys = shortcut_text(button)
     suffix = f" ({keys})" if keys else ""
     if keys and text.endswith(suffix):
         text = text[: -len(suffix)]
-    button.setToolTip(f"{text}{suffix}")
+    button.setToolTip(literal_tip(f"{text}{suffix}"))

@@ -10,6 +10,8 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 InstanceMethod = Literal["seeded_watershed", "components", "none"]
+#: Largest ``min_size`` a model file may set (pixels).
+MAX_MIN_SIZE = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -70,16 +72,23 @@ class InstanceRule:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InstanceRule:
-        """Build from a dict written by :meth:`to_dict`."""
+        """Build from a dict written by :meth:`to_dict`; classes and ``min_size`` must be whole numbers."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the instance rule must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - {"method", "foreground_classes", "seed_classes", "min_size", "seed_threshold"}
         if unknown:
             raise ValueError(f"unknown instance settings {sorted(unknown)}")
         threshold = data.get("seed_threshold")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
+            raise ValueError(f"seed_threshold must be a number or null, got {threshold!r}")
+        min_size = data.get("min_size", 0)
+        if not _is_int(min_size) or min_size > MAX_MIN_SIZE:
+            raise ValueError(f"min_size must be a whole number from 0 to {MAX_MIN_SIZE}, got {min_size!r}")
         return cls(
             method=data["method"],
-            foreground_classes=[int(c) for c in data["foreground_classes"]],
-            seed_classes=[int(c) for c in data.get("seed_classes", [])],
-            min_size=int(data.get("min_size", 0)),
+            foreground_classes=_classes(data["foreground_classes"], "foreground_classes"),
+            seed_classes=_classes(data.get("seed_classes", []), "seed_classes"),
+            min_size=min_size,
             seed_threshold=None if threshold is None else float(threshold),
         )
 
@@ -88,6 +97,17 @@ class InstanceRule:
         for c in [*self.foreground_classes, *self.seed_classes]:
             if not 0 <= c < n_classes:
                 raise ValueError(f"instance rule names class {c}, but the model has {n_classes} classes")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _classes(value: Any, key: str) -> list[int]:
+    """A list of class indices from a model file."""
+    if not isinstance(value, list) or not all(_is_int(c) for c in value):
+        raise ValueError(f"{key} must be a list of class numbers, got {value!r:.60}")
+    return list(value)
 
 
 def class_map(probabilities: np.ndarray) -> np.ndarray:

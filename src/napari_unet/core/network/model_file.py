@@ -14,15 +14,17 @@ import copy
 import datetime as _dt
 import json
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from napari_unet.core.errors import UserError
 from napari_unet.core.io.atomic import atomic_write_bytes
+from napari_unet.core.network.file_errors import CHOOSE as _CHOOSE
+from napari_unet.core.network.file_errors import RECOPY as _RECOPY
+from napari_unet.core.network.file_errors import ModelFileError, short
+from napari_unet.core.network.file_header import check_tensors, read_header
 from napari_unet.core.network.instances import InstanceRule
 from napari_unet.core.network.normalization import Normalization
 from napari_unet.core.network.unet import UNet, UNetConfig
@@ -31,16 +33,19 @@ FORMAT_NAME = "napari-unet-model"
 FORMAT_VERSION = 1
 FILE_SUFFIX = ".unet.safetensors"
 _METADATA_KEY = "napari_unet"
-#: What to do about a file that is not a usable model file (ends most refusals).
-_CHOOSE = "choose a model file saved by napari-unet (.unet.safetensors)"
-#: What to do about a damaged copy of a model file.
-_RECOPY = "copy or download it again, or choose another model file"
-#: A safetensors header larger than this is refused as corrupt (100 MB).
-_MAX_HEADER = 100 * 1024 * 1024
-
-
-class ModelFileError(UserError, ValueError):
-    """A model file cannot be used; the message says why and what to do."""
+#: Deepest nesting of lists and objects allowed in the training history.
+MAX_HISTORY_NESTING = 32
+#: Entries of the description: required, then optional (older files may lack them).
+_REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "architecture",
+    "normalization",
+    "channel_names",
+    "class_names",
+    "instance_rule",
+)
+_OPTIONAL_KEYS = ("name", "description", "pixel_size_um", "training_history", "saved", "weights_dtype")
 
 
 @dataclass
@@ -109,29 +114,92 @@ class ModelDescription:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ModelDescription:
-        """Parse and check the JSON document of a model file."""
-        if doc.get("format") != FORMAT_NAME:
-            raise ModelFileError(f"this is not a napari-unet model file (no napari-unet description inside); {_CHOOSE}")
-        version = doc.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelFileError(
-                f"this model file has format version {version}, newer than this napari-unet understands "
-                f"({FORMAT_VERSION}); update napari-unet (pip install -U napari-unet)"
-            )
+        """Parse and check the JSON document of a model file.
+
+        Raises
+        ------
+        ModelFileError
+            If the document is not a napari-unet description, is of a newer
+            format version, lacks an entry, has an unknown one, or holds a value
+            of the wrong type or outside its limits (see :class:`UNetConfig`).
+        """
+        _check_format(doc)
         try:
+            for key in ("saved", "weights_dtype"):  # written by save_model, not kept: only their type is checked
+                _text(doc, key, "")
             return cls(
                 config=UNetConfig.from_dict(doc["architecture"]),
                 normalization=Normalization.from_dict(doc["normalization"]),
-                channel_names=[str(c) for c in doc["channel_names"]],
-                class_names=[str(c) for c in doc["class_names"]],
+                channel_names=_names(doc, "channel_names"),
+                class_names=_names(doc, "class_names"),
                 instance_rule=InstanceRule.from_dict(doc["instance_rule"]),
-                name=str(doc.get("name", "unnamed model")),
-                description=str(doc.get("description", "")),
-                pixel_size_um=doc.get("pixel_size_um"),
-                training_history=list(doc.get("training_history", [])),
+                name=_text(doc, "name", "unnamed model"),
+                description=_text(doc, "description", ""),
+                pixel_size_um=_pixel_size(doc.get("pixel_size_um")),
+                training_history=_history(doc.get("training_history", [])),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise ModelFileError(f"the model description is incomplete or invalid: {exc}; {_RECOPY}") from exc
+
+
+def _check_format(doc: Any) -> None:
+    """Refuse a document that is not a napari-unet description this version reads, or lacks or adds entries."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"this is not a napari-unet model file (no napari-unet description inside); {_CHOOSE}")
+    version = doc.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"the model description has an invalid format version {version!r}; {_RECOPY}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"this model file has format version {version}, newer than this napari-unet understands "
+            f"({FORMAT_VERSION}); update napari-unet (pip install -U napari-unet)"
+        )
+    missing = [key for key in _REQUIRED_KEYS if key not in doc]
+    unknown = sorted(str(key) for key in set(doc) - {*_REQUIRED_KEYS, *_OPTIONAL_KEYS})
+    if missing or unknown:
+        what = f"lacks {missing}" if missing else f"has unknown entries {unknown[:5]}"
+        raise ModelFileError(f"the model description is incomplete or invalid: it {what}; {_RECOPY}")
+
+
+def _names(doc: dict[str, Any], key: str) -> list[str]:
+    """The list of names under ``key``; each must be text."""
+    names = doc[key]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{key} must be a list of names, got {short(names)}")
+    return list(names)
+
+
+def _text(doc: dict[str, Any], key: str, default: str) -> str:
+    value = doc.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be text, got {short(value)}")
+    return value
+
+
+def _pixel_size(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise ValueError(f"pixel_size_um must be a positive number or null, got {short(value)}")
+    return float(value)
+
+
+def _history(value: Any) -> list[dict[str, Any]]:
+    """The training history: a list of objects, nested at most :data:`MAX_HISTORY_NESTING` deep."""
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise ValueError(f"training_history must be a list of objects, got {short(value)}")
+    level, depth = list(value), 1
+    while level:
+        if depth > MAX_HISTORY_NESTING:
+            raise ValueError(f"training_history is nested more than {MAX_HISTORY_NESTING} levels deep")
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, list):
+                children.extend(item)
+        level, depth = children, depth + 1
+    return list(value)
 
 
 class SegmentationModel:
@@ -223,7 +291,7 @@ def save_model(
 
 def read_description(path: str | os.PathLike, /) -> ModelDescription:
     """Read only the description of a model file, without its weights."""
-    header = _read_header(Path(path))
+    header = read_header(Path(path))
     return _description_from_header(header, Path(path))
 
 
@@ -246,93 +314,74 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
     ------
     ModelFileError
         If the file is missing, truncated, corrupt, from another tool or of a
-        newer format version. The message says what to do.
+        newer format version, if its description is incomplete, invalid or
+        beyond the limits of :class:`UNetConfig`, or if its weights do not
+        match the description. The message says what to do.
 
     Notes
     -----
     No code from the file is ever executed: the file is parsed as JSON plus
-    raw tensor bytes. A pickle (``torch.save``) file is refused.
+    raw tensor bytes. A pickle (``torch.save``) file is refused. Nothing is
+    allocated for the network before the header is checked: the header is at
+    most :data:`~.file_header.MAX_HEADER_BYTES` and lists at most :data:`~.file_header.MAX_TENSORS`
+    tensors, the description is within the architecture's limits, and every
+    tensor's name, shape and dtype match those of the described network
+    (built on PyTorch's ``meta`` device, which holds no data) and lie inside
+    the file. Loading therefore needs no more memory than the weights the
+    file really holds.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     path = Path(path)
-    header = _read_header(path)
+    header = read_header(path)
     description = _description_from_header(header, path)
-    try:
-        tensors = load(path.read_bytes())
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(
-            f"{path.name}: the weights could not be read ({exc}); the file may be truncated: {_RECOPY}"
-        ) from exc
-    network = UNet(description.config)
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ModelFileError(
-            f"{path.name}: the weights do not match the described architecture "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); {_RECOPY}"
-        )
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise ModelFileError(
-                f"{path.name}: weight {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}; "
-                f"{_RECOPY}"
-            )
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise ModelFileError(f"{path.name}: weight {key} contains NaN or Inf; the model is broken: {_RECOPY}")
-        tensors[key] = value.to(expected[key].dtype)
-    network.load_state_dict(tensors)
+    expected = _expected_tensors(description.config)
+    check_tensors(header, expected, path)
+    network = UNet(description.config, initialise=False)  # every weight comes from the file
+    network.load_state_dict(_read_weights(path, expected))
     network.to(device)
     model = SegmentationModel(description, network)
     model.source = path
     return model
 
 
-def _read_header(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ModelFileError(f"model file {str(path)!r} does not exist; check the path")
-    if path.is_dir():
-        raise ModelFileError(f"{str(path)!r} is a folder, not a model file")
+def _expected_tensors(config: UNetConfig) -> dict[str, torch.Tensor]:
+    """The state dict of the network ``config`` describes, on the ``meta`` device: shapes and dtypes, no data."""
+    with torch.device("meta"):
+        return UNet(config, initialise=False).state_dict()
+
+
+def _read_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights of a checked file, one tensor at a time from a memory map, in the network's dtypes."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = {}
     try:
-        with path.open("rb") as fh:
-            start = fh.read(8)
-            if len(start) < 8:
-                raise ModelFileError(f"{path.name} is empty or truncated; it is not a usable model file: {_RECOPY}")
-            (size,) = struct.unpack("<Q", start)
-            plausible = 2 <= size <= min(_MAX_HEADER, path.stat().st_size - 8)
-            raw = fh.read(size) if plausible else b""
-    except OSError as exc:
-        raise ModelFileError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
-    if not raw.startswith(b"{"):
-        if start[:2] == b"PK" or start[:1] == b"\x80":
-            raise ModelFileError(
-                f"{path.name} is a pickle/torch.save file; napari-unet never loads those because they can run "
-                "code. Ask for a napari-unet model file (.unet.safetensors)"
-            )
-        if plausible:
-            raise ModelFileError(f"{path.name} is not a napari-unet model file (unreadable header); {_CHOOSE}")
-        raise ModelFileError(f"{path.name} is not a napari-unet model file, or it is truncated; {_CHOOSE}")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path.name} is not a napari-unet model file (unreadable header); {_CHOOSE}") from exc
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{path.name} is not a napari-unet model file; {_CHOOSE}")
-    return header
+        with safe_open(str(path), framework="pt") as fh:
+            for key, like in expected.items():
+                value = fh.get_tensor(key)
+                if value.is_floating_point() and not torch.isfinite(value).all():
+                    raise ModelFileError(
+                        f"{path.name}: weight {key} contains NaN or Inf; the model is broken: {_RECOPY}"
+                    )
+                weights[key] = value.to(like.dtype)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(
+            f"{path.name}: the weights could not be read ({exc}); the file may be truncated: {_RECOPY}"
+        ) from exc
+    return weights
 
 
 def _description_from_header(header: dict[str, Any], path: Path) -> ModelDescription:
     meta = header.get("__metadata__") or {}
-    text = meta.get(_METADATA_KEY)
+    text = meta.get(_METADATA_KEY) if isinstance(meta, dict) else None
     if text is None:
         raise ModelFileError(
             f"{path.name} holds tensors but no napari-unet description; it was made by another tool: {_CHOOSE}"
         )
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = json.loads(text) if isinstance(text, str) else None
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{path.name}: the model description is not valid JSON; {_RECOPY}") from exc
     if not isinstance(doc, dict):
         raise ModelFileError(f"{path.name}: the model description is not a JSON object; {_RECOPY}")

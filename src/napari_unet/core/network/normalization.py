@@ -53,11 +53,13 @@ class Normalization:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalization:
-        """Build from a dict written by :meth:`to_dict`."""
+        """Build from a dict written by :meth:`to_dict`; ``low`` and ``high`` must be finite numbers."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the normalisation must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - {"kind", "low", "high"}
         if unknown:
             raise ValueError(f"unknown normalisation settings {sorted(unknown)}")
-        return cls(kind=data["kind"], low=float(data["low"]), high=float(data["high"]))
+        return cls(kind=data["kind"], low=_finite(data, "low"), high=_finite(data, "high"))
 
     def statistics(self, plane: Any) -> np.ndarray:
         """Per-channel ``(offset, scale)`` for one plane shaped (Y, X, C).
@@ -91,6 +93,13 @@ class Normalization:
             if not stats[c, 1] > 0:  # constant image: avoid dividing by zero
                 stats[c, 1] = 1.0
         return stats
+
+
+def _finite(data: dict[str, Any], key: str) -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ValueError(f"normalisation {key} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _subsample(plane: Any) -> np.ndarray:

@@ -17,6 +17,15 @@ from torch import nn
 Padding = Literal["valid", "same"]
 Norm = Literal["none", "batch", "group", "instance"]
 
+#: Upper limits of an architecture, far above the shipped models (depth 4-5, 16 base features,
+#: 256 at the deepest level) and the paper's U-Net (depth 5, 64 base features, 1024 at the deepest level).
+#: With them a network has at most about 125 million parameters (500 MB of float32 weights).
+MAX_IN_CHANNELS = 64
+MAX_CLASSES = 256
+MAX_DEPTH = 8
+#: Feature maps at the deepest level, ``base_features * 2**(depth-1)``; also bounds ``base_features``.
+MAX_WIDEST_FEATURES = 2048
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -38,10 +47,21 @@ class UNetConfig:
         depth 5). ``"same"``: zero-padded convolutions, output as large as the
         input.
     norm : {"none", "batch", "group", "instance"}
-        Normalisation after each convolution. The paper has none.
+        Normalisation after each convolution. The paper has none. ``"group"``
+        needs ``base_features`` below 8 or a multiple of 8 (groups of 8).
     dropout : float
         Dropout probability at the end of the contracting path (the paper's
         "drop-out layers at the end of the contracting path").
+
+    Raises
+    ------
+    ValueError
+        If a setting has the wrong type or lies outside its limits:
+        ``in_channels`` 1 to :data:`MAX_IN_CHANNELS` (64), ``n_classes`` 1 to
+        :data:`MAX_CLASSES` (256), ``depth`` 1 to :data:`MAX_DEPTH` (8),
+        ``base_features`` at least 1 and at most
+        :data:`MAX_WIDEST_FEATURES` (2048) feature maps at the deepest level
+        (``base_features * 2**(depth-1)``), ``dropout`` in [0, 1).
     """
 
     in_channels: int = 1
@@ -53,20 +73,31 @@ class UNetConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.in_channels < 1:
-            raise ValueError(f"in_channels must be at least 1, got {self.in_channels}")
-        if self.n_classes < 1:
-            raise ValueError(f"n_classes must be at least 1, got {self.n_classes}")
-        if not 1 <= self.depth <= 8:
-            raise ValueError(f"depth must be between 1 and 8, got {self.depth}")
-        if self.base_features < 1:
-            raise ValueError(f"base_features must be at least 1, got {self.base_features}")
+        _check_count("in_channels", self.in_channels, MAX_IN_CHANNELS)
+        _check_count("n_classes", self.n_classes, MAX_CLASSES)
+        _check_count("depth", self.depth, MAX_DEPTH)
+        _check_count("base_features", self.base_features, MAX_WIDEST_FEATURES)
+        widest = self.base_features * 2 ** (self.depth - 1)
+        if widest > MAX_WIDEST_FEATURES:
+            raise ValueError(
+                f"base_features {self.base_features} at depth {self.depth} makes {widest} feature maps at the "
+                f"deepest level, more than the limit of {MAX_WIDEST_FEATURES} (base_features * 2**(depth-1))"
+            )
         if self.padding not in ("valid", "same"):
             raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
         if self.norm not in ("none", "batch", "group", "instance"):
             raise ValueError(f"norm must be none, batch, group or instance, got {self.norm!r}")
+        if self.norm == "group" and any(f > 8 and f % 8 for f in self.features):
+            raise ValueError(f"norm 'group' needs base_features below 8 or a multiple of 8, got {self.base_features}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
+            raise ValueError(f"dropout must be a number, got {self.dropout!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def features(self) -> list[int]:
+        """Feature maps at each level, from the first (``base_features``) to the deepest."""
+        return [self.base_features * 2**i for i in range(self.depth)]
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as a JSON-serialisable dict."""
@@ -78,6 +109,8 @@ class UNetConfig:
 
         Every field must be present: a model file must describe itself fully.
         """
+        if not isinstance(data, dict):
+            raise ValueError(f"the U-Net settings must be a JSON object, got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names
         missing = names - set(data)
@@ -91,6 +124,14 @@ class UNetConfig:
     def downsampling(self) -> int:
         """Total down-sampling factor of the contracting path, ``2**(depth-1)``."""
         return 2 ** (self.depth - 1)
+
+
+def _check_count(name: str, value: Any, limit: int) -> None:
+    """Refuse ``value`` unless it is an integer from 1 to ``limit``, naming the setting and the limit."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if not 1 <= value <= limit:
+        raise ValueError(f"{name} must be between 1 and {limit}, got {value}")
 
 
 def _norm_layer(kind: Norm, channels: int) -> nn.Module:
@@ -132,6 +173,10 @@ class UNet(nn.Module):
     ----------
     config : UNetConfig
         The architecture.
+    initialise : bool
+        Give the weights their He-normal start values (:meth:`reset_parameters`).
+        False when they are about to be replaced (loading a file) or hold no
+        data (a network on the ``meta`` device, for its shapes).
 
     Notes
     -----
@@ -141,11 +186,11 @@ class UNet(nn.Module):
     :func:`output_size`) can be processed.
     """
 
-    def __init__(self, config: UNetConfig) -> None:
+    def __init__(self, config: UNetConfig, *, initialise: bool = True) -> None:
         super().__init__()
         self.config = config
         pad = 1 if config.padding == "same" else 0
-        feats = [config.base_features * 2**i for i in range(config.depth)]
+        feats = config.features
         self.down = nn.ModuleList()
         ch = config.in_channels
         for f in feats:
@@ -160,7 +205,8 @@ class UNet(nn.Module):
             self.up_conv.append(DoubleConv(2 * f, f, padding=pad, norm=config.norm))
             ch = f
         self.head = nn.Conv2d(ch, config.n_classes, 1)
-        self.reset_parameters()
+        if initialise:
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """He-normal initialisation of every convolution, zero biases."""

@@ -16,7 +16,7 @@ from napari_unet.core.inference.device import (
     is_out_of_memory,
     resolve_device,
 )
-from napari_unet.core.network.unet import UNetConfig
+from napari_unet.core.network.unet import MAX_WIDEST_FEATURES, UNetConfig
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on machines without CUDA")
 
@@ -122,7 +122,7 @@ def test_the_cpu_allocator_failure_is_out_of_memory():
 @pytest.mark.parametrize("kind", ["cpu", "cuda"])
 def test_auto_tile_size_is_on_the_pooling_grid_and_within_caps(monkeypatch, depth, free, kind):
     monkeypatch.setattr(device_module, "free_memory_bytes", lambda device: free)
-    config = UNetConfig(depth=depth, base_features=32)
+    config = UNetConfig(depth=depth, base_features=min(32, MAX_WIDEST_FEATURES >> (depth - 1)))
     side = auto_tile_size(config, torch.device(kind))
     step = config.downsampling
     assert side % step == 0

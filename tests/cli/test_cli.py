@@ -340,6 +340,17 @@ def test_full_disk_keeps_the_previous_output_and_leaves_no_partial_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "labels.tif", "tiny.unet.safetensors"]
 
 
+def test_a_real_full_disk_is_reported_as_such_with_the_folder(tmp_path, tiny_model_file, small_disk, capsys):
+    source = tmp_path / "big.tif"
+    tifffile.imwrite(source, np.random.default_rng(0).random((600, 600)).astype(np.float32))
+    out = small_disk / "p.tif"
+    code = main([*_segment_args(source, tiny_model_file, out), "--output-kind", "probabilities"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "disk is full" in err and str(small_disk) in err and "requested and" not in err
+    assert list(small_disk.iterdir()) == []
+
+
 def test_unwritable_output_folder_fails_each_file_and_keeps_previous_outputs(
     tmp_path, images, tiny_model_file, capsys, monkeypatch
 ):

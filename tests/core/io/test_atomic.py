@@ -147,3 +147,34 @@ def test_a_process_killed_while_writing_leaves_the_previous_file_intact(tmp_path
     # the killed process could not remove its temporary file, but it is hidden and named as one
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in (target.name, "ready")]
     assert all(name.startswith(f".{target.name}.") and name.endswith(".part") for name in leftovers)
+
+
+# --- a real full disk (a 1 MiB tmpfs) ---------------------------------------------------------
+
+
+def test_a_real_full_disk_names_the_folder_and_keeps_the_previous_file(small_disk):
+    path = small_disk / "f.bin"
+    path.write_bytes(b"previous")
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        atomic_write_bytes(path, os.urandom(3_000_000))
+    message = str(caught.value)
+    assert f"the disk holding {str(small_disk)!r}" in message and "write elsewhere" in message
+    assert path.read_bytes() == b"previous"
+    assert [p.name for p in small_disk.iterdir()] == ["f.bin"]
+
+
+def test_a_short_write_without_errno_is_a_full_disk(tmp_path):
+    # numpy's tofile (used by tifffile) says "N requested and M written" and sets no errno
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        with atomic_output(tmp_path / "f.bin") as fh:
+            fh.write(b"x" * 1000)
+            raise OSError("5000000 requested and 1000 written")
+    assert "needs at least 5 MB" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_os_errors_are_not_called_a_full_disk(tmp_path):
+    with pytest.raises(OutputError, match="failed") as caught:
+        with atomic_output(tmp_path / "f.bin"):
+            raise OSError(errno.EIO, "Input/output error")
+    assert "disk is full" not in str(caught.value)

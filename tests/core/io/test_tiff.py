@@ -364,6 +364,29 @@ def test_full_disk_is_reported_as_output_error(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_real_full_disk_says_how_much_an_uncompressed_file_needs(small_disk):
+    # tifffile writes the pixels with numpy's tofile, whose short write has no errno
+    probabilities = np.random.default_rng(0).random((2, 1000, 1000))  # 8 MB as float32
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        write_probabilities(small_disk / "p.tif", probabilities)
+    message = str(caught.value)
+    assert "needs at least 8 MB" in message and f"the disk holding {str(small_disk)!r}" in message
+    assert "free at least 7 MB there or write elsewhere" in message
+    assert list(small_disk.iterdir()) == []
+
+
+def test_a_real_full_disk_during_a_compressed_write_keeps_the_previous_file(small_disk):
+    path = small_disk / "labels.tif"
+    write_labels(path, _labels((6, 6), 5))
+    before = path.read_bytes()
+    noise = np.random.default_rng(1).integers(1, 60000, (1200, 1200)).astype(np.uint16)  # does not compress
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        write_labels(path, noise, overwrite=True)
+    assert "write elsewhere" in str(caught.value)
+    assert path.read_bytes() == before
+    assert [p.name for p in small_disk.iterdir()] == ["labels.tif"]
+
+
 def test_missing_output_folder_raises_output_error(tmp_path):
     folder = tmp_path / "missing"
     with pytest.raises(OutputError, match="does not exist"):

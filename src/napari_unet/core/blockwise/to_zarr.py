@@ -329,6 +329,9 @@ def segment_to_zarr_job(
             )
         path = target.commit()
         committed = True
+    except OSError as exc:
+        target.raise_if_disk_full(exc)
+        raise
     finally:
         if not committed:
             target.discard()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,17 +81,83 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
     except BaseException as exc:
+        written = _size(tmp)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise OutputError(
-                    f"the disk is full; nothing was written to {str(path)!r}. Free space and retry"
-                ) from exc
+            if is_disk_full(exc):
+                raise disk_full_error(path, needed=written + (_shortfall(exc) or 0)) from exc
             if isinstance(exc, PermissionError):
                 raise OutputError(f"no permission to write {str(path)!r}; choose another folder") from exc
             raise OutputError(f"writing {str(path)!r} failed ({exc.strerror or exc}); nothing was written") from exc
         raise
+
+
+#: numpy's ``tofile`` (which tifffile uses) reports a short write without an errno.
+_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+_MB = 1_000_000
+
+
+def is_disk_full(exc: BaseException, /) -> bool:
+    """Whether ``exc`` says that the disk (or the user's quota) is full.
+
+    Besides ``ENOSPC`` and ``EDQUOT``, a short write (``"N requested and M
+    written"``, numpy's words when the disk fills during :meth:`numpy.ndarray.tofile`)
+    counts as a full disk.
+    """
+    if not isinstance(exc, OSError):
+        return False
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return exc.errno is None and _shortfall(exc) is not None
+
+
+def disk_full_error(path: str | os.PathLike, /, *, needed: int | None = None) -> OutputError:
+    """The :class:`OutputError` for a full disk while writing ``path``; nothing of it is kept.
+
+    Parameters
+    ----------
+    path : path-like
+        The file or folder that could not be written.
+    needed : int, optional
+        Bytes the output needs at least, when known.
+
+    Returns
+    -------
+    OutputError
+        A message naming the folder, its free space and how much to free
+        (when known), e.g. ``the disk is full: 'out/a.tif' needs at least
+        8 MB and the disk holding 'out' has 1 MB free; free at least 8 MB
+        there or write elsewhere. Nothing was written to 'out/a.tif'``.
+    """
+    path = Path(path)
+    folder = str(path.parent) if str(path.parent) else "."
+    try:
+        free: int | None = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    where = f"the disk holding {folder!r}" + (f" has {free // _MB} MB free" if free is not None else "")
+    if needed:
+        missing = -(-max(needed - (free or 0), 1) // _MB)
+        head = f"the disk is full: {str(path)!r} needs at least {-(-needed // _MB)} MB and {where}"
+        advice = f"free at least {missing} MB there or write elsewhere"
+    else:
+        head = f"the disk is full: {where}"
+        advice = "free space there or write elsewhere"
+    return OutputError(f"{head}; {advice}. Nothing was written to {str(path)!r}")
+
+
+def _shortfall(exc: OSError) -> int | None:
+    """Bytes that a short write (numpy's ``"N requested and M written"``) did not write."""
+    match = _SHORT_WRITE.search(str(exc))
+    return int(match[1]) - int(match[2]) if match else None
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _create_temporary(folder: Path, name: str) -> str:

@@ -17,6 +17,7 @@ target's name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core.io.atomic import OutputError
+from napari_unet.core.io.atomic import OutputError, disk_full_error, is_disk_full
 from napari_unet.core.io.tiff import ImageReadError
 
 ZARR_SUFFIXES = (".zarr",)
@@ -223,6 +224,7 @@ class ZarrOutput:
             group = zarr.open_group(str(self.partial), mode="w", zarr_format=2)
             group.create_array("0", shape=self.shape, chunks=tuple(int(c) for c in chunks), dtype=dtype, fill_value=0)
         except OSError as exc:
+            self.raise_if_disk_full(exc)
             shutil.rmtree(self.partial, ignore_errors=True)
             raise OutputError(f"cannot write into {self.path.parent}: {exc.strerror or exc}") from exc
         self._attributes = dict(attributes or {})
@@ -291,6 +293,16 @@ class ZarrOutput:
             shutil.rmtree(old, ignore_errors=True)
         return self.path
 
+    def raise_if_disk_full(self, exc: BaseException) -> None:
+        """Raise the full-disk :class:`OutputError` (removing what was written) if ``exc`` says the disk is full.
+
+        Call it from an ``except`` clause around the writing; other errors are left to the caller.
+        """
+        if is_disk_full(exc) and not isinstance(exc, OutputError):
+            needed = _tree_size(self.partial)
+            self.discard()
+            raise disk_full_error(self.path, needed=needed) from exc
+
     def discard(self) -> None:
         """Remove what was written (after a failure or cancel)."""
         shutil.rmtree(self.partial, ignore_errors=True)
@@ -320,6 +332,16 @@ def open_result(path: str | os.PathLike, /) -> list[Any]:
     group = zarr.open_group(str(Path(path).expanduser()), mode="r")
     datasets = group.attrs["multiscales"][0]["datasets"]
     return [group[d["path"]] for d in datasets]
+
+
+def _tree_size(folder: Path) -> int:
+    """Bytes in the files under ``folder`` (0 if it is gone)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(os.path.join(root, name))
+    return total
 
 
 def _mean_2x2(band: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ The tests check what Fiji sees with an independent reader (``tests/imagej_reader
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,13 +23,14 @@ import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import tifffile
 
 from napari_unet.core.errors import UserError
-from napari_unet.core.io.atomic import atomic_output
+from napari_unet.core.io.atomic import OutputError, atomic_output, disk_full_error, is_disk_full
 
 __all__ = [
     "ImageInfo",
@@ -446,7 +448,7 @@ def write_labels(
     if dtype.itemsize <= 2:
         stack = math.prod(n for a, n in zip(axes, data.shape) if a in "TZ") > 1
         used = "none" if stack else codec
-        with atomic_output(path, overwrite=overwrite) as fh:
+        with _tiff_output(path, overwrite=overwrite, size=data.nbytes if used == "none" else None) as fh:
             _write_imagej(fh, data, axes, sizes, unit, compression=used)
         return LabelsWriteResult(path=path, dtype=dtype, imagej=True, compression=used)
 
@@ -465,7 +467,7 @@ def write_labels(
         )
     # Warn before writing: if warnings are errors, nothing is written.
     warnings.warn(message, LabelsDtypeWarning, stacklevel=2)
-    with atomic_output(path, overwrite=overwrite) as fh:
+    with _tiff_output(path, overwrite=overwrite, size=data.nbytes if codec == "none" else None) as fh:
         _write_plain(fh, data, axes, sizes, unit, compression=codec)
     return LabelsWriteResult(path=path, dtype=dtype, imagej=False, compression=codec, warning=message)
 
@@ -540,9 +542,21 @@ def write_probabilities(
     finite = data[np.isfinite(data)]
     if finite.size and finite.min() >= 0 and finite.max() <= 1:
         display = (0.0, 1.0)
-    with atomic_output(path, overwrite=overwrite) as fh:
+    with _tiff_output(path, overwrite=overwrite, size=data.nbytes) as fh:
         _write_imagej(fh, data, ij_axes, sizes, unit, compression="none", display_range=display)
     return path
+
+
+@contextlib.contextmanager
+def _tiff_output(path: Path, *, overwrite: bool, size: int | None) -> Iterator[BinaryIO]:
+    """:func:`atomic_output`, whose full-disk message says how much an uncompressed file of ``size`` bytes needs."""
+    try:
+        with atomic_output(path, overwrite=overwrite) as fh:
+            yield fh
+    except OutputError as exc:
+        if size and is_disk_full(exc.__cause__ or exc):
+            raise disk_full_error(path, needed=size) from exc.__cause__
+        raise
 
 
 def _label_array(labels: Any) -> tuple[np.ndarray, np.dtype]:

@@ -21,9 +21,9 @@ import re
 import threading
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any, BinaryIO, Literal
 
 import numpy as np

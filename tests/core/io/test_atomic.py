@@ -57,12 +57,15 @@ def test_replaced_file_keeps_its_permissions(tmp_path, umask):
 
 
 def test_temporary_names_never_collide_with_an_existing_file(tmp_path, monkeypatch):
+    from napari_unet.core.io.leftovers import partial_name
+
     tokens = iter(["aaaa", "aaaa", "bbbb"])
     monkeypatch.setattr(atomic.secrets, "token_hex", lambda n: next(tokens))
-    (tmp_path / ".f.bin.aaaa.part").write_bytes(b"someone else's")
+    taken = tmp_path / partial_name("f.bin", "aaaa")
+    taken.write_bytes(b"someone else's")
     atomic_write_bytes(tmp_path / "f.bin", b"data")
     assert (tmp_path / "f.bin").read_bytes() == b"data"
-    assert (tmp_path / ".f.bin.aaaa.part").read_bytes() == b"someone else's"
+    assert taken.read_bytes() == b"someone else's"
 
 
 def test_full_disk_while_writing_keeps_the_previous_file(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from napari_unet.core.errors import UserError
+from napari_unet.core.io.leftovers import clean_leftovers, partial_name
 
 
 class OutputError(UserError, OSError):
@@ -48,6 +49,7 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
         raise OutputError(f"the folder {str(folder)!r} does not exist; create it or choose another output")
     if not overwrite and path.exists():
         raise OutputError(f"{str(path)!r} already exists; choose another name or allow overwriting")
+    clean_leftovers(folder)
     try:
         tmp = _create_temporary(folder, path.name)
     except PermissionError as exc:
@@ -169,7 +171,7 @@ def _create_temporary(folder: Path, name: str) -> str:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
-        tmp = folder / f".{name}.{secrets.token_hex(4)}.part"
+        tmp = folder / partial_name(name, secrets.token_hex(4))
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:

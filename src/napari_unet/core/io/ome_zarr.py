@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet.core.io.atomic import OutputError, disk_full_error, is_disk_full
+from napari_unet.core.io.leftovers import clean_leftovers, partial_name
 from napari_unet.core.io.tiff import ImageReadError
 
 ZARR_SUFFIXES = (".zarr",)
@@ -216,7 +217,8 @@ class ZarrOutput:
             raise OutputError(f"{self.path} exists; choose another name or allow overwriting")
         if not self.path.parent.is_dir():
             raise OutputError(f"the folder {self.path.parent} does not exist")
-        self.partial = self.path.parent / f".{self.path.name}.part-{uuid.uuid4().hex[:8]}"
+        clean_leftovers(self.path.parent)
+        self.partial = self.path.parent / partial_name(self.path.name, uuid.uuid4().hex[:8])
         self.shape, self.axes = tuple(int(s) for s in shape), axes.lower()
         self.scale = tuple(float(s) for s in scale) if scale is not None else (1.0,) * len(shape)
         self.unit = unit

@@ -351,6 +351,24 @@ def test_a_real_full_disk_is_reported_as_such_with_the_folder(tmp_path, tiny_mod
     assert list(small_disk.iterdir()) == []
 
 
+def test_an_image_too_large_for_memory_fails_at_once_pointing_to_blocks(tmp_path, images, tiny_model_file, capsys):
+    import time
+
+    from huge_tiff import huge_compressed_tiff
+
+    huge_compressed_tiff(images / "huge.tif")
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    code = main(_segment_args(images, tiny_model_file, out))
+    assert time.perf_counter() - started < 60  # two small images segmented, the huge one refused from its header
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "2 segmented, 0 skipped, 1 failed" in captured.out
+    assert "failed huge.tif: segmenting" in captured.err and "300000 x 300000 pixels" in captured.err
+    assert "--block-size" in captured.err and "Traceback" not in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "napari-unet-summary.csv"]
+
+
 def test_unwritable_output_folder_fails_each_file_and_keeps_previous_outputs(
     tmp_path, images, tiny_model_file, capsys, monkeypatch
 ):

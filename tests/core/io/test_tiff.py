@@ -636,3 +636,52 @@ def test_any_non_negative_label_array_round_trips(labels):
         assert np.array_equal(fiji.reshape(labels.shape), labels)
     else:
         assert info.axes == axes
+
+
+# --------------------------------------------------------------------------- images larger than memory
+
+
+def test_a_small_file_that_expands_beyond_memory_is_refused_before_reading(tmp_path):
+    import time
+
+    from huge_tiff import HUGE_SHAPE, huge_compressed_tiff
+    from napari_unet.core.errors import UserError
+    from napari_unet.core.io.memory import ImageTooLargeError
+    from napari_unet.core.io.tiff import read_header
+
+    path = huge_compressed_tiff(tmp_path / "huge.tif")
+    assert path.stat().st_size < 2_000_000
+    header = read_header(path)
+    assert header is not None and header.shape == HUGE_SHAPE and header.nbytes > 100 * 1024**3
+    started = time.perf_counter()
+    with pytest.raises(ImageTooLargeError) as caught:
+        read_image(path)
+    assert time.perf_counter() - started < 5  # refused from the header, not after decoding
+    message = str(caught.value)
+    assert "300000 x 300000 uint16" in message and "GiB" in message and "huge.tif" in message
+    assert "--block-size" in message and "large-images.md" in message
+    assert isinstance(caught.value, UserError) and isinstance(caught.value, MemoryError)
+
+
+def test_an_image_that_fits_is_read_whatever_the_memory_check(tmp_path, monkeypatch):
+    from napari_unet.core.io import memory
+
+    path = tmp_path / "small.tif"
+    tifffile.imwrite(path, np.ones((40, 50), np.uint16))
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 40 * 50 * 2)  # just enough
+    assert read_image(path)[0].shape == (40, 50)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 40 * 50 * 2 - 1)
+    with pytest.raises(memory.ImageTooLargeError, match="needs about 4 KiB"):
+        read_image(path)
+
+
+def test_read_header_gives_what_read_image_returns(tmp_path):
+    from napari_unet.core.io.tiff import read_header
+
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, np.zeros((3, 20, 30), np.uint8), photometric="rgb", planarconfig="separate")
+    data, info = read_image(path)
+    header = read_header(path)
+    assert header is not None
+    assert (header.shape, header.dtype, header.axes, header.rgb) == (data.shape, data.dtype, info.axes, info.rgb)
+    assert read_header(tmp_path / "missing.tif") is None

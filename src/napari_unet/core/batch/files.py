@@ -28,6 +28,7 @@ from napari_unet.core.batch.paths import (
     output_paths,
     refuse_overwriting_inputs,
 )
+from napari_unet.core.inference.budget import check_whole_image_file
 from napari_unet.core.inference.layout import ImageLayoutError
 from napari_unet.core.inference.options import InferenceOptions, inference_options
 from napari_unet.core.inference.segmentation import OutputKind, output_kind_of, segment_job
@@ -307,6 +308,7 @@ def _segment_one(
     channel_axis: int | None,
 ) -> Generator[Progress, None, tuple[int | None, str]]:
     """Segment one file into ``target``; returns (objects or None, warning message or "")."""
+    check_whole_image_file(source, model.config, output_kind=output_kind, channel_axis=channel_axis)
     image, info = read_image(source)
     if channel_axis is None and not info.rgb and "C" in info.axes:
         channel_axis = info.axes.index("C")

@@ -31,12 +31,15 @@ import tifffile
 
 from napari_unet.core.errors import UserError
 from napari_unet.core.io.atomic import OutputError, atomic_output, disk_full_error, is_disk_full
+from napari_unet.core.io.memory import BLOCKWISE_ADVICE, refuse_if_too_large
 
 __all__ = [
+    "ImageHeader",
     "ImageInfo",
     "ImageReadError",
     "LabelsDtypeWarning",
     "LabelsWriteResult",
+    "read_header",
     "read_image",
     "write_labels",
     "write_probabilities",
@@ -124,7 +127,81 @@ class LabelsWriteResult:
     warning: str | None = None
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """Shape, type and axes of the image :func:`read_image` would return, from the file's header.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the array (RGB samples last).
+    dtype : numpy.dtype
+        Pixel type.
+    axes : str
+        One letter per axis, as :attr:`ImageInfo.axes`.
+    rgb : bool
+        The last axis holds colour samples.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    axes: str
+    rgb: bool
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the pixels once read."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
 # --------------------------------------------------------------------------- reading
+
+
+def read_header(path: str | os.PathLike, /) -> ImageHeader | None:
+    """What :func:`read_image` would return for ``path``, without reading the pixels.
+
+    Returns
+    -------
+    ImageHeader or None
+        None when the file cannot be opened as a TIFF with an image
+        (:func:`read_image` then says why).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> path = Path(tempfile.mkdtemp()) / "labels.tif"
+    >>> _ = write_labels(path, np.zeros((3, 40, 50), dtype=np.uint8))
+    >>> read_header(path)
+    ImageHeader(shape=(3, 40, 50), dtype=dtype('uint8'), axes='ZYX', rgb=False)
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                return None
+            series = tif.series[0]
+            return _header(tuple(series.shape), series.dtype, series.axes, series.keyframe.photometric)
+    except Exception:  # tifffile, struct, OSError: read_image explains
+        return None
+
+
+def _header(shape: tuple[int, ...], dtype: Any, axes: str, photometric: Any) -> ImageHeader:
+    """The shape and axes :func:`read_image` returns for a series of ``shape`` and ``axes``."""
+    rgb = photometric == tifffile.PHOTOMETRIC.RGB and "S" in axes and shape[axes.index("S")] in (3, 4)
+    if "S" in axes and axes[-1] != "S":
+        s = axes.index("S")
+        shape = (*shape[:s], *shape[s + 1 :], shape[s])
+        axes = axes.replace("S", "") + "S"
+    return ImageHeader(shape=shape, dtype=np.dtype(dtype), axes=_name_unknown_axes(axes), rgb=bool(rgb))
+
+
+def _refuse_too_large(name: str, series: Any) -> None:
+    """Refuse (before reading) a series whose pixels exceed the available memory."""
+    shape = " x ".join(str(n) for n in series.shape)
+    refuse_if_too_large(
+        math.prod(series.shape) * np.dtype(series.dtype).itemsize,
+        what=f"reading {name!r} whole ({shape} {np.dtype(series.dtype)} pixels)",
+        advice=f"{BLOCKWISE_ADVICE}; to train on it, crop a region first",
+    )
 
 
 def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
@@ -147,6 +224,10 @@ def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
     ------
     ImageReadError
         The file is missing, is a folder, is not a TIFF, or is damaged.
+    ImageTooLargeError
+        Its pixels would need more memory than is available (found from the
+        header, before reading them); the message points to the
+        block-by-block path.
 
     Notes
     -----
@@ -196,6 +277,7 @@ def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
             if not tif.series:
                 raise ImageReadError(f"cannot read {name!r}: the TIFF file holds no image")
             series = tif.series[0]
+            _refuse_too_large(name, series)
             data = np.asarray(series.asarray())
             axes = series.axes
             photometric = series.keyframe.photometric

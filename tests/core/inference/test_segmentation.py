@@ -392,6 +392,21 @@ def test_multichannel_image_without_channel_axis_asks_for_one(rgb_model):
         segment(np.zeros((3, 20, 3), np.float32), rgb_model, device="cpu")
 
 
+def test_a_gray_image_for_a_three_channel_model_says_it_has_no_channels(rgb_model):
+    with pytest.raises(ImageLayoutError) as caught:
+        segment(np.zeros((20, 20), np.float32), rgb_model, device="cpu")
+    message = str(caught.value)
+    assert "needs 3 channels and the image (shape (20, 20)) has none" in message
+    assert "say which axis" not in message and "choose a model for one channel" in message
+
+
+def test_a_stack_without_an_axis_of_as_many_channels_says_so(rgb_model):
+    with pytest.raises(ImageLayoutError) as caught:
+        segment(np.zeros((5, 20, 20), np.float32), rgb_model, device="cpu")
+    assert "no axis of the image (shape (5, 20, 20)) has 3 entries" in str(caught.value)
+    assert "say which axis" not in str(caught.value)
+
+
 def test_rgb_flag_on_a_grayscale_image_is_refused(gray_model):
     with pytest.raises(ImageLayoutError, match="last axis of 3 or 4"):
         segment(np.zeros((20, 20), np.float32), gray_model, rgb=True, device="cpu")

@@ -685,3 +685,31 @@ def test_read_header_gives_what_read_image_returns(tmp_path):
     assert header is not None
     assert (header.shape, header.dtype, header.axes, header.rgb) == (data.shape, data.dtype, info.axes, info.rgb)
     assert read_header(tmp_path / "missing.tif") is None
+
+
+# --------------------------------------------------------------------------- files of several images
+
+
+def test_a_file_of_several_series_says_only_the_first_is_read(tmp_path):
+    from napari_unet.core.io.tiff import ImageSeriesWarning
+
+    path = tmp_path / "positions.ome.tif"
+    first = np.arange(600, dtype=np.uint8).reshape(20, 30)
+    with tifffile.TiffWriter(path, ome=True) as writer:
+        writer.write(first)
+        writer.write(np.ones((5, 8), np.uint8))
+        writer.write(np.ones((6, 9), np.uint8))
+    with pytest.warns(ImageSeriesWarning) as caught:
+        data, info = read_image(path)
+    assert np.array_equal(data, first) and info.axes == "YX"
+    (message,) = [str(w.message) for w in caught]
+    assert "holds 3 images (TIFF series)" in message and "20 x 30 YX" in message
+    assert "5 x 8 YX, 6 x 9 YX" in message and "own file" in message
+
+
+def test_a_file_of_one_series_reads_without_a_warning(tmp_path):
+    path = tmp_path / "one.tif"
+    tifffile.imwrite(path, np.zeros((4, 5), np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path)[0].shape == (4, 5)

@@ -37,6 +37,7 @@ __all__ = [
     "ImageHeader",
     "ImageInfo",
     "ImageReadError",
+    "ImageSeriesWarning",
     "LabelsDtypeWarning",
     "LabelsWriteResult",
     "read_header",
@@ -64,6 +65,10 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 class ImageReadError(UserError, ValueError):
     """An image file cannot be read; the message names the file and says what to do."""
+
+
+class ImageSeriesWarning(UserWarning):
+    """A TIFF file holds several images (series); only the first is read."""
 
 
 class LabelsDtypeWarning(UserWarning):
@@ -194,9 +199,26 @@ def _header(shape: tuple[int, ...], dtype: Any, axes: str, photometric: Any) -> 
     return ImageHeader(shape=shape, dtype=np.dtype(dtype), axes=_name_unknown_axes(axes), rgb=bool(rgb))
 
 
+#: Series names of the side images of slide scanners (Aperio SVS, ...): not warned about.
+_SIDE_IMAGES = ("thumbnail", "label", "macro", "overview")
+
+
+def _other_series(tif: tifffile.TiffFile) -> list[str]:
+    """Shape and axes of the series after the first, slide scanners' side images left out."""
+    return [
+        f"{_shape_text(series.shape)} {series.axes}"
+        for series in tif.series[1:]
+        if not str(series.name or "").strip().lower().startswith(_SIDE_IMAGES)
+    ]
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(n) for n in shape)
+
+
 def _refuse_too_large(name: str, series: Any) -> None:
     """Refuse (before reading) a series whose pixels exceed the available memory."""
-    shape = " x ".join(str(n) for n in series.shape)
+    shape = _shape_text(series.shape)
     refuse_if_too_large(
         math.prod(series.shape) * np.dtype(series.dtype).itemsize,
         what=f"reading {name!r} whole ({shape} {np.dtype(series.dtype)} pixels)",
@@ -239,6 +261,11 @@ def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
     practice they are scanner or screen defaults (72 dpi), not a microscope
     calibration. When only X and Y are known, Z is 1 unit, as in Fiji.
 
+    A file holding several images (TIFF series, e.g. an OME-TIFF of many
+    positions) gives the first, with an :class:`ImageSeriesWarning` naming
+    the others; the side images of slide scanners (thumbnail, label, macro)
+    are not mentioned.
+
     Axes that tifffile cannot name (``I``, ``Q``, ...) become ``Z`` (Fiji
     opens an unlabelled stack as Z-slices), then ``T``, then ``C``.
 
@@ -278,6 +305,7 @@ def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
                 raise ImageReadError(f"cannot read {name!r}: the TIFF file holds no image")
             series = tif.series[0]
             _refuse_too_large(name, series)
+            others = _other_series(tif)
             data = np.asarray(series.asarray())
             axes = series.axes
             photometric = series.keyframe.photometric
@@ -297,6 +325,14 @@ def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
         ) from exc
     finally:
         tifffile_log.removeHandler(damage)
+    if others:
+        warnings.warn(
+            f"{name!r} holds {len(others) + 1} images (TIFF series); only the first, {_shape_text(data.shape)} "
+            f"{axes}, is read, not {', '.join(others)}. To use the others, save each to its own file "
+            "(in Fiji: File > Import > Bio-Formats, choose the series, then File > Save As > Tiff...)",
+            ImageSeriesWarning,
+            stacklevel=2,
+        )
 
     if data.ndim != len(axes):  # defensive: should not happen with tifffile
         raise ImageReadError(f"cannot read {name!r}: its axes {axes!r} do not match its shape {data.shape}")

@@ -108,3 +108,54 @@ def test_the_default_patch_size_shrinks_to_small_images(tmp_path, nuclei_crop, t
     assert main([*args, "--steps", "1", "--batch-size", "1", "--device", "cpu", "--quiet"]) == 0
     assert "patch size 96 (the largest image side; the default is 128)" in capsys.readouterr().out
     assert load_model(out).description.training_history[-1]["settings"]["patch_size"] == 96
+
+
+_CONVERSION_MARKED = r"""
+import sys, pathlib
+from napari_unet.core.inference import engine
+marker = pathlib.Path(sys.argv[1])
+real = engine._CompiledNetwork.__init__
+def init(self, net):
+    marker.write_text("converting")  # the moment to press Ctrl-C: OpenVINO is converting the network
+    real(self, net)
+engine._CompiledNetwork.__init__ = init
+from napari_unet.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_ctrl_c_while_openvino_converts_exits_130_without_an_abort(tmp_path):
+    import signal
+    import time
+
+    pytest.importorskip("openvino")
+    from napari_unet.core import new_model, save_model
+
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, np.random.default_rng(0).integers(0, 255, (2048, 2048), dtype=np.uint8))
+    model = save_model(new_model(depth=4, base_features=32, padding="same"), tmp_path / "m.unet.safetensors")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([_SRC, os.environ.get("PYTHONPATH", "")])}
+    args = ["segment", str(image), "--model", str(model), "-o", str(tmp_path / "out.tif"), "--engine", "openvino"]
+    for trial in range(4):  # the abort came in about half of the runs
+        marker = tmp_path / f"converting-{trial}"
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CONVERSION_MARKED, str(marker), *args, "--device", "cpu", "--quiet"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not marker.exists():
+                assert child.poll() is None, child.stderr.read() if child.stderr else ""
+                assert time.monotonic() < deadline, "the conversion never started"
+                time.sleep(0.01)
+            time.sleep(0.05 * trial)
+            child.send_signal(signal.SIGINT)
+            _, err = child.communicate(timeout=120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        assert child.returncode == 130, err
+        assert "terminate called" not in err and "cancelled" in err and "Warning" not in err
+        assert not (tmp_path / "out.tif").exists()

@@ -129,7 +129,7 @@ def disk_full_error(path: str | os.PathLike, /, *, needed: int | None = None) ->
     OutputError
         A message naming the folder, its free space and how much to free
         (when known), e.g. ``the disk is full: 'out/a.tif' needs at least
-        8 MB and the disk holding 'out' has 1 MB free; free at least 8 MB
+        8 MB and the disk holding 'out' has 1 MB free; free at least 7 MB
         there or write elsewhere. Nothing was written to 'out/a.tif'``.
     """
     path = Path(path)

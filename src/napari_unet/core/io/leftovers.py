@@ -25,7 +25,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MIN_AGE_SECONDS", "Leftover", "LeftoverWarning", "clean_leftovers", "partial_name"]
+__all__ = ["MIN_AGE_SECONDS", "Leftover", "LeftoverWarning", "clean_leftovers", "host_tag", "partial_name", "tree_size"]
 
 #: A leftover is removed only once it has not changed for this long (a writer on a shared
 #: file system, or a process id reused since, is then very unlikely).
@@ -107,7 +107,7 @@ def _examine(path: Path) -> Leftover | None:
         return None  # a running process (this one included) owns it
     if match is None and age < MIN_AGE_SECONDS:
         return None  # an older version's temporary, possibly still being written
-    size = _size(path)
+    size = tree_size(path)
     if match and match["host"] == host_tag() and age >= MIN_AGE_SECONDS:
         with contextlib.suppress(OSError):
             if path.is_dir() and not path.is_symlink():
@@ -179,7 +179,8 @@ def _last_change(path: Path) -> float:
     return latest
 
 
-def _size(path: Path) -> int:
+def tree_size(path: Path, /) -> int:
+    """Bytes of a file, or of the files under a folder (0 if it is gone)."""
     if not path.is_dir() or path.is_symlink():
         try:
             return path.lstat().st_size

@@ -17,7 +17,6 @@ target's name.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet.core.io.atomic import OutputError, disk_full_error, is_disk_full
-from napari_unet.core.io.leftovers import clean_leftovers, partial_name
+from napari_unet.core.io.leftovers import clean_leftovers, partial_name, tree_size
 from napari_unet.core.io.tiff import ImageReadError
 
 ZARR_SUFFIXES = (".zarr",)
@@ -301,7 +300,7 @@ class ZarrOutput:
         Call it from an ``except`` clause around the writing; other errors are left to the caller.
         """
         if is_disk_full(exc) and not isinstance(exc, OutputError):
-            needed = _tree_size(self.partial)
+            needed = tree_size(self.partial)
             self.discard()
             raise disk_full_error(self.path, needed=needed) from exc
 
@@ -334,16 +333,6 @@ def open_result(path: str | os.PathLike, /) -> list[Any]:
     group = zarr.open_group(str(Path(path).expanduser()), mode="r")
     datasets = group.attrs["multiscales"][0]["datasets"]
     return [group[d["path"]] for d in datasets]
-
-
-def _tree_size(folder: Path) -> int:
-    """Bytes in the files under ``folder`` (0 if it is gone)."""
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.path.getsize(os.path.join(root, name))
-    return total
 
 
 def _mean_2x2(band: np.ndarray) -> np.ndarray:

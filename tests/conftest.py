@@ -64,3 +64,27 @@ def nuclei_crop(shared_data) -> tuple[np.ndarray, np.ndarray]:
     image = tifffile.imread(shared_data / "dsb2018_nuclei" / "val" / "images" / name)
     labels = tifffile.imread(shared_data / "dsb2018_nuclei" / "val" / "labels" / name)
     return image[:128, :128], labels[:128, :128]
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real, nearly empty 1 MiB file system (tmpfs) mounted on a folder, for full-disk tests.
+
+    Mounting needs root (the test machines run the tests as root); elsewhere the test is skipped.
+    """
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) to mount a 1 MiB tmpfs")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if done.returncode:
+        pytest.skip(f"needs root to mount a 1 MiB tmpfs ({done.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

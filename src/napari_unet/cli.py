@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from napari_unet.core.batch.files import TIFF_SUFFIXES, InputError, expand_inputs, output_paths
-from napari_unet.core.progress import Stage
+if TYPE_CHECKING:
+    from napari_unet.core.batch.files import TIFF_SUFFIXES, InputError, expand_inputs, output_paths
+    from napari_unet.core.progress import Stage
 
 __all__ = ["InputError", "expand_inputs", "main", "output_paths"]
+
+#: Names this module takes from the core, imported by :func:`_load_core` (seconds: numpy, torch)
+#: inside :func:`main`'s handling of Ctrl-C, not when the module is imported.
+_CORE_NAMES = ("TIFF_SUFFIXES", "InputError", "expand_inputs", "output_paths", "Stage")
 
 #: Summary file written into the output folder when --summary is not given.
 DEFAULT_SUMMARY = "napari-unet-summary.csv"
@@ -143,7 +149,11 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=None, help="default: 3e-4 fine-tuning, 1e-3 from scratch")
     train.add_argument("--batch-size", type=int, default=4, help="patches per step (default: 4)")
     train.add_argument(
-        "--patch-size", type=int, default=128, help="side of the training patches in pixels (default: 128)"
+        "--patch-size",
+        type=int,
+        default=None,
+        help="side of the training patches in pixels, at most the largest image side "
+        "(default: 128, or the largest image side when smaller)",
     )
     train.add_argument(
         "--optimizer",
@@ -238,7 +248,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             max_seconds=None if args.minutes is None else args.minutes * 60,
             learning_rate=args.learning_rate or default_learning_rate(from_scratch=from_scratch),
             batch_size=args.batch_size,
-            patch_size=args.patch_size,
+            patch_size=args.patch_size or _DEFAULT_PATCH,
             optimizer=args.optimizer,
             loss=args.loss,
             seed=args.seed,
@@ -265,6 +275,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     assert samples is not None  # nothing sets a stop while the samples are made
+    fitted = _fit_patch_size(request, samples.train, given=args.patch_size)
+    if isinstance(fitted, str):
+        print(f"error: {fitted}", file=sys.stderr)
+        return 2
+    request, settings = fitted, fitted.settings
     print(f"training on {len(samples.train)} plane(s), validating on {len(samples.validation)}")
     try:
         result = _run_training(training_job(request, samples), total=settings.steps, quiet=args.quiet)
@@ -323,6 +338,33 @@ def _save_trained(model: Any, out: Path, *, overwrite: bool) -> str:
             continue
         return f"{failure}. The trained model was kept as {kept}: move it where you want it (e.g. mv {kept} {out})"
     return f"{failure}. The trained model could not be kept in {out.parent} or {tempfile.gettempdir()} either"
+
+
+#: Training patch side when --patch-size is not given (capped at the largest image side).
+_DEFAULT_PATCH = 128
+
+
+def _fit_patch_size(request: Any, samples: Sequence[Any], *, given: int | None) -> Any:
+    """``request`` with a patch size no larger than the largest training plane, or why ``given`` cannot be used.
+
+    A patch beyond every image is all padding around it: slower, and no better. The default
+    shrinks to the largest image side; a ``--patch-size`` beyond it is refused.
+    """
+    import dataclasses
+
+    largest = max(max(sample.image.shape[:2]) for sample in samples)
+    if given is not None:
+        if given > largest:
+            return (
+                f"--patch-size {given} is larger than every training image (the largest side is {largest} "
+                f"pixels); give --patch-size {largest} or less"
+            )
+        return request
+    size = min(_DEFAULT_PATCH, largest)
+    if size == request.settings.patch_size:
+        return request
+    print(f"patch size {size} (the largest image side; the default is {_DEFAULT_PATCH})")
+    return dataclasses.replace(request, settings=dataclasses.replace(request.settings, patch_size=size))
 
 
 def _annotated_files(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Any]:
@@ -657,22 +699,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 done, 1 some file or the training failed, 2 the
         inputs or options cannot be used (also any
         :class:`~napari_unet.core.errors.UserError` a command let through,
-        printed as ``error: MESSAGE``), 130 interrupted.
+        printed as ``error: MESSAGE``), 130 interrupted, also while the
+        core is being imported at start-up.
     """
-    from napari_unet.core.errors import UserError
-
-    args = _build_parser().parse_args(argv)
     previous_format = warnings.formatwarning
-    warnings.formatwarning = _plain_warning  # e.g. "warning: CUDA was asked for but ...; running on the CPU"
     try:
-        if args.command == "models":
-            status = _cmd_models()
-        elif args.command == "train":
-            status = _cmd_train(args)
-        elif _wants_blocks(args):
-            status = _cmd_segment_to_zarr(args)
-        else:
-            status = _cmd_segment(args)
+        args = _build_parser().parse_args(argv)
+        problem = _option_problem(args)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        warnings.formatwarning = _plain_warning  # e.g. "warning: CUDA was asked for but ...; running on the CPU"
+        _load_core()
+        status = _run_command(args)
         sys.stdout.flush()  # a reader that went away (napari-unet ... | head) shows here, not at exit
         return status
     except BrokenPipeError:
@@ -683,11 +722,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ncancelled; outputs written so far are complete, nothing half-written was left", file=sys.stderr)
         return 130
-    except UserError as exc:  # the last line of defence: a command that did not catch a user-facing error
+    except Exception as exc:
+        errors = sys.modules.get("napari_unet.core.errors")
+        if errors is None or not isinstance(exc, errors.UserError):
+            raise  # a bug: keep its traceback
+        # the last line of defence: a command that did not catch a user-facing error
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         warnings.formatwarning = previous_format
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "models":
+        return _cmd_models()
+    if args.command == "train":
+        return _cmd_train(args)
+    if _wants_blocks(args):
+        return _cmd_segment_to_zarr(args)
+    return _cmd_segment(args)
+
+
+def _load_core() -> None:
+    """Import what this module takes from the core (:data:`_CORE_NAMES`) into its globals."""
+    from napari_unet.core.batch import files
+    from napari_unet.core.progress import Stage
+
+    names = globals()
+    for name in _CORE_NAMES[:-1]:
+        names[name] = getattr(files, name)
+    names["Stage"] = Stage
+
+
+def __getattr__(name: str) -> Any:
+    """The core's names re-exported here (``InputError``, ``expand_inputs``, ...), imported on first use."""
+    if name in _CORE_NAMES:
+        _load_core()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: A dask scheduler address: an optional scheme, a host and a port (``tcp://10.0.0.5:8786``, ``node7:8786``).
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss|ucx|inproc)://)?(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
+
+
+def _option_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with option values argparse cannot check, before anything is imported or done."""
+    if args.command != "segment":
+        return None
+    if args.scheduler is not None and args.scheduler != "local" and not _ADDRESS.match(args.scheduler):
+        return (
+            f"--scheduler must be 'local' or the address of a running dask scheduler such as "
+            f"tcp://10.0.0.5:8786 (host and port), got {args.scheduler!r}"
+        )
+    if args.workers is not None and args.workers < 1:
+        return f"--workers must be at least 1, got {args.workers}"
+    if args.workers is not None and args.scheduler != "local":
+        return "--workers sets the size of a local cluster; give it with --scheduler local"
+    if args.margin < 0:
+        return f"--margin must be 0 or more pixels, got {args.margin}"
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

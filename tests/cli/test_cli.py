@@ -340,6 +340,35 @@ def test_full_disk_keeps_the_previous_output_and_leaves_no_partial_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "labels.tif", "tiny.unet.safetensors"]
 
 
+def test_a_real_full_disk_is_reported_as_such_with_the_folder(tmp_path, tiny_model_file, small_disk, capsys):
+    source = tmp_path / "big.tif"
+    tifffile.imwrite(source, np.random.default_rng(0).random((600, 600)).astype(np.float32))
+    out = small_disk / "p.tif"
+    code = main([*_segment_args(source, tiny_model_file, out), "--output-kind", "probabilities"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "disk is full" in err and str(small_disk) in err and "requested and" not in err
+    assert list(small_disk.iterdir()) == []
+
+
+def test_an_image_too_large_for_memory_fails_at_once_pointing_to_blocks(tmp_path, images, tiny_model_file, capsys):
+    import time
+
+    from huge_tiff import huge_compressed_tiff
+
+    huge_compressed_tiff(images / "huge.tif")
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    code = main(_segment_args(images, tiny_model_file, out))
+    assert time.perf_counter() - started < 60  # two small images segmented, the huge one refused from its header
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "2 segmented, 0 skipped, 1 failed" in captured.out
+    assert "failed huge.tif: segmenting" in captured.err and "300000 x 300000 pixels" in captured.err
+    assert "--block-size" in captured.err and "Traceback" not in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "napari-unet-summary.csv"]
+
+
 def test_unwritable_output_folder_is_refused_before_any_work_and_keeps_previous_outputs(
     tmp_path, images, tiny_model_file, capsys, monkeypatch
 ):

@@ -13,6 +13,7 @@ from napari_unet.core.inference.predict import OutOfMemoryError
 from napari_unet.core.inference.segmentation import ImageTypeError
 from napari_unet.core.io.atomic import OutputError
 from napari_unet.core.io.calibration import LabelAxesError
+from napari_unet.core.io.memory import ImageTooLargeError
 from napari_unet.core.io.tiff import ImageReadError
 from napari_unet.core.training.annotations import AnnotationError
 from napari_unet.core.training.loop import TrainingSettingsError
@@ -29,6 +30,7 @@ from napari_unet.core.training.steps import TrainingDivergedError
         (EngineError, RuntimeError),
         (OutOfMemoryError, RuntimeError),
         (OutputError, OSError),
+        (ImageTooLargeError, MemoryError),
         (LabelAxesError, ValueError),
         (OptionsError, ValueError),
         (ImageTypeError, ValueError),

@@ -554,3 +554,25 @@ def test_a_small_numpy_layer_is_not_large(viewer_widget, nuclei):
 
     viewer, _ = viewer_widget
     assert not is_large(viewer.add_image(nuclei))
+
+
+def test_an_in_memory_layer_too_large_to_segment_whole_goes_block_by_block(
+    qtbot, viewer_widget, nuclei, tmp_path, monkeypatch, errors
+):
+    from napari_unet._widgets.layers import large_images
+    from napari_unet.core.io import memory
+    from napari_unet.core.io.ome_zarr import open_result
+
+    monkeypatch.setattr(large_images.tempfile, "gettempdir", lambda: str(tmp_path))
+    viewer, widget = viewer_widget
+    layer = viewer.add_image(nuclei, name="mosaic")
+    assert isinstance(layer.data, np.ndarray)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: nuclei.size * 4)  # less than whole results need
+    widget.image_layer = layer
+    run_segment(qtbot, widget)
+    assert errors == []
+    result = layer_named(viewer, "mosaic [U-Net]")
+    assert not isinstance(result.data, np.ndarray)  # backed by the zarr folder
+    path = Path(result.metadata["napari_unet"]["path"])
+    assert path.name == "mosaic_labels.zarr" and np.asarray(open_result(path)[0][...]).shape == nuclei.shape
+    assert "saved in" in widget.status_label.text()

@@ -485,7 +485,9 @@ class SegmentWidget(RunsJobs, QWidget):
         except UserError as exc:  # the image does not fit the model (channels, axes)
             show_error(f"Cannot segment {layer.name!r}: {exc}")
             return None
-        if is_large(layer):
+        keep = self.probabilities_check.isChecked() and self.probabilities_check.isEnabled()
+        output_kind = self.output_combo.currentData()
+        if is_large(layer, layout=layout, config=model.config, output_kind=output_kind, keep_probabilities=keep):
             return self._segment_large(layer, model, layout)
         image = _full_resolution(layer)
         channel_axis = layout.channel_axis if not layer.rgb else None

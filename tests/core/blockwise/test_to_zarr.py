@@ -210,6 +210,16 @@ def test_failure_in_a_block_leaves_no_output(tmp_path, dots):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_real_full_disk_is_an_output_error_and_leaves_nothing(small_disk):
+    image = np.random.default_rng(0).random((1024, 1024)).astype(np.float32)
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        segment_to_zarr(
+            image, threshold_model(), small_disk / "out.zarr", output_kind="probabilities", block_size=512, device="cpu"
+        )
+    assert f"the disk holding {str(small_disk)!r}" in str(caught.value)
+    assert list(small_disk.iterdir()) == []
+
+
 def test_bad_requests_are_refused_with_what_to_do(tmp_path, dots):
     model = threshold_model()
     with pytest.raises(ValueError, match="multiple of 2"):

@@ -85,8 +85,9 @@ def test_unknown_device_names_are_refused(name):
         RuntimeError("MPS backend out of memory (MPS allocated: 1.00 GB)"),
         RuntimeError("HIP out of memory"),
         RuntimeError("Failed to allocate memory for the tensor"),
+        RuntimeError("could not create a primitive"),  # oneDNN (CPU) without memory for a convolution
     ],
-    ids=["torch-oom", "MemoryError", "cuda-text", "mps-text", "hip-text", "failed-to-allocate"],
+    ids=["torch-oom", "MemoryError", "cuda-text", "mps-text", "hip-text", "failed-to-allocate", "onednn-primitive"],
 )
 def test_out_of_memory_errors_are_recognised(exc):
     assert is_out_of_memory(exc)

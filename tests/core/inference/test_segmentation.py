@@ -392,6 +392,21 @@ def test_multichannel_image_without_channel_axis_asks_for_one(rgb_model):
         segment(np.zeros((3, 20, 3), np.float32), rgb_model, device="cpu")
 
 
+def test_a_gray_image_for_a_three_channel_model_says_it_has_no_channels(rgb_model):
+    with pytest.raises(ImageLayoutError) as caught:
+        segment(np.zeros((20, 20), np.float32), rgb_model, device="cpu")
+    message = str(caught.value)
+    assert "needs 3 channels and the image (shape (20, 20)) has none" in message
+    assert "say which axis" not in message and "choose a model for one channel" in message
+
+
+def test_a_stack_without_an_axis_of_as_many_channels_says_so(rgb_model):
+    with pytest.raises(ImageLayoutError) as caught:
+        segment(np.zeros((5, 20, 20), np.float32), rgb_model, device="cpu")
+    assert "no axis of the image (shape (5, 20, 20)) has 3 entries" in str(caught.value)
+    assert "say which axis" not in str(caught.value)
+
+
 def test_rgb_flag_on_a_grayscale_image_is_refused(gray_model):
     with pytest.raises(ImageLayoutError, match="last axis of 3 or 4"):
         segment(np.zeros((20, 20), np.float32), gray_model, rgb=True, device="cpu")
@@ -444,3 +459,45 @@ def test_inf_only_image_gives_finite_probabilities(gray_model):
     image[::2] = -np.inf
     probs = _probs(image, gray_model)
     assert np.isfinite(probs).all()
+
+
+# --------------------------------------------------------------------------- images larger than memory
+
+
+def test_an_image_whose_results_do_not_fit_is_refused_before_any_work(gray_model, monkeypatch):
+    from napari_unet.core.inference import budget, segmentation
+    from napari_unet.core.inference.layout import infer_layout
+    from napari_unet.core.io import memory
+
+    image = np.zeros((512, 512), np.float32)
+    needed = budget.whole_image_bytes(
+        infer_layout(image.shape, in_channels=1), gray_model.config, output_kind="instances"
+    )
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: needed - 1)
+    called = []
+    with monkeypatch.context() as patch:
+        patch.setattr(segmentation, "predict_plane_job", lambda *a, **k: called.append(1))
+        job = segment_job(image, gray_model, device="cpu")
+        with pytest.raises(memory.ImageTooLargeError) as caught:
+            next(job)
+    assert called == []
+    message = str(caught.value)
+    assert "segmenting the image whole (512 x 512 pixels)" in message and "--block-size" in message
+
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: needed)
+    assert segment(image[:64, :64], gray_model, device="cpu").labels.shape == (64, 64)
+
+
+def test_the_estimate_grows_with_what_is_kept(gray_model):
+    from napari_unet.core.inference.budget import whole_image_bytes
+    from napari_unet.core.inference.layout import infer_layout
+
+    layout = infer_layout((10, 256, 256), in_channels=1)
+    sizes = {
+        kind: whole_image_bytes(layout, gray_model.config, output_kind=kind)
+        for kind in ("classes", "instances", "probabilities")
+    }
+    # ten planes of results: uint8 classes < uint32 objects < float32 probabilities of 3 classes
+    assert sizes["classes"] < sizes["instances"] < sizes["probabilities"]
+    kept = whole_image_bytes(layout, gray_model.config, output_kind="instances", keep_probabilities=True)
+    assert kept - sizes["instances"] == 10 * 256 * 256 * 4 * gray_model.config.n_classes

@@ -57,12 +57,15 @@ def test_replaced_file_keeps_its_permissions(tmp_path, umask):
 
 
 def test_temporary_names_never_collide_with_an_existing_file(tmp_path, monkeypatch):
+    from napari_unet.core.io.leftovers import partial_name
+
     tokens = iter(["aaaa", "aaaa", "bbbb"])
     monkeypatch.setattr(atomic.secrets, "token_hex", lambda n: next(tokens))
-    (tmp_path / ".f.bin.aaaa.part").write_bytes(b"someone else's")
+    taken = tmp_path / partial_name("f.bin", "aaaa")
+    taken.write_bytes(b"someone else's")
     atomic_write_bytes(tmp_path / "f.bin", b"data")
     assert (tmp_path / "f.bin").read_bytes() == b"data"
-    assert (tmp_path / ".f.bin.aaaa.part").read_bytes() == b"someone else's"
+    assert taken.read_bytes() == b"someone else's"
 
 
 def test_full_disk_while_writing_keeps_the_previous_file(tmp_path):
@@ -147,3 +150,34 @@ def test_a_process_killed_while_writing_leaves_the_previous_file_intact(tmp_path
     # the killed process could not remove its temporary file, but it is hidden and named as one
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in (target.name, "ready")]
     assert all(name.startswith(f".{target.name}.") and name.endswith(".part") for name in leftovers)
+
+
+# --- a real full disk (a 1 MiB tmpfs) ---------------------------------------------------------
+
+
+def test_a_real_full_disk_names_the_folder_and_keeps_the_previous_file(small_disk):
+    path = small_disk / "f.bin"
+    path.write_bytes(b"previous")
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        atomic_write_bytes(path, os.urandom(3_000_000))
+    message = str(caught.value)
+    assert f"the disk holding {str(small_disk)!r}" in message and "write elsewhere" in message
+    assert path.read_bytes() == b"previous"
+    assert [p.name for p in small_disk.iterdir()] == ["f.bin"]
+
+
+def test_a_short_write_without_errno_is_a_full_disk(tmp_path):
+    # numpy's tofile (used by tifffile) says "N requested and M written" and sets no errno
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        with atomic_output(tmp_path / "f.bin") as fh:
+            fh.write(b"x" * 1000)
+            raise OSError("5000000 requested and 1000 written")
+    assert "needs at least 5 MB" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_os_errors_are_not_called_a_full_disk(tmp_path):
+    with pytest.raises(OutputError, match="failed") as caught:
+        with atomic_output(tmp_path / "f.bin"):
+            raise OSError(errno.EIO, "Input/output error")
+    assert "disk is full" not in str(caught.value)

@@ -364,6 +364,29 @@ def test_full_disk_is_reported_as_output_error(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_real_full_disk_says_how_much_an_uncompressed_file_needs(small_disk):
+    # tifffile writes the pixels with numpy's tofile, whose short write has no errno
+    probabilities = np.random.default_rng(0).random((2, 1000, 1000))  # 8 MB as float32
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        write_probabilities(small_disk / "p.tif", probabilities)
+    message = str(caught.value)
+    assert "needs at least 8 MB" in message and f"the disk holding {str(small_disk)!r}" in message
+    assert "free at least 7 MB there or write elsewhere" in message
+    assert list(small_disk.iterdir()) == []
+
+
+def test_a_real_full_disk_during_a_compressed_write_keeps_the_previous_file(small_disk):
+    path = small_disk / "labels.tif"
+    write_labels(path, _labels((6, 6), 5))
+    before = path.read_bytes()
+    noise = np.random.default_rng(1).integers(1, 60000, (1200, 1200)).astype(np.uint16)  # does not compress
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        write_labels(path, noise, overwrite=True)
+    assert "write elsewhere" in str(caught.value)
+    assert path.read_bytes() == before
+    assert [p.name for p in small_disk.iterdir()] == ["labels.tif"]
+
+
 def test_missing_output_folder_raises_output_error(tmp_path):
     folder = tmp_path / "missing"
     with pytest.raises(OutputError, match="does not exist"):
@@ -613,3 +636,80 @@ def test_any_non_negative_label_array_round_trips(labels):
         assert np.array_equal(fiji.reshape(labels.shape), labels)
     else:
         assert info.axes == axes
+
+
+# --------------------------------------------------------------------------- images larger than memory
+
+
+def test_a_small_file_that_expands_beyond_memory_is_refused_before_reading(tmp_path):
+    import time
+
+    from huge_tiff import HUGE_SHAPE, huge_compressed_tiff
+    from napari_unet.core.errors import UserError
+    from napari_unet.core.io.memory import ImageTooLargeError
+    from napari_unet.core.io.tiff import read_header
+
+    path = huge_compressed_tiff(tmp_path / "huge.tif")
+    assert path.stat().st_size < 2_000_000
+    header = read_header(path)
+    assert header is not None and header.shape == HUGE_SHAPE and header.nbytes > 100 * 1024**3
+    started = time.perf_counter()
+    with pytest.raises(ImageTooLargeError) as caught:
+        read_image(path)
+    assert time.perf_counter() - started < 5  # refused from the header, not after decoding
+    message = str(caught.value)
+    assert "300000 x 300000 uint16" in message and "GiB" in message and "huge.tif" in message
+    assert "--block-size" in message and "large-images.md" in message
+    assert isinstance(caught.value, UserError) and isinstance(caught.value, MemoryError)
+
+
+def test_an_image_that_fits_is_read_whatever_the_memory_check(tmp_path, monkeypatch):
+    from napari_unet.core.io import memory
+
+    path = tmp_path / "small.tif"
+    tifffile.imwrite(path, np.ones((40, 50), np.uint16))
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 40 * 50 * 2)  # just enough
+    assert read_image(path)[0].shape == (40, 50)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 40 * 50 * 2 - 1)
+    with pytest.raises(memory.ImageTooLargeError, match="needs about 4 KiB"):
+        read_image(path)
+
+
+def test_read_header_gives_what_read_image_returns(tmp_path):
+    from napari_unet.core.io.tiff import read_header
+
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, np.zeros((3, 20, 30), np.uint8), photometric="rgb", planarconfig="separate")
+    data, info = read_image(path)
+    header = read_header(path)
+    assert header is not None
+    assert (header.shape, header.dtype, header.axes, header.rgb) == (data.shape, data.dtype, info.axes, info.rgb)
+    assert read_header(tmp_path / "missing.tif") is None
+
+
+# --------------------------------------------------------------------------- files of several images
+
+
+def test_a_file_of_several_series_says_only_the_first_is_read(tmp_path):
+    from napari_unet.core.io.tiff import ImageSeriesWarning
+
+    path = tmp_path / "positions.ome.tif"
+    first = np.arange(600, dtype=np.uint8).reshape(20, 30)
+    with tifffile.TiffWriter(path, ome=True) as writer:
+        writer.write(first)
+        writer.write(np.ones((5, 8), np.uint8))
+        writer.write(np.ones((6, 9), np.uint8))
+    with pytest.warns(ImageSeriesWarning) as caught:
+        data, info = read_image(path)
+    assert np.array_equal(data, first) and info.axes == "YX"
+    (message,) = [str(w.message) for w in caught]
+    assert "holds 3 images (TIFF series)" in message and "20 x 30 YX" in message
+    assert "5 x 8 YX, 6 x 9 YX" in message and "own file" in message
+
+
+def test_a_file_of_one_series_reads_without_a_warning(tmp_path):
+    path = tmp_path / "one.tif"
+    tifffile.imwrite(path, np.zeros((4, 5), np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path)[0].shape == (4, 5)

@@ -214,6 +214,27 @@ def test_out_of_memory_for_a_single_patch_is_a_clear_error(monkeypatch):
         run_job(train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=settings))
 
 
+def test_the_cpu_back_ends_primitive_failure_while_training_is_out_of_memory(monkeypatch):
+    # oneDNN's words when it has no memory for a convolution on the CPU
+    from napari_unet.core.network.unet import UNet
+
+    real = UNet.forward
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            raise RuntimeError("could not create a primitive")
+        return real(self, x)
+
+    monkeypatch.setattr(UNet, "forward", forward)
+    reports: list = []
+    settings = TrainingSettings(steps=2, **{**FAST, "batch_size": 2})
+    result = run_job(
+        train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=settings), on_progress=reports.append
+    )
+    assert result.steps_done == 2
+    assert [r.message for r in reports if r.stage == "notice"][0].startswith("Out of memory")
+
+
 def test_stop_returns_the_best_validated_model_without_another_validation(monkeypatch):
     from napari_unet.core.training import loop as training
 

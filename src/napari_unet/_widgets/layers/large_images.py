@@ -1,7 +1,8 @@
 """Segment widget support for image layers too large to load: block by block into OME-Zarr.
 
-An image layer counts as large when it is multiscale, or lazy (dask, zarr)
-with more than :data:`LARGE_PIXELS` values. The Segment widget runs
+An image layer counts as large when it is multiscale, lazy (dask, zarr)
+with more than :data:`LARGE_PIXELS` values, or too large to segment whole in
+the memory available (a huge in-memory layer). The Segment widget runs
 :func:`napari_unet.core.blockwise.to_zarr.segment_to_zarr_job` in a worker thread
 (the layer's data is read block by block, never loaded whole) and the result
 comes back as a lazy multiscale layer backed by the zarr folder on disk.
@@ -19,7 +20,10 @@ import numpy as np
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import RESULT_KEY, Target, labels_name, probabilities_name
 from napari_unet.core.blockwise.to_zarr import BlockwiseResult
+from napari_unet.core.inference.budget import fits_in_memory
+from napari_unet.core.inference.layout import ImageLayout
 from napari_unet.core.io.ome_zarr import open_result
+from napari_unet.core.network.unet import UNetConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +31,30 @@ log = logging.getLogger(__name__)
 LARGE_PIXELS = 4096 * 4096
 
 
-def is_large(layer: Any) -> bool:
-    """Whether ``layer`` should be segmented block by block (multiscale, or lazy and big)."""
+def is_large(
+    layer: Any,
+    /,
+    *,
+    layout: ImageLayout | None = None,
+    config: UNetConfig | None = None,
+    output_kind: str = "instances",
+    keep_probabilities: bool = False,
+) -> bool:
+    """Whether ``layer`` should be segmented block by block.
+
+    It should when it is multiscale, lazy and big, or (given its ``layout``
+    and the model's ``config``) when segmenting it whole would need more
+    memory than is available, in-memory layers included
+    (:func:`~napari_unet.core.inference.budget.fits_in_memory`).
+    """
     if layer.multiscale:
         return True
     data = layer.data
-    return not isinstance(data, np.ndarray) and int(np.prod(data.shape)) > LARGE_PIXELS
+    if not isinstance(data, np.ndarray) and int(np.prod(data.shape)) > LARGE_PIXELS:
+        return True
+    if layout is None or config is None:
+        return False
+    return not fits_in_memory(layout, config, output_kind=output_kind, keep_probabilities=keep_probabilities)
 
 
 def result_path(layer: Any, output: str) -> Path:

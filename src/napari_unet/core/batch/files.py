@@ -28,6 +28,7 @@ from napari_unet.core.batch.paths import (
     output_paths,
     refuse_overwriting_inputs,
 )
+from napari_unet.core.inference.budget import check_whole_image_file
 from napari_unet.core.inference.layout import ImageLayoutError
 from napari_unet.core.inference.options import InferenceOptions, inference_options
 from napari_unet.core.inference.segmentation import OutputKind, output_kind_of, segment_job
@@ -325,6 +326,7 @@ def _segment_one(
     Without ``overwrite``, a file that appeared at ``target`` while the image
     was segmented is left as it is (:class:`OutputError`: the file fails).
     """
+    check_whole_image_file(source, model.config, output_kind=output_kind, channel_axis=channel_axis)
     image, info = read_image(source)
     if channel_axis is None and not info.rgb and "C" in info.axes:
         channel_axis = info.axes.index("C")

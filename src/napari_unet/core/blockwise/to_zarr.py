@@ -275,6 +275,9 @@ def segment_to_zarr_job(
         levels = (yield from _pyramid_job(target, labels=output != "probabilities")) if pyramid else 1
         path = target.commit()
         committed = True
+    except OSError as exc:
+        target.raise_if_disk_full(exc)
+        raise
     finally:
         if not committed:
             target.discard()

@@ -63,13 +63,17 @@ def autocast(device: torch.device, *, enabled: bool = True) -> contextlib.Abstra
 
 
 def is_out_of_memory(exc: BaseException, /) -> bool:
-    """True if ``exc`` is an accelerator (or CPU allocator) out-of-memory error."""
+    """True if ``exc`` is an accelerator (or CPU allocator) out-of-memory error.
+
+    The CPU back-end (oneDNN) says ``could not create a primitive`` when it
+    cannot allocate the working memory of a convolution: out of memory too.
+    """
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     if isinstance(exc, MemoryError):
         return True
     text = str(exc).lower()
-    phrases = ("out of memory", "failed to allocate", "can't allocate memory")
+    phrases = ("out of memory", "failed to allocate", "can't allocate memory", "could not create a primitive")
     return isinstance(exc, RuntimeError) and any(phrase in text for phrase in phrases)
 
 

@@ -53,6 +53,12 @@ ENGINE_VARIABLE = "NAPARI_UNET_CPU_ENGINE"
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
+# Tracing a network for OpenVINO warns about the skip-connection size check of UNet.forward
+# (with same padding and tiles on the pooling grid that branch never changes). The conversion
+# hides it, but a conversion still running when its caller restores the process's warning
+# settings (Cancel, Ctrl-C) loses that: this filter stays for the whole process.
+warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"napari_unet\.core\.network\.unet")
+
 #: Input pixels (tile pixels, margins included) a network runs through PyTorch
 #: under ``"auto"`` before it is converted for OpenVINO: about 3 s of PyTorch
 #: work on 2 CPU cores, against 1-2 s to convert.
@@ -209,7 +215,9 @@ def network_runner_job(
 
     Converting takes 1-2.5 s; it runs in a thread so that a job stopped at
     one of these yields (Cancel) ends at once. The conversion then finishes
-    in the background and is kept in ``cache`` for the next job.
+    in the background and is kept in ``cache`` for the next job; a process
+    that ends meanwhile (Ctrl-C on the command line) waits for it to finish
+    before exiting, which ending OpenVINO's work midway would abort.
 
     Yields
     ------
@@ -236,7 +244,11 @@ def network_runner_job(
     if cache.is_converted(net):
         convert()
     else:
-        threading.Thread(target=convert, name="napari-unet-openvino-conversion", daemon=True).start()
+        # Not a daemon: the interpreter waits for it at exit. A daemon thread still inside
+        # OpenVINO's C++ code when the process ends (Ctrl-C or Cancel during the conversion,
+        # then exit) is unwound by the interpreter's shutdown and aborts the process
+        # ("terminate called without an active exception", SIGABRT) after the clean message.
+        threading.Thread(target=convert, name="napari-unet-openvino-conversion", daemon=False).start()
     while not done.wait(0.1):
         yield Progress(
             Stage.PREPARE,

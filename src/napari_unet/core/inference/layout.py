@@ -192,6 +192,16 @@ def infer_layout(
     candidates = [a for a in {0, ndim - 1} if ndim >= 3 and shape[a] == in_channels]
     if len(candidates) == 1:
         return ImageLayout(shape, candidates[0])
+    if ndim == 2:
+        raise ImageLayoutError(
+            f"this model needs {in_channels} channels and the image (shape {shape}) has none: it is a "
+            "single-channel (grayscale) image; choose a model for one channel"
+        )
+    if in_channels not in shape:
+        raise ImageLayoutError(
+            f"this model needs {in_channels} channels and no axis of the image (shape {shape}) has "
+            f"{in_channels} entries; choose a model for this image's channels"
+        )
     raise ImageLayoutError(
         f"this model expects {in_channels} channels; say which axis of the image (shape {shape}) holds them"
     )

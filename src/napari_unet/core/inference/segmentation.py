@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from napari_unet.core.errors import UserError
+from napari_unet.core.inference.budget import check_whole_image
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.layout import infer_layout
 from napari_unet.core.inference.options import InferenceOptions, OptionsError, inference_options
@@ -133,6 +134,14 @@ def segment_job(
     Returns
     -------
     SegmentationResult
+
+    Raises
+    ------
+    ImageTooLargeError
+        Before any work, when the results and working arrays would not fit
+        in the available memory (:func:`~napari_unet.core.inference.budget.check_whole_image`);
+        segment such images block by block
+        (:func:`~napari_unet.core.blockwise.to_zarr.segment_to_zarr_job`).
     """
     output = output_kind_of(output_kind, output)
     settings = inference_options(
@@ -156,6 +165,7 @@ def segment_job(
     n_planes = layout.n_planes
     n_classes = description.config.n_classes
     want_probs = output == "probabilities" or keep_probabilities
+    check_whole_image(layout, description.config, output_kind=output, keep_probabilities=keep_probabilities)
     probabilities = np.zeros((*stack, n_classes, height, width), np.float32) if want_probs else None
     labels: np.ndarray | None = None
     if output != "probabilities":

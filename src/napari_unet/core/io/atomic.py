@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from napari_unet.core.errors import UserError
+from napari_unet.core.io.leftovers import clean_leftovers, partial_name
 
 
 class OutputError(UserError, OSError):
@@ -46,6 +49,7 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
         raise OutputError(_missing_folder(folder))
     if not overwrite and path.exists():
         raise OutputError(exists_message(path))
+    clean_leftovers(folder)
     try:
         tmp = _create_temporary(folder, path.name)
     except OSError as exc:
@@ -64,13 +68,12 @@ def atomic_output(path: str | os.PathLike, /, *, overwrite: bool = True) -> Iter
         else:
             _commit_no_replace(tmp, path)
     except BaseException as exc:
+        written = _size(tmp)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise OutputError(
-                    f"the disk is full; nothing was written to {str(path)!r}. Free space and retry"
-                ) from exc
+            if is_disk_full(exc):
+                raise disk_full_error(path, needed=written + (_shortfall(exc) or 0)) from exc
             if isinstance(exc, PermissionError):
                 raise OutputError(f"no permission to write {str(path)!r}; choose another folder") from exc
             raise OutputError(f"writing {str(path)!r} failed ({exc.strerror or exc}); nothing was written") from exc
@@ -185,6 +188,73 @@ def _cannot_write(folder: Path, exc: OSError) -> str:
     return f"cannot write in {str(folder)!r} ({exc.strerror or exc}); choose another output folder"
 
 
+#: numpy's ``tofile`` (which tifffile uses) reports a short write without an errno.
+_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+_MB = 1_000_000
+
+
+def is_disk_full(exc: BaseException, /) -> bool:
+    """Whether ``exc`` says that the disk (or the user's quota) is full.
+
+    Besides ``ENOSPC`` and ``EDQUOT``, a short write (``"N requested and M
+    written"``, numpy's words when the disk fills during :meth:`numpy.ndarray.tofile`)
+    counts as a full disk.
+    """
+    if not isinstance(exc, OSError):
+        return False
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return exc.errno is None and _shortfall(exc) is not None
+
+
+def disk_full_error(path: str | os.PathLike, /, *, needed: int | None = None) -> OutputError:
+    """The :class:`OutputError` for a full disk while writing ``path``; nothing of it is kept.
+
+    Parameters
+    ----------
+    path : path-like
+        The file or folder that could not be written.
+    needed : int, optional
+        Bytes the output needs at least, when known.
+
+    Returns
+    -------
+    OutputError
+        A message naming the folder, its free space and how much to free
+        (when known), e.g. ``the disk is full: 'out/a.tif' needs at least
+        8 MB and the disk holding 'out' has 1 MB free; free at least 7 MB
+        there or write elsewhere. Nothing was written to 'out/a.tif'``.
+    """
+    path = Path(path)
+    folder = str(path.parent) if str(path.parent) else "."
+    try:
+        free: int | None = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    where = f"the disk holding {folder!r}" + (f" has {free // _MB} MB free" if free is not None else "")
+    if needed:
+        missing = -(-max(needed - (free or 0), 1) // _MB)
+        head = f"the disk is full: {str(path)!r} needs at least {-(-needed // _MB)} MB and {where}"
+        advice = f"free at least {missing} MB there or write elsewhere"
+    else:
+        head = f"the disk is full: {where}"
+        advice = "free space there or write elsewhere"
+    return OutputError(f"{head}; {advice}. Nothing was written to {str(path)!r}")
+
+
+def _shortfall(exc: OSError) -> int | None:
+    """Bytes that a short write (numpy's ``"N requested and M written"``) did not write."""
+    match = _SHORT_WRITE.search(str(exc))
+    return int(match[1]) - int(match[2]) if match else None
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def _create_temporary(folder: Path, name: str) -> str:
     """Create a new, empty temporary file for ``name`` in ``folder``; return its path.
 
@@ -194,7 +264,7 @@ def _create_temporary(folder: Path, name: str) -> str:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
-        tmp = folder / f".{name}.{secrets.token_hex(4)}.part"
+        tmp = folder / partial_name(name, secrets.token_hex(4))
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:

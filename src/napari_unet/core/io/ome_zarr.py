@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core.io.atomic import OutputError, exists_message
+from napari_unet.core.io.atomic import OutputError, disk_full_error, exists_message, is_disk_full
+from napari_unet.core.io.leftovers import clean_leftovers, partial_name, tree_size
 from napari_unet.core.io.tiff import ImageReadError
 
 ZARR_SUFFIXES = (".zarr",)
@@ -222,7 +223,8 @@ class ZarrOutput:
         if not self.path.parent.is_dir():
             raise OutputError(f"the folder {self.path.parent} does not exist")
         self.overwrite = overwrite
-        self.partial = self.path.parent / f".{self.path.name}.part-{uuid.uuid4().hex[:8]}"
+        clean_leftovers(self.path.parent)
+        self.partial = self.path.parent / partial_name(self.path.name, uuid.uuid4().hex[:8])
         self.shape, self.axes = tuple(int(s) for s in shape), axes.lower()
         self.scale = tuple(float(s) for s in scale) if scale is not None else (1.0,) * len(shape)
         self.unit = unit
@@ -230,6 +232,7 @@ class ZarrOutput:
             group = zarr.open_group(str(self.partial), mode="w", zarr_format=2)
             group.create_array("0", shape=self.shape, chunks=tuple(int(c) for c in chunks), dtype=dtype, fill_value=0)
         except OSError as exc:
+            self.raise_if_disk_full(exc)
             shutil.rmtree(self.partial, ignore_errors=True)
             raise OutputError(f"cannot write into {self.path.parent}: {exc.strerror or exc}") from exc
         self._attributes = dict(attributes or {})
@@ -321,6 +324,16 @@ class ZarrOutput:
                 f"was kept as {str(kept)!r}"
             ) from exc
         return self.path
+
+    def raise_if_disk_full(self, exc: BaseException) -> None:
+        """Raise the full-disk :class:`OutputError` (removing what was written) if ``exc`` says the disk is full.
+
+        Call it from an ``except`` clause around the writing; other errors are left to the caller.
+        """
+        if is_disk_full(exc) and not isinstance(exc, OutputError):
+            needed = tree_size(self.partial)
+            self.discard()
+            raise disk_full_error(self.path, needed=needed) from exc
 
     def discard(self) -> None:
         """Remove what was written (after a failure or cancel)."""

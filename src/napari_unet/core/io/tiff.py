@@ -12,6 +12,7 @@ The tests check what Fiji sees with an independent reader (``tests/imagej_reader
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ import re
 import threading
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -28,13 +30,17 @@ import numpy as np
 import tifffile
 
 from napari_unet.core.errors import UserError
-from napari_unet.core.io.atomic import atomic_output
+from napari_unet.core.io.atomic import OutputError, atomic_output, disk_full_error, is_disk_full
+from napari_unet.core.io.memory import BLOCKWISE_ADVICE, refuse_if_too_large
 
 __all__ = [
+    "ImageHeader",
     "ImageInfo",
     "ImageReadError",
+    "ImageSeriesWarning",
     "LabelsDtypeWarning",
     "LabelsWriteResult",
+    "read_header",
     "read_image",
     "write_labels",
     "write_probabilities",
@@ -59,6 +65,10 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 class ImageReadError(UserError, ValueError):
     """An image file cannot be read; the message names the file and says what to do."""
+
+
+class ImageSeriesWarning(UserWarning):
+    """A TIFF file holds several images (series); only the first is read."""
 
 
 class LabelsDtypeWarning(UserWarning):
@@ -122,7 +132,98 @@ class LabelsWriteResult:
     warning: str | None = None
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """Shape, type and axes of the image :func:`read_image` would return, from the file's header.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the array (RGB samples last).
+    dtype : numpy.dtype
+        Pixel type.
+    axes : str
+        One letter per axis, as :attr:`ImageInfo.axes`.
+    rgb : bool
+        The last axis holds colour samples.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    axes: str
+    rgb: bool
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the pixels once read."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
 # --------------------------------------------------------------------------- reading
+
+
+def read_header(path: str | os.PathLike, /) -> ImageHeader | None:
+    """What :func:`read_image` would return for ``path``, without reading the pixels.
+
+    Returns
+    -------
+    ImageHeader or None
+        None when the file cannot be opened as a TIFF with an image
+        (:func:`read_image` then says why).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> path = Path(tempfile.mkdtemp()) / "labels.tif"
+    >>> _ = write_labels(path, np.zeros((3, 40, 50), dtype=np.uint8))
+    >>> read_header(path)
+    ImageHeader(shape=(3, 40, 50), dtype=dtype('uint8'), axes='ZYX', rgb=False)
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                return None
+            series = tif.series[0]
+            return _header(tuple(series.shape), series.dtype, series.axes, series.keyframe.photometric)
+    except Exception:  # tifffile, struct, OSError: read_image explains
+        return None
+
+
+def _header(shape: tuple[int, ...], dtype: Any, axes: str, photometric: Any) -> ImageHeader:
+    """The shape and axes :func:`read_image` returns for a series of ``shape`` and ``axes``."""
+    rgb = photometric == tifffile.PHOTOMETRIC.RGB and "S" in axes and shape[axes.index("S")] in (3, 4)
+    if "S" in axes and axes[-1] != "S":
+        s = axes.index("S")
+        shape = (*shape[:s], *shape[s + 1 :], shape[s])
+        axes = axes.replace("S", "") + "S"
+    return ImageHeader(shape=shape, dtype=np.dtype(dtype), axes=_name_unknown_axes(axes), rgb=bool(rgb))
+
+
+#: Series names of the side images of slide scanners (Aperio SVS, ...): not warned about.
+_SIDE_IMAGES = ("thumbnail", "label", "macro", "overview")
+
+
+def _other_series(tif: tifffile.TiffFile) -> list[str]:
+    """Shape and axes of the series after the first, slide scanners' side images left out."""
+    return [
+        f"{_shape_text(series.shape)} {series.axes}"
+        for series in tif.series[1:]
+        if not str(series.name or "").strip().lower().startswith(_SIDE_IMAGES)
+    ]
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(n) for n in shape)
+
+
+def _refuse_too_large(name: str, series: Any) -> None:
+    """Refuse (before reading) a series whose pixels exceed the available memory."""
+    shape = _shape_text(series.shape)
+    refuse_if_too_large(
+        math.prod(series.shape) * np.dtype(series.dtype).itemsize,
+        what=f"reading {name!r} whole ({shape} {np.dtype(series.dtype)} pixels)",
+        advice=f"{BLOCKWISE_ADVICE}; to train on it, crop a region first",
+    )
 
 
 def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
@@ -145,6 +246,10 @@ def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
     ------
     ImageReadError
         The file is missing, is a folder, is not a TIFF, or is damaged.
+    ImageTooLargeError
+        Its pixels would need more memory than is available (found from the
+        header, before reading them); the message points to the
+        block-by-block path.
 
     Notes
     -----
@@ -155,6 +260,11 @@ def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
     (reported in ``"um"``). Resolutions in dots per inch are ignored: in
     practice they are scanner or screen defaults (72 dpi), not a microscope
     calibration. When only X and Y are known, Z is 1 unit, as in Fiji.
+
+    A file holding several images (TIFF series, e.g. an OME-TIFF of many
+    positions) gives the first, with an :class:`ImageSeriesWarning` naming
+    the others; the side images of slide scanners (thumbnail, label, macro)
+    are not mentioned.
 
     Axes that tifffile cannot name (``I``, ``Q``, ...) become ``Z`` (Fiji
     opens an unlabelled stack as Z-slices), then ``T``, then ``C``.
@@ -194,6 +304,8 @@ def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
             if not tif.series:
                 raise ImageReadError(f"cannot read {name!r}: the TIFF file holds no image")
             series = tif.series[0]
+            _refuse_too_large(name, series)
+            others = _other_series(tif)
             data = np.asarray(series.asarray())
             axes = series.axes
             photometric = series.keyframe.photometric
@@ -213,6 +325,14 @@ def read_image(path: str | os.PathLike, /) -> tuple[np.ndarray, ImageInfo]:
         ) from exc
     finally:
         tifffile_log.removeHandler(damage)
+    if others:
+        warnings.warn(
+            f"{name!r} holds {len(others) + 1} images (TIFF series); only the first, {_shape_text(data.shape)} "
+            f"{axes}, is read, not {', '.join(others)}. To use the others, save each to its own file "
+            "(in Fiji: File > Import > Bio-Formats, choose the series, then File > Save As > Tiff...)",
+            ImageSeriesWarning,
+            stacklevel=2,
+        )
 
     if data.ndim != len(axes):  # defensive: should not happen with tifffile
         raise ImageReadError(f"cannot read {name!r}: its axes {axes!r} do not match its shape {data.shape}")
@@ -446,7 +566,7 @@ def write_labels(
     if dtype.itemsize <= 2:
         stack = math.prod(n for a, n in zip(axes, data.shape) if a in "TZ") > 1
         used = "none" if stack else codec
-        with atomic_output(path, overwrite=overwrite) as fh:
+        with _tiff_output(path, overwrite=overwrite, size=data.nbytes if used == "none" else None) as fh:
             _write_imagej(fh, data, axes, sizes, unit, compression=used)
         return LabelsWriteResult(path=path, dtype=dtype, imagej=True, compression=used)
 
@@ -465,7 +585,7 @@ def write_labels(
         )
     # Warn before writing: if warnings are errors, nothing is written.
     warnings.warn(message, LabelsDtypeWarning, stacklevel=2)
-    with atomic_output(path, overwrite=overwrite) as fh:
+    with _tiff_output(path, overwrite=overwrite, size=data.nbytes if codec == "none" else None) as fh:
         _write_plain(fh, data, axes, sizes, unit, compression=codec)
     return LabelsWriteResult(path=path, dtype=dtype, imagej=False, compression=codec, warning=message)
 
@@ -540,9 +660,21 @@ def write_probabilities(
     finite = data[np.isfinite(data)]
     if finite.size and finite.min() >= 0 and finite.max() <= 1:
         display = (0.0, 1.0)
-    with atomic_output(path, overwrite=overwrite) as fh:
+    with _tiff_output(path, overwrite=overwrite, size=data.nbytes) as fh:
         _write_imagej(fh, data, ij_axes, sizes, unit, compression="none", display_range=display)
     return path
+
+
+@contextlib.contextmanager
+def _tiff_output(path: Path, *, overwrite: bool, size: int | None) -> Iterator[BinaryIO]:
+    """:func:`atomic_output`, whose full-disk message says how much an uncompressed file of ``size`` bytes needs."""
+    try:
+        with atomic_output(path, overwrite=overwrite) as fh:
+            yield fh
+    except OutputError as exc:
+        if size and is_disk_full(exc.__cause__ or exc):
+            raise disk_full_error(path, needed=size) from exc.__cause__
+        raise
 
 
 def _label_array(labels: Any) -> tuple[np.ndarray, np.dtype]:

@@ -163,3 +163,16 @@ def test_literal_tips_show_their_text_even_with_napari_s_suffix(qapp, text):
     # napari's activity dock shows a job's description in a label as DESCRIPTION + ": "
     assert shown(literal_tip(text)) == text
     assert shown(literal_tip(text) + ": ") == text + ": "
+
+
+def test_notifications_show_names_that_look_like_html_literally(monkeypatch):
+    from napari.utils import notifications
+
+    from napari_unet._widgets.forms import notify
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    notify.show_error("Cannot load '<b>x</b><img src=/etc/passwd>': not a model file")
+    notify.show_error("Cannot load 'cells.unet.safetensors': not a model file")
+    assert "&lt;b&gt;x&lt;/b&gt;&lt;img src=/etc/passwd&gt;" in shown[0] and "<b>" not in shown[0]
+    assert shown[1] == "Cannot load 'cells.unet.safetensors': not a model file"

@@ -20,7 +20,6 @@ from typing import Any
 import napari.layers
 import numpy as np
 from napari.qt.threading import GeneratorWorker
-from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
@@ -38,6 +37,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
+from napari_unet._widgets.forms.notify import show_error, show_info, show_warning
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.layer_events import follow_layers

@@ -24,7 +24,6 @@ from typing import Any
 import napari.layers
 import numpy as np
 from napari.qt.threading import GeneratorWorker
-from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
@@ -45,6 +44,7 @@ from napari_unet._widgets.forms.curve_plot import CurvePlot
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.layer_pairs import LayerPairs, image_shape
 from napari_unet._widgets.forms.lifetime import connect_for_life
+from napari_unet._widgets.forms.notify import show_error, show_info
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.forms.training_options import TrainingOptions

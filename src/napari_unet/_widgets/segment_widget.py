@@ -17,7 +17,6 @@ from typing import Any
 
 import napari.layers
 from napari.qt.threading import GeneratorWorker
-from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
@@ -40,6 +39,7 @@ from napari_unet._widgets.forms.devices import device_combo
 from napari_unet._widgets.forms.folding import set_fold_tip
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
+from napari_unet._widgets.forms.notify import show_error, show_info, show_warning
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.channel_hint import channel_notice

@@ -1,0 +1,29 @@
+"""napari's notifications, showing a message literally even when it names a file or layer that looks like HTML.
+
+napari draws a notification's text the way Qt draws a label's (rich text when it looks
+like HTML), and our messages name models, layers and files. These wrappers pass a message
+that Qt would take for HTML through :func:`~.plain_text.literal_tip`; others unchanged.
+"""
+
+from __future__ import annotations
+
+from napari.utils import notifications
+
+from napari_unet._widgets.forms.plain_text import literal_tip
+
+__all__ = ["show_error", "show_info", "show_warning"]
+
+
+def show_error(message: str) -> None:
+    """napari's ``show_error``, with ``message`` shown as it is."""
+    notifications.show_error(literal_tip(message))
+
+
+def show_info(message: str) -> None:
+    """napari's ``show_info``, with ``message`` shown as it is."""
+    notifications.show_info(literal_tip(message))
+
+
+def show_warning(message: str) -> None:
+    """napari's ``show_warning``, with ``message`` shown as it is."""
+    notifications.show_warning(literal_tip(message))

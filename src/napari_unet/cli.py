@@ -457,38 +457,37 @@ def _wants_blocks(args: argparse.Namespace) -> bool:
     )
 
 
-def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
-    """``segment`` for large images: each input block by block into OME-Zarr."""
+def _cmd_segment(args: argparse.Namespace, *, zarr: bool) -> int:
+    """``segment``: TIFF outputs, or (``zarr``) each input block by block into OME-Zarr; one path for both."""
     from napari_unet.core.batch.paths import ZARR_SUFFIXES
-    from napari_unet.core.batch.zarr_files import segment_files_to_zarr_job
     from napari_unet.core.progress import run_job
 
-    if args.block_size is not None and args.block_size < 16:
+    if zarr and args.block_size is not None and args.block_size < 16:
         print(f"error: --block-size must be at least 16 pixels, got {args.block_size}", file=sys.stderr)
         return 2
-    planned = _plan_batch(args, zarr=True)
+    planned = _plan_batch(args, zarr=zarr)
     if isinstance(planned, int):
         return planned
-    images, targets, options = planned
-    to_one = len(targets) == 1 and Path(args.output).suffix.lower() in ZARR_SUFFIXES
+    inputs, targets, options = planned
+    suffixes = ZARR_SUFFIXES if zarr else TIFF_SUFFIXES
+    to_one = len(targets) == 1 and Path(args.output).suffix.lower() in suffixes
     prepared = _prepare_batch(args, to_one=to_one, first_target=targets[0])
     if isinstance(prepared, int):
         return prepared
     model, summary = prepared
-    report = _FileBars(unit="block", quiet=args.quiet)
-    job = segment_files_to_zarr_job(
-        images,
-        model=model,
-        outputs=targets,
-        output_kind=args.kind,
-        options=options,
-        overwrite=args.overwrite,
-        block_size=args.block_size or 2048,
-        margin=args.margin,
-        channel_axis=args.channel_axis,
-        scheduler=args.scheduler,
-        n_workers=args.workers,
-    )
+    common = {"model": model, "outputs": targets, "output_kind": args.kind, "options": options}
+    common |= {"channel_axis": args.channel_axis, "overwrite": args.overwrite}
+    if zarr:
+        from napari_unet.core.batch.zarr_files import segment_files_to_zarr_job
+
+        blocks = {"block_size": args.block_size or 2048, "margin": args.margin}
+        cluster = {"scheduler": args.scheduler, "n_workers": args.workers}
+        job = segment_files_to_zarr_job(inputs, **common, **blocks, **cluster)
+    else:
+        from napari_unet.core.batch.files import segment_files_job
+
+        job = segment_files_job(inputs, **common)
+    report = _FileBars(unit="block" if zarr else "%", quiet=args.quiet)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -496,36 +495,6 @@ def _cmd_segment_to_zarr(args: argparse.Namespace) -> int:
     except (ImportError, ConnectionError) as exc:  # no distributed installed, or no scheduler at the address
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return _report_batch(rows, summary)
-
-
-def _cmd_segment(args: argparse.Namespace) -> int:
-    from napari_unet.core.batch.files import segment_files_job
-    from napari_unet.core.progress import run_job
-
-    planned = _plan_batch(args, zarr=False)
-    if isinstance(planned, int):
-        return planned
-    files, targets, options = planned
-    to_file = len(files) == 1 and Path(args.output).suffix.lower() in TIFF_SUFFIXES
-    prepared = _prepare_batch(args, to_one=to_file, first_target=targets[0])
-    if isinstance(prepared, int):
-        return prepared
-    model, summary = prepared
-
-    report = _FileBars(unit="%", quiet=args.quiet)
-    job = segment_files_job(
-        files,
-        model=model,
-        outputs=targets,
-        output_kind=args.kind,
-        options=options,
-        channel_axis=args.channel_axis,
-        overwrite=args.overwrite,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        rows = run_job(job, on_progress=report)
     # every file's line (a failure with its reason) was printed as it finished: count them, do not repeat them
     return _report_batch(rows, summary)
 
@@ -739,8 +708,8 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "train":
         return _cmd_train(args)
     if _wants_blocks(args):
-        return _cmd_segment_to_zarr(args)
-    return _cmd_segment(args)
+        return _cmd_segment(args, zarr=True)
+    return _cmd_segment(args, zarr=False)
 
 
 def _load_core() -> None:

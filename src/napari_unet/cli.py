@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from napari_unet.core.batch.files import TIFF_SUFFIXES, InputError, expand_inputs, output_paths
-    from napari_unet.core.progress import Stage
+    from napari_unet.core.batch.files import InputError, expand_inputs, output_paths
 
 __all__ = ["InputError", "expand_inputs", "main", "output_paths"]
 
-#: Names this module takes from the core, imported by :func:`_load_core` (seconds: numpy, torch)
-#: inside :func:`main`'s handling of Ctrl-C, not when the module is imported.
-_CORE_NAMES = ("TIFF_SUFFIXES", "InputError", "expand_inputs", "output_paths", "Stage")
+#: The batch names this module re-exports, imported on first use: the core (numpy, torch: seconds)
+#: is imported inside the commands, within :func:`main`'s handling of Ctrl-C, not with this module.
+_REEXPORTED = ("InputError", "expand_inputs", "output_paths")
 
 #: Summary file written into the output folder when --summary is not given.
 DEFAULT_SUMMARY = "napari-unet-summary.csv"
@@ -190,6 +189,8 @@ def _labels_for(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Pat
     two ``--labels`` folders), with one name are refused, as the pairing by
     name would give them all the same labels without a word.
     """
+    from napari_unet.core.batch.files import InputError, expand_inputs
+
     candidates = expand_inputs(label_inputs)
     _refuse_shared_names(images, "images", _ONE_LABEL)
     _refuse_shared_names(candidates, "--labels", "which of them belongs to an image cannot be told")
@@ -211,6 +212,8 @@ def _labels_for(images: Sequence[Path], label_inputs: Sequence[str]) -> list[Pat
 
 def _refuse_shared_names(files: Sequence[Path], what: str, why: str) -> None:
     """Refuse files of ``what`` that share a name (``A/a.tif`` and ``B/a.tif``): labels pair by name."""
+    from napari_unet.core.batch.files import InputError
+
     first: dict[str, Path] = {}
     for path in files:
         if path.name in first:
@@ -224,6 +227,7 @@ def _refuse_shared_names(files: Sequence[Path], what: str, why: str) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     """``napari-unet train``: the widget's fine-tuning job (:func:`.finetune_job.finetune_job`) on TIFF files."""
     from napari_unet.core import ModelFileError, load_named_model, new_model
+    from napari_unet.core.batch.files import InputError, expand_inputs
     from napari_unet.core.inference.predict import OutOfMemoryError
     from napari_unet.core.io.tiff import ImageReadError
     from napari_unet.core.progress import run_job
@@ -389,7 +393,7 @@ def _run_training(job, *, total: int, quiet: bool):  # type: ignore[no-untyped-d
     """Run a training job with a progress bar (loss and best metric); notices are printed as notes."""
     from tqdm import tqdm
 
-    from napari_unet.core.progress import run_job
+    from napari_unet.core.progress import Stage, run_job
 
     with tqdm(total=total, unit="step", disable=quiet) as bar:
 
@@ -459,7 +463,7 @@ def _wants_blocks(args: argparse.Namespace) -> bool:
 
 def _cmd_segment(args: argparse.Namespace, *, zarr: bool) -> int:
     """``segment``: TIFF outputs, or (``zarr``) each input block by block into OME-Zarr; one path for both."""
-    from napari_unet.core.batch.paths import ZARR_SUFFIXES
+    from napari_unet.core.batch.paths import TIFF_SUFFIXES, ZARR_SUFFIXES
     from napari_unet.core.progress import run_job
 
     if zarr and args.block_size is not None and args.block_size < 16:
@@ -517,6 +521,8 @@ class _FileBars:
     def __call__(self, progress: Any) -> None:
         from tqdm import tqdm
 
+        from napari_unet.core.progress import Stage
+
         if progress.stage == Stage.FILE_START:
             self.share = progress.span
             self.bar = tqdm(
@@ -554,6 +560,7 @@ def _plan_batch(args: argparse.Namespace, *, zarr: bool) -> tuple[list[Path], li
 
     One engine cache serves the whole run, so ``--engine auto`` converts a model at most once.
     """
+    from napari_unet.core.batch.files import InputError, expand_inputs, output_paths
     from napari_unet.core.inference.engine import EngineCache
     from napari_unet.core.inference.options import InferenceOptions, OptionsError
 
@@ -679,7 +686,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 2
         warnings.formatwarning = _plain_warning  # e.g. "warning: CUDA was asked for but ...; running on the CPU"
-        _load_core()
         status = _run_command(args)
         sys.stdout.flush()  # a reader that went away (napari-unet ... | head) shows here, not at exit
         return status
@@ -712,22 +718,12 @@ def _run_command(args: argparse.Namespace) -> int:
     return _cmd_segment(args, zarr=False)
 
 
-def _load_core() -> None:
-    """Import what this module takes from the core (:data:`_CORE_NAMES`) into its globals."""
-    from napari_unet.core.batch import files
-    from napari_unet.core.progress import Stage
-
-    names = globals()
-    for name in _CORE_NAMES[:-1]:
-        names[name] = getattr(files, name)
-    names["Stage"] = Stage
-
-
 def __getattr__(name: str) -> Any:
     """The core's names re-exported here (``InputError``, ``expand_inputs``, ...), imported on first use."""
-    if name in _CORE_NAMES:
-        _load_core()
-        return globals()[name]
+    if name in _REEXPORTED:
+        from napari_unet.core.batch import files
+
+        return getattr(files, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -64,6 +64,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "models only), or auto (default): PyTorch first, OpenVINO once this run has done enough work for the "
         "conversion to pay back; NAPARI_UNET_CPU_ENGINE=torch makes auto keep PyTorch",
     )
+    seg.add_argument(
+        "--diameter",
+        default="auto",
+        metavar="auto|PX|model|calibration",
+        help="size of the objects: auto (default) estimates it from each image; a number is their diameter in "
+        "pixels; model takes them to be the size the model was trained at (no resampling); calibration uses "
+        "the file's pixel size and the model's. Images are resampled so their objects have the model's size",
+    )
     seg.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: skip them)")
     seg.add_argument(
         "--summary",
@@ -562,6 +570,7 @@ def _plan_batch(args: argparse.Namespace, *, zarr: bool) -> tuple[list[Path], li
     """
     from napari_unet.core.batch.files import InputError, expand_inputs, output_paths
     from napari_unet.core.inference.engine import EngineCache
+    from napari_unet.core.inference.object_scale import DiameterError
     from napari_unet.core.inference.options import InferenceOptions, OptionsError
 
     try:
@@ -570,11 +579,12 @@ def _plan_batch(args: argparse.Namespace, *, zarr: bool) -> tuple[list[Path], li
             tile_size=args.tile_size,
             batch_size=args.batch_size,
             engine=args.engine,
+            diameter=args.diameter,
             engine_cache=EngineCache(),
         )
         files = expand_inputs(args.inputs, zarr=zarr)
         targets = output_paths(files, args.output, kind=args.kind, fmt="zarr" if zarr else "tiff")
-    except (InputError, OptionsError) as exc:
+    except (InputError, OptionsError, DiameterError) as exc:
         print(f"error: {_option_names(str(exc))}", file=sys.stderr)
         return 2
     return files, targets, options
@@ -645,7 +655,10 @@ def _print_row(row) -> None:  # type: ignore[no-untyped-def]
         print(f"failed {name}: {row.message}", file=sys.stderr)
     else:
         what = f"{row.objects} objects" if row.objects is not None else "written"
-        print(f"{name} -> {row.output} ({what}, {row.seconds:.1f} s)")
+        size = ""
+        if row.diameter is not None:
+            size = f", objects {row.diameter:.0f} px" + (f", resampled x{row.scale:.2f}" if row.scale != 1 else "")
+        print(f"{name} -> {row.output} ({what}{size}, {row.seconds:.1f} s)")
         if row.message:
             print(f"warning: {row.message}", file=sys.stderr)
 

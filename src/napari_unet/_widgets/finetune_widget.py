@@ -50,7 +50,7 @@ from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.forms.training_options import TrainingOptions
 from napari_unet._widgets.layers.layer_events import follow_layers
 from napari_unet._widgets.layers.proxies import unwrap_proxy
-from napari_unet._widgets.layers.results import Target, make_target, shown_plane
+from napari_unet._widgets.layers.results import RESULT_KEY, Target, make_target, shown_plane
 from napari_unet._widgets.layers.reviewed import reviewed_mask
 from napari_unet._widgets.layers.session import session_for
 from napari_unet._widgets.layers.warm_up import start_warm_up
@@ -545,6 +545,7 @@ class FineTuneWidget(RunsJobs, QWidget):
                     rgb=bool(image_layer.rgb),
                     plane=plane,
                     reviewed=reviewed,
+                    diameter=_segmented_diameter(labels_layer),
                 )
             )
             if preview is None:
@@ -771,3 +772,10 @@ def _fraction(job: _RunningJob, report: Progress | PreviewUpdate) -> float | Non
     if job.budget:
         fraction = max(fraction, report.data.get("seconds", 0.0) / job.budget)
     return min(fraction, 1.0)
+
+
+def _segmented_diameter(labels_layer: Any) -> float | None:
+    """The objects' diameter Segment used for this result layer (None: not a result, or not known)."""
+    mark = unwrap_proxy(labels_layer).metadata.get(RESULT_KEY)
+    value = mark.get("object_diameter_px") if isinstance(mark, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -36,6 +36,7 @@ from superqt import QCollapsible
 
 from napari_unet._widgets.forms import shortcuts
 from napari_unet._widgets.forms.devices import device_combo
+from napari_unet._widgets.forms.diameter_field import DiameterField
 from napari_unet._widgets.forms.folding import set_fold_tip
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
@@ -46,7 +47,7 @@ from napari_unet._widgets.layers.channel_hint import channel_notice
 from napari_unet._widgets.layers.large_images import is_large, result_path, show_lazy_result
 from napari_unet._widgets.layers.layer_events import follow_layers
 from napari_unet._widgets.layers.proxies import unwrap_proxy
-from napari_unet._widgets.layers.results import Target, make_target, set_contour, shown_plane
+from napari_unet._widgets.layers.results import RESULT_KEY, Target, make_target, set_contour, shown_plane
 from napari_unet._widgets.layers.session import session_for
 from napari_unet._widgets.layers.warm_up import start_warm_up
 from napari_unet.core import (
@@ -62,6 +63,7 @@ from napari_unet.core import (
 from napari_unet.core.blockwise.to_zarr import BlockwiseResult, segment_to_zarr_job
 from napari_unet.core.errors import UserError
 from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
+from napari_unet.core.inference.object_scale import ObjectScale
 from napari_unet.core.inference.options import InferenceOptions
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,18 @@ _OUTPUTS = (
     ("classes", "Classes", "A Labels layer with the most likely class of every pixel (e.g. 1 interior, 2 boundary)."),
     ("probabilities", "Probabilities", "One image layer per class with the class probability (0 to 1) of every pixel."),
 )
-_ROW_LABELS = ("Image", "Model", "Output", "Show", "Planes", "Device", "Tile size", "Batch size", "Channel axis")
+_ROW_LABELS = (
+    "Image",
+    "Model",
+    "Output",
+    "Object size",
+    "Show",
+    "Planes",
+    "Device",
+    "Tile size",
+    "Batch size",
+    "Channel axis",
+)
 _OUTLINE_TIP = (
     "Draw the objects of the Labels result as outlines (contour 1) instead of filled, so the image "
     "shows through; the same as the layer's 'contour' control."
@@ -162,6 +175,11 @@ class SegmentWidget(RunsJobs, QWidget):
         planes.addWidget(self.current_plane)
         planes.addStretch()
 
+        self.diameter_field = DiameterField(self.viewer)
+        self.scale_label = plain_label()  # names the model
+        self.scale_label.setWordWrap(True)
+        self.scale_label.setToolTip("The object size the last segmentation used, and how much the image was resampled.")
+
         self.device_combo = device_combo("Run")
         self.device_combo.setToolTip("Where the network runs; a missing GPU falls back to the CPU.")
         self.tile_spin = QSpinBox()
@@ -235,6 +253,8 @@ class SegmentWidget(RunsJobs, QWidget):
         main.addRow(_row_label("Model", label_width), self.model_combo)
         main.addRow(_row_label("", label_width), self.model_info)
         main.addRow(_row_label("Output", label_width), self.output_combo)
+        main.addRow(_row_label("Object size", label_width), self.diameter_field)
+        main.addRow(_row_label("", label_width), self.scale_label)
         main.addRow(_row_label("Show", label_width), shown)
         main.addRow(_row_label("Planes", label_width), planes)
         content = QWidget()
@@ -530,6 +550,7 @@ class SegmentWidget(RunsJobs, QWidget):
             tile_size=self.tile_spin.value() or None,
             batch_size=self.batch_spin.value() or None,
             amp=self.amp_check.isChecked(),
+            diameter=self.diameter_field.setting(),
             engine_cache=self.session.engines,
         )
 
@@ -583,6 +604,7 @@ class SegmentWidget(RunsJobs, QWidget):
             )
             return
         layers = show_lazy_result(self.viewer, self.session.results, job.target, result, class_names)
+        self._show_scale(result.object_scale, layers)
         if result.output != "probabilities":
             set_contour(layers[0], self.outline_check.isChecked())
         found = f"{result.n_objects} objects, " if result.output == "instances" else ""
@@ -609,10 +631,21 @@ class SegmentWidget(RunsJobs, QWidget):
             # deleted just as the job ended (its result was already on its way)
             self._drop(job, f"The image layer {job.target.source.name!r} was deleted; its segmentation was not added.")
             return
-        self.session.results.show(self.viewer, job.target, result, outlines=self.outline_check.isChecked())
+        shown = self.session.results.show(self.viewer, job.target, result, outlines=self.outline_check.isChecked())
+        self._show_scale(result.object_scale, shown)
         found = f"{result.n_objects} objects, " if result.output == "instances" else ""
         note = f" Note: {job.notice}" if job.notice else ""
         self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}.{note}")
+
+    def _show_scale(self, scale: ObjectScale | None, layers: list[Any]) -> None:
+        """Show the object size a run used, and record it on its result layers (Fine-tune reads it)."""
+        self.scale_label.setText("" if scale is None else f"Last run: {scale.note}.")
+        if scale is None or scale.diameter is None:
+            return
+        for layer in layers:
+            mark = unwrap_proxy(layer).metadata.get(RESULT_KEY)
+            if isinstance(mark, dict):
+                mark["object_diameter_px"] = scale.diameter
 
     def _on_failed(self, job: _RunningJob, error: UserError) -> None:
         if not job.dropped:

@@ -29,6 +29,8 @@ class Stage(StrEnum):
     PREPARE = "prepare"
     #: Reading the intensity statistics of the planes of a large image.
     STATISTICS = "statistics"
+    #: A pass that estimates the size of the image's objects (``done`` of ``total`` passes at most).
+    OBJECT_SIZE = "object-size"
     #: Batches of tiles through the network (``done`` of ``total`` tiles of one plane).
     TILES = "tiles"
     #: A plane of an image or stack is finished.

@@ -465,7 +465,7 @@ def test_inf_only_image_gives_finite_probabilities(gray_model):
 
 
 def test_an_image_whose_results_do_not_fit_is_refused_before_any_work(gray_model, monkeypatch):
-    from napari_unet.core.inference import budget, segmentation
+    from napari_unet.core.inference import budget, plane_outputs
     from napari_unet.core.inference.layout import infer_layout
     from napari_unet.core.io import memory
 
@@ -476,7 +476,7 @@ def test_an_image_whose_results_do_not_fit_is_refused_before_any_work(gray_model
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: needed - 1)
     called = []
     with monkeypatch.context() as patch:
-        patch.setattr(segmentation, "predict_plane_job", lambda *a, **k: called.append(1))
+        patch.setattr(plane_outputs, "predict_plane_job", lambda *a, **k: called.append(1))
         job = segment_job(image, gray_model, device="cpu")
         with pytest.raises(memory.ImageTooLargeError) as caught:
             next(job)

@@ -22,7 +22,13 @@ from hypothesis import strategies as st
 
 from core_helpers import tiny_model
 from napari_unet.core.network import file_header, model_file
-from napari_unet.core.network.model_file import ModelFileError, load_model, read_description, save_model
+from napari_unet.core.network.model_file import (
+    FORMAT_VERSION,
+    ModelFileError,
+    load_model,
+    read_description,
+    save_model,
+)
 from napari_unet.core.network.registry import models_folder
 from napari_unet.core.network.unet import MAX_CLASSES, MAX_DEPTH, MAX_IN_CHANNELS, MAX_WIDEST_FEATURES, UNet, UNetConfig
 
@@ -402,6 +408,16 @@ def _mutations(doc):
             ),
         ),
         (
+            ("object_diameter_px",),
+            st.one_of(
+                st.floats(max_value=0.0),
+                st.just(float("inf")),
+                st.just(float("nan")),
+                st.text(max_size=3),
+                st.lists(st.integers(), max_size=2),
+            ),
+        ),
+        (
             ("training_history",),
             st.one_of(
                 st.text(max_size=3),
@@ -410,7 +426,7 @@ def _mutations(doc):
                 st.just([{"deep": json.loads("[" * 40 + "]" * 40)}]),
             ),
         ),
-        (("format_version",), st.one_of(_NOT_INT, st.integers(max_value=0), st.integers(min_value=2))),
+        (("format_version",), st.one_of(_NOT_INT, st.integers(max_value=0), st.integers(min_value=FORMAT_VERSION + 1))),
         (("format",), st.one_of(_NOT_TEXT, st.text(max_size=8).filter(lambda t: t != "napari-unet-model"))),
         (("architecture",), _NESTED.filter(lambda v: v != arch)),
         (("normalization",), _NESTED),

@@ -30,6 +30,7 @@ from napari_unet.core.batch.paths import (
 )
 from napari_unet.core.inference.budget import check_whole_image_file
 from napari_unet.core.inference.layout import ImageLayoutError
+from napari_unet.core.inference.object_scale import ObjectScale
 from napari_unet.core.inference.options import InferenceOptions, inference_options
 from napari_unet.core.inference.segmentation import OutputKind, output_kind_of, segment_job
 from napari_unet.core.io.atomic import OutputError, atomic_write_bytes
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 #: Columns of a summary file, in order.
-SUMMARY_FIELDS = ("file", "output", "status", "objects", "seconds", "message")
+SUMMARY_FIELDS = ("file", "output", "status", "objects", "diameter", "scale", "seconds", "message")
 #: Errors that fail one file of a batch but not the batch.
 _FILE_ERRORS = (ImageReadError, ImageLayoutError, OutputError, ValueError, RuntimeError, OSError, MemoryError)
 
@@ -77,6 +78,10 @@ class FileSummary:
     message : str
         Why it was skipped or failed; for "ok", a warning about the file
         written (e.g. labels above 65535), else ``""``.
+    diameter : float or None
+        The objects' diameter (image pixels) the file was segmented at, when known.
+    scale : float or None
+        The factor the image was resampled by to give its objects the model's size.
     """
 
     file: str
@@ -85,6 +90,8 @@ class FileSummary:
     objects: int | None
     seconds: float
     message: str = ""
+    diameter: float | None = None
+    scale: float | None = None
 
 
 def segment_files_job(
@@ -149,8 +156,8 @@ def segment_files_job(
     )
 
 
-#: One file's result: (objects or None, a message for the summary or "").
-FileOutcome = tuple[int | None, str]
+#: One file's result: (objects or None, a message for the summary or "", the object scale used or None).
+FileOutcome = tuple[int | None, str, ObjectScale | None]
 
 
 def per_file_job(
@@ -185,14 +192,21 @@ def per_file_job(
         else:
             started = time.perf_counter()
             try:
-                objects, message = yield from within(segment_one(source, target), start=share[0], stop=share[1])
+                objects, message, used = yield from within(segment_one(source, target), start=share[0], stop=share[1])
             except _FILE_ERRORS as exc:
                 row = FileSummary(
                     str(source), str(target), "failed", None, round(time.perf_counter() - started, 3), str(exc)
                 )
             else:
                 row = FileSummary(
-                    str(source), str(target), "ok", objects, round(time.perf_counter() - started, 3), message
+                    str(source),
+                    str(target),
+                    "ok",
+                    objects,
+                    round(time.perf_counter() - started, 3),
+                    message,
+                    diameter=None if used is None or used.diameter is None else round(used.diameter, 2),
+                    scale=None if used is None else round(used.factor, 4),
                 )
         rows.append(row)
         yield Progress(
@@ -320,8 +334,8 @@ def _segment_one(
     options: InferenceOptions,
     channel_axis: int | None,
     overwrite: bool,
-) -> Generator[Progress, None, tuple[int | None, str]]:
-    """Segment one file into ``target``; returns (objects or None, warning message or "").
+) -> Generator[Progress, None, FileOutcome]:
+    """Segment one file into ``target``; returns (objects or None, warning message or "", the scale used).
 
     Without ``overwrite``, a file that appeared at ``target`` while the image
     was segmented is left as it is (:class:`OutputError`: the file fails).
@@ -337,6 +351,7 @@ def _segment_one(
         options=options,
         channel_axis=channel_axis,
         rgb=info.rgb,
+        pixel_size=micrometres_per_pixel(info),
     )
     spatial_axes = "".join(a for a in info.axes if a not in "CS")
     unit = info.unit or "um"
@@ -349,13 +364,21 @@ def _segment_one(
             unit=unit,
             overwrite=overwrite,
         )
-        return None, ""
+        return None, "", result.object_scale
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LabelsDtypeWarning)
         written = write_labels(
             target, result.labels, axes=spatial_axes, scale=info.pixel_size, unit=unit, overwrite=overwrite
         )
-    return (result.n_objects if result.output == "instances" else None), written.warning or ""
+    objects = result.n_objects if result.output == "instances" else None
+    return objects, written.warning or "", result.object_scale
+
+
+def micrometres_per_pixel(info: Any, /) -> float | None:
+    """The X pixel size of an image in micrometres, from its :class:`~napari_unet.core.io.tiff.ImageInfo`; None if unknown."""
+    if not info.pixel_size or info.unit != "um":
+        return None
+    return float(info.pixel_size[-1])
 
 
 def write_summary(rows: Sequence[FileSummary], path: str | Path, /) -> Path:

@@ -132,7 +132,7 @@ def _run_files(
             )
         finally:
             image.close()
-        return (result.n_objects if output_kind == "instances" else None), ""
+        return (result.n_objects if output_kind == "instances" else None), "", result.object_scale
 
     return (yield from per_file_job(images, targets, one, overwrite=overwrite))
 

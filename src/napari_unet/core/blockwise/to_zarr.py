@@ -32,13 +32,13 @@ from napari_unet.core.blockwise.label_merge import LabelUnion, block_offsets, ma
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.engine import EngineCache
 from napari_unet.core.inference.layout import ImageLayout, infer_layout
+from napari_unet.core.inference.object_scale import ObjectScale, choose_scale_job
 from napari_unet.core.inference.options import InferenceOptions, OptionsError, inference_options
-from napari_unet.core.inference.predict import predict_plane_job
+from napari_unet.core.inference.plane_outputs import plane_outputs_job
 from napari_unet.core.inference.segmentation import ImageTypeError, OutputKind, output_kind_of
 from napari_unet.core.inference.tiling import Region
 from napari_unet.core.io.ome_zarr import LazyImage, ZarrOutput
-from napari_unet.core.network.geometry import round_up
-from napari_unet.core.network.instances import labels_from_probabilities
+from napari_unet.core.network.geometry import round_down, round_up
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Job, Progress, Stage, run_job, within
 
@@ -77,6 +77,8 @@ class BlockwiseResult:
         Where the blocks ran (``"dask cluster"`` for a cluster).
     seconds : float
         Wall time.
+    object_scale : ObjectScale or None
+        The objects' diameter used and the factor blocks were resampled by.
     """
 
     path: Path
@@ -87,6 +89,7 @@ class BlockwiseResult:
     levels: int
     device: str
     seconds: float
+    object_scale: ObjectScale | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class _Plan:
     zones: dict[int, list[tuple[int, Region]]]
     n_units: int
     options: InferenceOptions
+    factor: float = 1.0
 
 
 @dataclass
@@ -139,6 +143,8 @@ def segment_to_zarr_job(
     batch_size: int | None = None,
     amp: bool | None = None,
     engine: str | None = None,
+    diameter: float | str | None = None,
+    pixel_size: float | None = None,
     scale: tuple[float, ...] | None = None,
     unit: str | None = None,
     overwrite: bool = False,
@@ -169,19 +175,25 @@ def segment_to_zarr_job(
         The last axis is RGB(A) colour.
     block_size : int
         Side of the square of output each block writes; memory grows with
-        its square. A multiple of the network's down-sampling factor.
+        its square. A multiple of the network's down-sampling factor. When
+        the image is resampled to the model's object size, this is the side
+        at the model's scale (blocks of the image are ``block_size / factor``).
     margin : int
         Extra pixels predicted around each block for objects; objects up to
-        about this size that a block border cuts are joined reliably.
+        about this size that a block border cuts are joined reliably (at the
+        model's scale, as ``block_size``).
     options : InferenceOptions, optional
         Device (on a cluster: of each worker), tile and batch size, mixed
-        precision, engine and engine cache, as for
+        precision, engine, object diameter and engine cache, as for
         :func:`~napari_unet.core.inference.segmentation.segment_job`: the same
         options give the same labels as a whole-image pass. Without a cache
         the job starts an empty one; on a cluster each worker keeps its own.
-    device, tile_size, batch_size, amp, engine
+    device, tile_size, batch_size, amp, engine, diameter
         Shorthand for ``options=InferenceOptions(device=..., ...)``; not
-        together with ``options``.
+        together with ``options``. ``diameter="auto"`` estimates the
+        objects' size from a central part of the middle plane.
+    pixel_size : float, optional
+        The image's pixel size in micrometres (``diameter="calibration"``).
     scale : tuple of float, optional
         Pixel size of the image's non-channel axes (default: the file's
         calibration when it has one, else 1).
@@ -223,7 +235,7 @@ def segment_to_zarr_job(
     """
     output = output_kind_of(output_kind, output)
     settings = inference_options(
-        options, device=device, tile_size=tile_size, batch_size=batch_size, amp=amp, engine=engine
+        options, device=device, tile_size=tile_size, batch_size=batch_size, amp=amp, engine=engine, diameter=diameter
     ).with_cache()
     started = time.perf_counter()
     if isinstance(image, (str, Path)):
@@ -233,15 +245,10 @@ def segment_to_zarr_job(
     step = model.config.downsampling
     layout = infer_layout(tuple(image.shape), in_channels=model.config.in_channels, channel_axis=channel_axis, rgb=rgb)
     lazy = _as_lazy_array(image, layout)
-    margin = round_up(max(0, margin), step) if output == "instances" else 0
-    blocks = block_grid(layout.plane_shape, block_size=block_size, margin=margin, step=step)
     planes = list(layout.plane_indices())
-    units = [
-        _Unit(p * len(blocks) + b, index, p, block) for p, index in enumerate(planes) for b, block in enumerate(blocks)
-    ]
-    zones = _zones_by_unit(blocks, len(planes), margin) if output == "instances" else {}
     n_classes = model.config.n_classes
-    shape, chunks, axes = _output_geometry(layout, output, n_classes, math.gcd(block_size, _CHUNK), image)
+    chunk = math.gcd(block_size, _CHUNK)
+    shape, chunks, axes = _output_geometry(layout, output, n_classes, chunk, image)
     target = ZarrOutput(
         output_path,
         shape=shape,
@@ -256,6 +263,34 @@ def segment_to_zarr_job(
     committed = False
     try:
         stats = yield from _statistics_job(lazy, layout, planes, description)
+        middle = len(planes) // 2
+        object_scale, _ = yield from within(
+            choose_scale_job(
+                layout.plane(lazy, planes[middle]),
+                model,
+                setting=settings.diameter,
+                device=resolve_device(settings.device),
+                pixel_size=pixel_size,
+                stats=stats[middle],
+                **settings.plane_keywords(),
+            ),
+            start=_SHARES[Stage.STATISTICS][1],
+            stop=_SHARES[Stage.STATISTICS][1],
+        )
+        if object_scale.source == "fallback":
+            yield Progress(Stage.NOTICE, message=object_scale.note, data={"object_scale": object_scale.to_dict()})
+        factor = object_scale.factor
+        # blocks and margins are sizes at the model's scale: in image pixels they scale by 1 / factor,
+        # kept on the chunk grid so that no two blocks write into one chunk
+        image_block = block_size if factor == 1.0 else max(chunk, round_down(round(block_size / factor), chunk))
+        margin = round_up(max(0, margin) / factor, step) if output == "instances" else 0
+        blocks = block_grid(layout.plane_shape, block_size=image_block, margin=margin, step=step)
+        units = [
+            _Unit(p * len(blocks) + b, index, p, block)
+            for p, index in enumerate(planes)
+            for b, block in enumerate(blocks)
+        ]
+        zones = _zones_by_unit(blocks, len(planes), margin) if output == "instances" else {}
         plan = _Plan(
             image=lazy,
             layout=layout,
@@ -265,6 +300,7 @@ def segment_to_zarr_job(
             zones=zones,
             n_units=len(units),
             options=settings.without_cache(),  # travels to the workers; each keeps its own cache
+            factor=factor,
         )
         merger = _ZoneMerger(len(units))
         if scheduler is None:
@@ -290,6 +326,7 @@ def segment_to_zarr_job(
         levels=levels,
         device=where,
         seconds=time.perf_counter() - started,
+        object_scale=object_scale,
     )
 
 
@@ -421,9 +458,10 @@ def _block_job(
     plane = plan.layout.plane(plan.image, unit.plane)
     block = unit.block
     region = block.extended if plan.output == "instances" else block.core
-    probabilities = yield from predict_plane_job(
+    outputs = yield from plane_outputs_job(
         plane,
         model,
+        factor=plan.factor,
         device=device,
         stats=plan.stats[unit.plane_number],
         region=region,
@@ -432,9 +470,9 @@ def _block_job(
     array = _zarr().open_array(plan.out_path, mode="r+")
     core = relative(block.core, region)
     if plan.output == "probabilities":
-        array[(*unit.plane, slice(None), *block.core)] = probabilities
+        array[(*unit.plane, slice(None), *block.core)] = outputs.probabilities()
         return _Outcome()
-    labels = labels_from_probabilities(probabilities, kind=plan.output, rule=model.description.instance_rule)
+    labels = outputs.labels(plan.output)
     if plan.output == "classes":
         array[(*unit.plane, *block.core)] = labels[core]
         return _Outcome()

@@ -8,9 +8,10 @@ block-by-block (:func:`~napari_unet.core.segment_to_zarr`) and batch
 (``segment_files``, ``segment_files_to_zarr``) paths take it as ``options=``,
 so the same object gives the same labels on all of them.
 
-What describes the *image* (its channel axis, RGB) stays an argument next to
-the image: a batch reads it from each file. A later object diameter (for
-rescaling) belongs here, as one more field.
+What describes the *image* (its channel axis, RGB, pixel size) stays an
+argument next to the image: a batch reads it from each file. The object
+``diameter`` setting is here: it says how to find the scale (``"auto"``
+estimates it per image), see :mod:`napari_unet.core.inference.object_scale`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from typing import Any
 
 from napari_unet.core.errors import UserError
 from napari_unet.core.inference.engine import ENGINES, EngineCache
+from napari_unet.core.inference.object_scale import check_diameter
 
 __all__ = ["INFERENCE_KEYWORDS", "InferenceOptions", "OptionsError", "inference_options"]
 
 #: The keyword arguments that the segmentation functions accept as a shorthand for ``options=``.
-INFERENCE_KEYWORDS = ("device", "tile_size", "batch_size", "amp", "engine")
+INFERENCE_KEYWORDS = ("device", "tile_size", "batch_size", "amp", "engine", "diameter")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -53,6 +55,14 @@ class InferenceOptions:
     engine : {"auto", "torch", "openvino"}
         What runs the network on the CPU (see
         :mod:`napari_unet.core.inference.engine`).
+    diameter : float or {"auto", "model", "calibration"}
+        The objects' size: ``"auto"`` estimates it from each image, a number
+        is their diameter in image pixels, ``"model"`` takes them to be the
+        size the model was trained at (the image as it is), ``"calibration"``
+        derives it from the image's and the model's pixel sizes. The image is
+        resampled so its objects have the model's size (see
+        :mod:`napari_unet.core.inference.object_scale`). Text holding a
+        number is read as that number.
     engine_cache : EngineCache, optional
         Remembers converted networks and the work done under ``"auto"``
         between calls; its owner (a viewer session, a command) keeps it. A
@@ -63,6 +73,8 @@ class InferenceOptions:
     ------
     OptionsError
         For a value out of range, with the values that are accepted.
+    DiameterError
+        For a diameter that is not a positive number or a setting's name.
 
     Examples
     --------
@@ -80,6 +92,7 @@ for automatic), got 0
     batch_size: int | None = None
     amp: bool = True
     engine: str = "auto"
+    diameter: float | str = "auto"
     engine_cache: EngineCache | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +106,7 @@ for automatic), got 0
             raise OptionsError(f"amp must be True or False, got {self.amp!r}")
         if self.engine not in ENGINES:
             raise OptionsError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        object.__setattr__(self, "diameter", check_diameter(self.diameter))
         if self.engine_cache is not None and not isinstance(self.engine_cache, EngineCache):
             raise OptionsError(f"engine_cache must be an EngineCache, got {type(self.engine_cache).__name__}")
 

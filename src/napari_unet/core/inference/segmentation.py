@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -12,11 +12,12 @@ from napari_unet.core.errors import UserError
 from napari_unet.core.inference.budget import check_whole_image
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.layout import infer_layout
+from napari_unet.core.inference.object_scale import ObjectScale, choose_scale_job
 from napari_unet.core.inference.options import InferenceOptions, OptionsError, inference_options
-from napari_unet.core.inference.predict import predict_plane_job
-from napari_unet.core.network.instances import labels_from_probabilities, smallest_label_dtype
+from napari_unet.core.inference.plane_outputs import plane_outputs_job
+from napari_unet.core.network.instances import smallest_label_dtype
 from napari_unet.core.network.model_file import SegmentationModel
-from napari_unet.core.progress import Job, Progress, Stage, run_job
+from napari_unet.core.progress import Job, Progress, Stage, run_job, within
 
 
 class ImageTypeError(UserError, ValueError):
@@ -67,6 +68,9 @@ class SegmentationResult:
         Where it ran.
     seconds : float
         Wall time.
+    object_scale : ObjectScale or None
+        The objects' diameter used, where it came from, and the factor the
+        image was resampled by (see :mod:`~napari_unet.core.inference.object_scale`).
     """
 
     output: str
@@ -76,6 +80,7 @@ class SegmentationResult:
     n_objects: int
     device: str
     seconds: float
+    object_scale: ObjectScale | None = field(default=None)
 
 
 def segment_job(
@@ -87,12 +92,14 @@ def segment_job(
     channel_axis: int | None = None,
     rgb: bool = False,
     keep_probabilities: bool = False,
+    pixel_size: float | None = None,
     options: InferenceOptions | None = None,
     device: str | None = None,
     tile_size: int | None = None,
     batch_size: int | None = None,
     amp: bool | None = None,
     engine: str | None = None,
+    diameter: float | str | None = None,
     output: OutputKind | None = None,
 ) -> Job[SegmentationResult]:
     """Segment every plane of an image; a generator yielding progress.
@@ -115,12 +122,16 @@ def segment_job(
         The last axis is RGB(A) colour.
     keep_probabilities : bool
         Also return probabilities when ``output_kind`` is labels.
+    pixel_size : float, optional
+        The image's pixel size (Y and X) in micrometres, for
+        ``diameter="calibration"``.
     options : InferenceOptions, optional
-        Device, tile and batch size, mixed precision, engine and engine
-        cache (see :class:`~napari_unet.core.inference.options.InferenceOptions`).
+        Device, tile and batch size, mixed precision, engine, object
+        diameter and engine cache (see
+        :class:`~napari_unet.core.inference.options.InferenceOptions`).
         Without a cache, the job starts an empty one: its result does not
         depend on earlier calls.
-    device, tile_size, batch_size, amp, engine
+    device, tile_size, batch_size, amp, engine, diameter
         Shorthand for ``options=InferenceOptions(device=..., ...)``; not
         together with ``options``.
     output : str, optional
@@ -129,7 +140,9 @@ def segment_job(
     Yields
     ------
     Progress
-        Per batch of tiles (:attr:`Stage.TILES`) and per finished plane (:attr:`Stage.PLANE`).
+        Passes that estimate the objects' size (:attr:`Stage.OBJECT_SIZE`),
+        per batch of tiles (:attr:`Stage.TILES`) and per finished plane
+        (:attr:`Stage.PLANE`).
 
     Returns
     -------
@@ -142,10 +155,20 @@ def segment_job(
         in the available memory (:func:`~napari_unet.core.inference.budget.check_whole_image`);
         segment such images block by block
         (:func:`~napari_unet.core.blockwise.to_zarr.segment_to_zarr_job`).
+    DiameterError
+        A diameter larger than the image, or one the model cannot use.
+
+    Notes
+    -----
+    The image is resampled so that its objects have the size the model was
+    trained at, predicted there, and the results mapped back to its grid
+    (labels by nearest neighbour, probabilities linearly); the model's pixel
+    rules (the minimum object size) apply at its own scale. A stack's middle
+    plane gives the estimate for all of its planes.
     """
     output = output_kind_of(output_kind, output)
     settings = inference_options(
-        options, device=device, tile_size=tile_size, batch_size=batch_size, amp=amp, engine=engine
+        options, device=device, tile_size=tile_size, batch_size=batch_size, amp=amp, engine=engine, diameter=diameter
     ).with_cache()
     dtype = np.dtype(getattr(image, "dtype", np.float32))
     if dtype.kind not in "biuf":
@@ -166,34 +189,64 @@ def segment_job(
     n_classes = description.config.n_classes
     want_probs = output == "probabilities" or keep_probabilities
     check_whole_image(layout, description.config, output_kind=output, keep_probabilities=keep_probabilities)
+    indices = list(layout.plane_indices())
+    middle = indices[len(indices) // 2]
+    share = 1 / (n_planes + 1) if settings.diameter == "auto" else 0.0
+    scale, reused = yield from within(
+        choose_scale_job(
+            layout.plane(image, middle),
+            model,
+            setting=settings.diameter,
+            device=torch_device,
+            pixel_size=pixel_size,
+            **settings.plane_keywords(),
+        ),
+        start=0.0,
+        stop=share,
+    )
+    if scale.source == "fallback":
+        yield Progress(Stage.NOTICE, message=scale.note, data={"object_scale": scale.to_dict()})
     probabilities = np.zeros((*stack, n_classes, height, width), np.float32) if want_probs else None
     labels: np.ndarray | None = None
     if output != "probabilities":
         labels = np.zeros((*stack, height, width), np.uint8 if output == "classes" else np.uint32)
     n_objects = 0
-    for i, index in enumerate(layout.plane_indices()):
-        plane = layout.plane(image, index)
-        probs = yield from predict_plane_job(
-            plane,
-            model,
-            device=torch_device,
-            plane_index=i,
-            n_planes=n_planes,
-            **settings.plane_keywords(),
-        )
+    for i, index in enumerate(indices):
+        if index == middle and reused is not None:
+            outputs = reused  # the estimating pass was this plane at this scale
+        else:
+            outputs = yield from within(
+                plane_outputs_job(
+                    layout.plane(image, index),
+                    model,
+                    factor=scale.factor,
+                    device=torch_device,
+                    plane_index=i,
+                    n_planes=n_planes,
+                    **settings.plane_keywords(),
+                ),
+                start=share,
+                stop=1.0,
+            )
         if probabilities is not None:
-            probabilities[index] = probs
+            probabilities[index] = outputs.probabilities()
         if output == "classes":
-            labels[index] = labels_from_probabilities(probs, kind="classes", rule=description.instance_rule)  # type: ignore[index]
+            labels[index] = outputs.labels("classes")  # type: ignore[index]
         elif output == "instances":
-            plane_labels = labels_from_probabilities(probs, kind="instances", rule=description.instance_rule)
+            plane_labels = outputs.labels("instances")
             count = int(plane_labels.max(initial=0))
             if count:
                 plane_labels = np.where(plane_labels > 0, plane_labels + n_objects, 0)
             labels[index] = plane_labels  # type: ignore[index]
             n_objects += count
         yield Progress(
-            Stage.PLANE, done=1, total=1, plane=i, n_planes=n_planes, message=f"plane {i + 1}/{n_planes} done"
+            Stage.PLANE,
+            done=1,
+            total=1,
+            plane=i,
+            n_planes=n_planes,
+            message=f"plane {i + 1}/{n_planes} done",
+            span=(share, 1.0),
         )
     if labels is not None and output == "instances":
         labels = labels.astype(smallest_label_dtype(n_objects), copy=False)
@@ -205,6 +258,7 @@ def segment_job(
         n_objects=n_objects,
         device=str(torch_device),
         seconds=time.perf_counter() - started,
+        object_scale=scale,
     )
 
 

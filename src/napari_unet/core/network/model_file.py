@@ -30,7 +30,9 @@ from napari_unet.core.network.normalization import Normalization
 from napari_unet.core.network.unet import UNet, UNetConfig
 
 FORMAT_NAME = "napari-unet-model"
-FORMAT_VERSION = 1
+#: Newest format this version reads and writes. Version 2 added ``object_diameter_px``; a file
+#: without it is still written as version 1, so older napari-unet versions keep reading it.
+FORMAT_VERSION = 2
 FILE_SUFFIX = ".unet.safetensors"
 _METADATA_KEY = "napari_unet"
 #: Deepest nesting of lists and objects allowed in the training history.
@@ -45,7 +47,15 @@ _REQUIRED_KEYS = (
     "class_names",
     "instance_rule",
 )
-_OPTIONAL_KEYS = ("name", "description", "pixel_size_um", "training_history", "saved", "weights_dtype")
+_OPTIONAL_KEYS = (
+    "name",
+    "description",
+    "pixel_size_um",
+    "object_diameter_px",
+    "training_history",
+    "saved",
+    "weights_dtype",
+)
 
 
 @dataclass
@@ -70,6 +80,12 @@ class ModelDescription:
         What the model is for, trained on what.
     pixel_size_um : float or None
         Pixel size of the training data in micrometres, if known.
+    object_diameter_px : float or None
+        Median equivalent diameter, in pixels, of the objects the model was
+        trained on (:func:`~napari_unet.core.network.object_size.median_diameter`);
+        images are resampled so their objects have this size before the
+        network sees them. None for models that do not record it (they are
+        applied to images as they are).
     training_history : list of dict
         One entry per training run (data, recipe, metrics), appended by
         training code.
@@ -83,6 +99,7 @@ class ModelDescription:
     name: str = "unnamed model"
     description: str = ""
     pixel_size_um: float | None = None
+    object_diameter_px: float | None = None
     training_history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -95,12 +112,14 @@ class ModelDescription:
         if len(self.class_names) != self.config.n_classes:
             raise ValueError(f"{len(self.class_names)} class names for a network with {self.config.n_classes} classes")
         self.instance_rule.check_classes(self.config.n_classes)
+        if self.object_diameter_px is not None:
+            self.object_diameter_px = _positive(self.object_diameter_px, "object_diameter_px")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document stored in a model file."""
-        return {
+        doc = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.object_diameter_px is not None else 1,
             "name": self.name,
             "description": self.description,
             "architecture": self.config.to_dict(),
@@ -111,6 +130,9 @@ class ModelDescription:
             "pixel_size_um": self.pixel_size_um,
             "training_history": copy.deepcopy(self.training_history),
         }
+        if self.object_diameter_px is not None:
+            doc["object_diameter_px"] = self.object_diameter_px
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ModelDescription:
@@ -136,6 +158,7 @@ class ModelDescription:
                 name=_text(doc, "name", "unnamed model"),
                 description=_text(doc, "description", ""),
                 pixel_size_um=_pixel_size(doc.get("pixel_size_um")),
+                object_diameter_px=_optional_positive(doc.get("object_diameter_px"), "object_diameter_px"),
                 training_history=_history(doc.get("training_history", [])),
             )
         except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -177,10 +200,16 @@ def _text(doc: dict[str, Any], key: str, default: str) -> str:
 
 
 def _pixel_size(value: Any) -> float | None:
-    if value is None:
-        return None
+    return _optional_positive(value, "pixel_size_um")
+
+
+def _optional_positive(value: Any, key: str) -> float | None:
+    return None if value is None else _positive(value, key)
+
+
+def _positive(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
-        raise ValueError(f"pixel_size_um must be a positive number or null, got {short(value)}")
+        raise ValueError(f"{key} must be a positive number or null, got {short(value)}")
     return float(value)
 
 

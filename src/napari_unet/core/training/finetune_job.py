@@ -36,6 +36,7 @@ from napari_unet.core.progress import Progress, Stage
 from napari_unet.core.training.annotations import AnnotationError
 from napari_unet.core.training.finetune import samples_from_arrays, split_validation
 from napari_unet.core.training.loop import TrainingResult, TrainingSample, TrainingSettings, train_job
+from napari_unet.core.training.object_sizes import annotation_factor, pooled_diameter, resample_annotation
 
 Mode = Literal["corrections", "scribbles"]
 #: Tile side of predictions that Stop may interrupt (a tile takes a fraction of a second on a CPU).
@@ -64,6 +65,9 @@ class AnnotatedImage:
         Train on this stack plane only; None: every annotated plane.
     reviewed : numpy.ndarray of bool or None
         Corrections only: the pixels the user reviewed; None: whole planes.
+    diameter : float or None
+        The objects' diameter in image pixels that Segment used on this image
+        (scribbles hold no whole objects to measure); None: unknown.
     """
 
     name: str
@@ -73,6 +77,7 @@ class AnnotatedImage:
     rgb: bool = False
     plane: tuple[int, ...] | None = None
     reviewed: np.ndarray | None = None
+    diameter: float | None = None
 
 
 @dataclass(frozen=True)
@@ -197,11 +202,15 @@ class FineTuneSamples:
         Training and held-back samples.
     mistake_weight : float
         The factor really applied to the model's mistakes (1.0: not applied).
+    scales : list of dict
+        Per annotated image: its objects' diameter and the factor it was
+        resampled by to give them the model's size.
     """
 
     train: list[TrainingSample]
     validation: list[TrainingSample]
     mistake_weight: float
+    scales: list[dict[str, Any]] = field(default_factory=list)
 
 
 def finetune_job(
@@ -254,18 +263,19 @@ def prepare_job(
     """The first half of :func:`finetune_job`: training and validation samples; None if stopped."""
     stop = stop or threading.Event()
     weigh = request.weighs_mistakes
-    train = yield from _samples_of_all(request, request.images, stop, weigh_mistakes=weigh)
+    scales: list[dict[str, Any]] = []
+    train = yield from _samples_of_all(request, request.images, stop, weigh_mistakes=weigh, scales=scales)
     if train is None:
         return None
     if request.validation:
-        validation = yield from _samples_of_all(request, request.validation, stop, weigh_mistakes=False)
+        validation = yield from _samples_of_all(request, request.validation, stop, weigh_mistakes=False, scales=[])
         if validation is None:
             return None
     elif request.validation_fraction > 0:
         train, validation = split_validation(train, fraction=request.validation_fraction, seed=request.settings.seed)
     else:
         validation = []
-    return FineTuneSamples(train, validation, request.settings.mistake_weight if weigh else 1.0)
+    return FineTuneSamples(train, validation, request.settings.mistake_weight if weigh else 1.0, scales)
 
 
 def training_job(
@@ -285,6 +295,7 @@ def training_job(
     record = {
         "annotation": request.mode,
         "mistake_weight_applied": samples.mistake_weight != 1.0,
+        "object_scales": samples.scales,
         **request.record,
     }
     return (
@@ -302,13 +313,22 @@ def training_job(
 
 
 def _samples_of_all(
-    request: FineTuneRequest, images: Sequence[AnnotatedImage], stop: threading.Event, *, weigh_mistakes: bool
+    request: FineTuneRequest,
+    images: Sequence[AnnotatedImage],
+    stop: threading.Event,
+    *,
+    weigh_mistakes: bool,
+    scales: list[dict[str, Any]],
 ) -> Generator[Progress, None, list[TrainingSample] | None]:
-    """Samples of every image in turn; None if stopped."""
+    """Samples of every image in turn, each at the model's object size (``scales`` gets how); None if stopped."""
     samples: list[TrainingSample] = []
     for i, item in enumerate(images):
         yield Progress(Stage.PREPARE, i, len(images), message=f"reading the annotation of {item.name}")
         try:
+            item, scale = at_model_scale(item, request.model, mode=request.mode, from_scratch=request.from_scratch)
+            scales.append(scale)
+            if scale["factor"] != 1.0:
+                yield Progress(Stage.NOTICE, message=scale["note"], data={"object_scale": scale})
             samples += yield from _samples_of(
                 item, request.model, request.mode, request.settings, stop, weigh_mistakes=weigh_mistakes
             )
@@ -317,6 +337,63 @@ def _samples_of_all(
         if stop.is_set():
             return None
     return samples
+
+
+def at_model_scale(
+    item: AnnotatedImage, model: SegmentationModel, /, *, mode: Mode, from_scratch: bool = False
+) -> tuple[AnnotatedImage, dict[str, Any]]:
+    """An annotated image resampled so its objects have the size the model was trained at.
+
+    The objects' diameter is measured on the annotation (corrections: whole
+    objects) or taken from the one Segment used (scribbles,
+    :attr:`AnnotatedImage.diameter`). Only the annotated planes are kept;
+    they come back as a (N, Y', X'[, C]) stack. Unchanged (factor 1) when
+    the sizes agree within the tolerance, when either size is unknown, or
+    from scratch (the new model takes the annotation's size).
+
+    Returns
+    -------
+    tuple
+        The image to train on, and ``{"image", "diameter", "model_diameter", "factor", "note"}``.
+    """
+    model_d = model.description.object_diameter_px
+    layout = infer_layout(
+        tuple(item.image.shape), in_channels=model.config.in_channels, channel_axis=item.channel_axis, rgb=item.rgb
+    )
+    planes = [item.plane] if item.plane is not None else [i for i in layout.plane_indices() if item.labels[i].any()]
+    if mode == "corrections":
+        diameter = pooled_diameter(np.asarray(item.labels[i]) for i in planes)
+    else:
+        diameter = item.diameter
+    factor = 1.0 if from_scratch else annotation_factor(diameter, model_d)
+    scale = {"image": item.name, "diameter": diameter, "model_diameter": model_d, "factor": factor}
+    if factor == 1.0 or not planes:
+        return item, {**scale, "note": ""}
+    resampled = [
+        resample_annotation(
+            np.asarray(layout.plane(item.image, i), dtype=np.float32),
+            np.asarray(item.labels[i]),
+            factor=factor,
+            reviewed=None if item.reviewed is None else np.asarray(item.reviewed[i]),
+        )
+        for i in planes
+    ]
+    images = np.stack([r[0] for r in resampled])
+    channels = images.shape[-1] > 1
+    note = (
+        f"{item.name}: annotated objects {diameter:.0f} px across, the model's {model_d:.0f} px: "
+        f"trained on the image resampled ×{factor:.2f}"
+    )
+    twin = replace(
+        item,
+        image=images if channels else images[..., 0],
+        labels=np.stack([r[1] for r in resampled]),
+        reviewed=None if item.reviewed is None else np.stack([r[2] for r in resampled]),  # type: ignore[misc]
+        channel_axis=3 if channels else None,
+        rgb=False,
+        plane=None,
+    )
+    return twin, {**scale, "note": note}
 
 
 def untrained_result(model: SegmentationModel) -> TrainingResult:

@@ -29,6 +29,7 @@ from napari_unet.core.progress import Progress, Stage, run_job
 from napari_unet.core.training.annotations import IGNORE, AnnotationError, TrainingTarget
 from napari_unet.core.training.augment import augment_sample
 from napari_unet.core.training.metrics import class_iou, match_objects
+from napari_unet.core.training.object_sizes import pooled_diameter
 from napari_unet.core.training.recipe import FINE_TUNE_LEARNING_RATE
 from napari_unet.core.training.steps import BatchLoader, RetryingStep, make_optimizer, make_schedule
 
@@ -452,6 +453,14 @@ def _working_copy(model: SegmentationModel, *, from_scratch: bool, device: torch
     return work
 
 
+def _record_object_size(model: SegmentationModel, samples: Sequence[TrainingSample], *, from_scratch: bool) -> None:
+    """A model trained from scratch, or one that never recorded its size, takes its training objects' size."""
+    if from_scratch or model.description.object_diameter_px is None:
+        diameter = pooled_diameter(s.instances for s in samples)
+        if diameter is not None:
+            model.description.object_diameter_px = diameter
+
+
 def _baseline_report(baseline: float | None, /, *, name: str, steps: int) -> Progress:
     """The progress report of the validation before training (step 0)."""
     return Progress(
@@ -572,6 +581,7 @@ def train_job(
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     work = _working_copy(model, from_scratch=from_scratch, device=device)
+    _record_object_size(work, samples, from_scratch=from_scratch)
     name = metric_name(work, validation) if validation else ""
     # Stop pressed while the samples were prepared: do not spend seconds on the baseline either
     measure = validation and not from_scratch and not should_stop()

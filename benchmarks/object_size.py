@@ -1,0 +1,153 @@
+"""Accuracy against magnification: the same val images and labels enlarged or shrunk.
+
+Each image of a val split is resampled by each magnification (images linearly with
+anti-aliasing by scikit-image, labels by nearest neighbour), then segmented twice with
+the same model: at a fixed scale (``diameter="model"``: the image as it is) and with
+``diameter="auto"`` (the object size estimated from the image). AP@0.5 pools TP/FP/FN
+over the images; SEG is the Cell Tracking Challenge measure. The time is the wall time
+of the segmentation calls of each column (one process, same machine).
+
+Usage (repository root)::
+
+    PYTHONPATH=src python benchmarks/object_size.py --model nuclei \\
+        --data ../shared/data/dsb2018_nuclei --only-gray --limit 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from skimage.transform import rescale
+
+from napari_unet.core import load_named_model, segment
+from napari_unet.core.inference.resample import resample_labels, scaled_shape
+from scoring import average_precision_table, pool_match_scores, seg_measure
+
+MAGNIFICATIONS = (0.33, 0.5, 1.0, 2.0, 3.0)
+SETTINGS = ("model", "auto")
+
+
+@dataclass
+class Column:
+    """Pooled scores of one magnification and diameter setting."""
+
+    tables: list
+    seg_total: float = 0.0
+    seg_count: int = 0
+    seconds: float = 0.0
+    factors: list | None = None
+
+    def row(self) -> dict:
+        pooled = pool_match_scores(self.tables)[0]
+        return {
+            "ap50": pooled.average_precision,
+            "seg": self.seg_total / max(self.seg_count, 1),
+            "seconds": self.seconds,
+            "median_factor": float(np.median(self.factors)) if self.factors else 1.0,
+        }
+
+
+def val_pairs(data: Path, *, only_gray: bool, limit: int | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, image, labels) of the val split; gray images only when asked (DSB's ``images.csv``)."""
+    kinds = {}
+    table = data / "images.csv"
+    if table.exists():
+        with table.open() as fh:
+            kinds = {row["file"]: row.get("kind") for row in csv.DictReader(fh)}
+    pairs = []
+    for path in sorted((data / "val" / "images").glob("*.tif")):
+        if only_gray and kinds.get(path.name, "gray") != "gray":
+            continue
+        pairs.append((path.name, tifffile.imread(path), tifffile.imread(data / "val" / "labels" / path.name)))
+        if limit and len(pairs) >= limit:
+            break
+    return pairs
+
+
+def magnified(image: np.ndarray, labels: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its labels as an objective ``factor`` times stronger would show them."""
+    if factor == 1.0:
+        return image, labels
+    shape = scaled_shape(labels.shape, factor)
+    big = rescale(image.astype(np.float32), factor, order=1, anti_aliasing=factor < 1, preserve_range=True)
+    big = big[: shape[0], : shape[1]]
+    return big.astype(np.float32), resample_labels(labels, big.shape[:2])
+
+
+def run(model, pairs, magnifications, settings, device: str) -> dict:
+    """Scores per (magnification, setting)."""
+    results: dict = {}
+    for mag in magnifications:
+        views = [magnified(image, labels, mag) for _, image, labels in pairs]
+        for setting in settings:
+            column = Column(tables=[], factors=[])
+            for image, truth in views:
+                started = time.perf_counter()
+                result = segment(image, model, output_kind="instances", device=device, diameter=setting)
+                column.seconds += time.perf_counter() - started
+                column.tables.append(average_precision_table(truth, result.labels, thresholds=(0.5,)))
+                seg = seg_measure(truth, result.labels)
+                column.seg_total += seg.total
+                column.seg_count += seg.count
+                column.factors.append(result.object_scale.factor)
+            results[(mag, setting)] = column.row()
+            row = results[(mag, setting)]
+            print(
+                f"  {mag:g}x {setting}: AP@0.5 {row['ap50']:.3f}, SEG {row['seg']:.3f}, {row['seconds']:.1f} s, "
+                f"median factor {row['median_factor']:.2f}",
+                flush=True,
+            )
+    return results
+
+
+def print_table(results: dict, magnifications, settings) -> None:
+    head = "| magnification | " + " | ".join(f"AP@0.5 {s} | SEG {s} | s {s}" for s in settings) + " | factor (auto) |"
+    print(head)
+    print("|" + "---|" * (2 + 3 * len(settings)))
+    for mag in magnifications:
+        cells = []
+        for s in settings:
+            r = results[(mag, s)]
+            cells += [f"{r['ap50']:.3f}", f"{r['seg']:.3f}", f"{r['seconds']:.1f}"]
+        auto = results.get((mag, "auto"), {}).get("median_factor", 1.0)
+        print(f"| {mag:g}x | " + " | ".join(cells) + f" | {auto:.2f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="nuclei")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018_nuclei"))
+    parser.add_argument("--only-gray", action="store_true")
+    parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--magnifications", type=float, nargs="+", default=list(MAGNIFICATIONS))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help="diameter settings to compare")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    model = load_named_model(args.model)
+    pairs = val_pairs(args.data, only_gray=args.only_gray, limit=args.limit)
+    print(
+        f"{args.model} (object size {model.description.object_diameter_px} px) on {len(pairs)} images of "
+        f"{args.data.name}/val; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    results = run(model, pairs, args.magnifications, args.settings, args.device)
+    print_table(results, args.magnifications, args.settings)
+    if args.json:
+        rows = [{"magnification": m, "diameter": s, **r} for (m, s), r in results.items()]
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Record in each shipped model the object size it was trained at (no retraining).
+
+Measures the median equivalent diameter of the objects of the training data that
+``scripts/train_default_models.py`` trains each model on (the same files: train
+split, fully annotated frames), and writes it into the model file's description
+as ``object_diameter_px``; the weights are copied unchanged.
+
+Usage (from the repository root)::
+
+    PYTHONPATH=src python scripts/record_object_sizes.py            # all shipped models
+    PYTHONPATH=src python scripts/record_object_sizes.py --dry-run  # print only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from napari_unet.core import load_model, save_model  # noqa: E402
+from napari_unet.core.training.object_sizes import pooled_diameter  # noqa: E402
+from train_default_models import CONFIGS, DATA, MODELS, load_split  # noqa: E402
+
+
+def training_diameter(config: str, data: Path = DATA) -> tuple[float, int]:
+    """Median object diameter (px) of a shipped model's training data, and the number of planes measured."""
+    cfg = CONFIGS[config]
+    samples = [s for ds, kind in cfg["datasets"] for s in load_split(data, ds, "train", kind, cfg["scheme"])]
+    diameter = pooled_diameter(s.instances for s in samples)
+    if diameter is None:
+        raise SystemExit(f"{config}: no objects in its training data")
+    return diameter, len(samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", metavar="MODEL", help=f"among {', '.join(sorted(CONFIGS))} (default: all)")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--dry-run", action="store_true", help="print the sizes, do not write")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.models) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}")
+    for config in args.models or sorted(CONFIGS):
+        diameter, planes = training_diameter(config, args.data)
+        path = MODELS / f"{config}.unet.safetensors"
+        print(f"{config}: median object diameter {diameter:.2f} px over {planes} training planes")
+        if args.dry_run:
+            continue
+        model = load_model(path)
+        model.description.object_diameter_px = round(diameter, 2)
+        save_model(model, path, half=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""How much to resample an image so its objects have the size the model was trained at.
+
+A model records the median diameter of its training objects
+(:attr:`~napari_unet.core.network.model_file.ModelDescription.object_diameter_px`).
+The *diameter setting* of a segmentation says how big the objects of the
+user's image are:
+
+``"auto"`` (default)
+    Estimated from the image: a pass at the image's own scale finds objects,
+    their median diameter gives the factor, and a further pass at that scale
+    checks it (up to :data:`MAX_PASSES`). When the estimate is within
+    :data:`TOLERANCE` of the model's size the image is used as it is, and the
+    estimating pass is the result (no extra work). When no objects are found,
+    the model's own size is assumed and the result says so.
+a number
+    The objects' diameter in image pixels.
+``"model"``
+    The objects already have the model's size: no resampling.
+``"calibration"``
+    From the pixel sizes of the image and of the model's training data.
+
+The factor is the model's diameter over the objects' diameter, kept within
+[:data:`MIN_FACTOR`, :data:`MAX_FACTOR`]. A model that does not record its
+object size is applied to images as they are (``"auto"``) or refuses a
+number (which it could not use).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from napari_unet.core.errors import UserError
+from napari_unet.core.inference.plane_outputs import PlaneOutputs, plane_outputs_job
+from napari_unet.core.network.model_file import SegmentationModel
+from napari_unet.core.network.object_size import median_diameter
+from napari_unet.core.progress import Job, Progress, Stage
+
+__all__ = [
+    "DIAMETER_WORDS",
+    "MAX_FACTOR",
+    "MIN_FACTOR",
+    "DiameterError",
+    "ObjectScale",
+    "check_diameter",
+    "choose_scale_job",
+    "scale_from_diameter",
+]
+
+#: The words a diameter setting may be, besides a number of pixels.
+DIAMETER_WORDS = ("auto", "model", "calibration")
+#: Resampling factors are kept within these (beyond them the network sees too little or too much).
+MIN_FACTOR, MAX_FACTOR = 1 / 8, 8.0
+#: Estimates within this ratio of the model's size leave the image as it is.
+TOLERANCE = 1.25
+#: Passes an estimate may take (the first at the image's own scale).
+MAX_PASSES = 3
+#: Fewest objects (not cut by the edge) that make an estimate; fewer ask for another scale.
+MIN_OBJECTS = 3
+#: Scales tried when the image's own scale finds too few objects: big objects, then small ones.
+PROBE_FACTORS = (1 / 3, 3.0)
+#: Largest side, in pixels at the scale tried, of the part of a plane an estimate looks at.
+ESTIMATE_SIDE = 2048
+
+Source = Literal["auto", "given", "model", "calibration", "fallback", "unknown"]
+
+
+class DiameterError(UserError, ValueError):
+    """A diameter setting that cannot be used; the message says which can."""
+
+
+@dataclass(frozen=True)
+class ObjectScale:
+    """The object size a segmentation used.
+
+    Attributes
+    ----------
+    factor : float
+        The image was resampled by this before the network saw it (1: not).
+    diameter : float or None
+        The objects' diameter in image pixels that was used (None when the
+        model does not record its own and none was given).
+    model_diameter : float or None
+        The model's object size in pixels.
+    source : {"auto", "given", "model", "calibration", "fallback", "unknown"}
+        Where ``diameter`` came from: estimated, given by the user, the
+        model's own, from the pixel sizes, the model's own because the
+        estimate found no objects, or not known.
+    note : str
+        A sentence for the user.
+    """
+
+    factor: float
+    diameter: float | None
+    model_diameter: float | None
+    source: Source
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for a results table or a model's history."""
+        return asdict(self)
+
+
+def check_diameter(value: Any, /) -> float | str:
+    """A diameter setting as given by a user: a word of :data:`DIAMETER_WORDS` or a positive number.
+
+    Text holding a number (from a command line) is read as that number.
+
+    Raises
+    ------
+    DiameterError
+        Zero, negative, NaN, infinite, or a word that is not a setting.
+
+    Examples
+    --------
+    >>> check_diameter("Auto"), check_diameter("25"), check_diameter(12)
+    ('auto', 25.0, 12.0)
+    >>> check_diameter(0)
+    Traceback (most recent call last):
+    ...
+    napari_unet.core.inference.object_scale.DiameterError: the object diameter must be a positive number of \
+pixels, or auto, model or calibration; got 0
+    """
+    words = ", ".join(DIAMETER_WORDS[:-1]) + f" or {DIAMETER_WORDS[-1]}"
+    wrong = DiameterError(f"the object diameter must be a positive number of pixels, or {words}; got {value!r}")
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in DIAMETER_WORDS:
+            return word
+        try:
+            value = float(word)
+        except ValueError:
+            raise wrong from None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise wrong
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise wrong
+    return number
+
+
+def scale_from_diameter(
+    diameter: float, model: SegmentationModel, /, *, plane_shape: tuple[int, int], source: Source = "given"
+) -> ObjectScale:
+    """The scale for objects of ``diameter`` image pixels.
+
+    Raises
+    ------
+    DiameterError
+        The diameter is larger than the image, or the model does not record
+        its object size (so a diameter cannot be matched to it).
+    """
+    if diameter > max(plane_shape):
+        raise DiameterError(
+            f"an object diameter of {diameter:g} px is larger than the image ({plane_shape[1]} x {plane_shape[0]} "
+            "px); give the diameter of one object, in pixels, or auto"
+        )
+    model_d = model.description.object_diameter_px
+    if model_d is None:
+        raise DiameterError(
+            f"the model {model.description.name!r} does not record the object size it was trained at, so a "
+            "diameter cannot be matched to it; use auto or model (the image as it is), or fine-tune it "
+            "(fine-tuned models record the size)"
+        )
+    factor = _clamped(model_d / diameter)
+    how = {"given": "given", "calibration": "from the pixel sizes", "auto": "estimated"}.get(source, source)
+    return ObjectScale(factor, float(diameter), model_d, source, _note(factor, diameter, model_d, how))
+
+
+def choose_scale_job(
+    plane: Any,
+    model: SegmentationModel,
+    /,
+    *,
+    setting: float | str,
+    device: torch.device,
+    pixel_size: float | None = None,
+    stats: np.ndarray | None = None,
+    **plane_keywords: Any,
+) -> Job[tuple[ObjectScale, PlaneOutputs | None]]:
+    """The object scale of a segmentation, estimated from ``plane`` when the setting is ``"auto"``.
+
+    Parameters
+    ----------
+    plane : array-like
+        A (Y, X, C) plane of the image (a stack's middle plane).
+    model : SegmentationModel
+        The model.
+    setting : float or str
+        A checked setting (:func:`check_diameter`).
+    device : torch.device
+        Where estimating passes run.
+    pixel_size : float, optional
+        The image's pixel size in micrometres (``"calibration"`` only).
+    stats : numpy.ndarray, optional
+        The plane's normalisation statistics.
+    **plane_keywords
+        Tile size, batch size, mixed precision, engine, engine cache.
+
+    Yields
+    ------
+    Progress
+        :attr:`Stage.OBJECT_SIZE` before each estimating pass, and its tiles.
+
+    Returns
+    -------
+    tuple
+        The :class:`ObjectScale`, and the last estimating pass when it
+        covered the whole plane at the chosen factor (the caller uses it
+        instead of predicting the plane again), else None.
+    """
+    shape = (int(plane.shape[0]), int(plane.shape[1]))
+    model_d = model.description.object_diameter_px
+    separates = model.description.instance_rule.method != "none"
+    if setting == "model" or (setting == "auto" and (model_d is None or not separates)):
+        if model_d is None:
+            note = f"the model {model.description.name!r} does not record its object size; the image is used as it is"
+            return ObjectScale(1.0, None, None, "unknown", note), None
+        return ObjectScale(
+            1.0, model_d, model_d, "model", f"objects taken to be the model's size ({model_d:.0f} px)"
+        ), None
+    if setting == "calibration":
+        return scale_from_diameter(_calibrated(model, pixel_size), model, plane_shape=shape, source="calibration"), None
+    if setting != "auto":
+        return scale_from_diameter(float(setting), model, plane_shape=shape), None
+    assert model_d is not None
+    return (yield from _estimate_job(plane, model, model_d, shape, device=device, stats=stats, **plane_keywords))
+
+
+def _estimate_job(
+    plane: Any,
+    model: SegmentationModel,
+    model_d: float,
+    shape: tuple[int, int],
+    *,
+    device: torch.device,
+    stats: np.ndarray | None,
+    **plane_keywords: Any,
+) -> Job[tuple[ObjectScale, PlaneOutputs | None]]:
+    """Passes at the image's scale, then at the scale its objects suggest, until the estimate holds."""
+    if stats is None:
+        stats = model.description.normalization.statistics(plane)
+    factor, probes = 1.0, list(PROBE_FACTORS)
+    estimate: float | None = None
+    for attempt in range(MAX_PASSES):
+        region = _central_region(shape, factor, step=model.config.downsampling)
+        yield Progress(
+            Stage.OBJECT_SIZE, done=attempt, total=MAX_PASSES, message=f"estimating object size (×{factor:.2g})"
+        )
+        outputs = yield from plane_outputs_job(
+            plane, model, factor=factor, device=device, stats=stats, region=region, **plane_keywords
+        )
+        found = _measured(outputs.labels("instances"))
+        if found is None:
+            if not probes:
+                break
+            factor = probes.pop(0)
+            continue
+        estimate = found
+        probes = []
+        chosen = _chosen_factor(model_d / estimate)
+        if _same(chosen, factor):  # this pass was at the right scale: keep it
+            scale = ObjectScale(factor, estimate, model_d, "auto", _note(factor, estimate, model_d, "estimated"))
+            return scale, outputs if region is None else None
+        factor = chosen
+    if estimate is None:
+        note = f"no objects were found to estimate their size; the model's own size ({model_d:.0f} px) was used"
+        return ObjectScale(1.0, model_d, model_d, "fallback", note), None
+    chosen = _chosen_factor(model_d / estimate)
+    return ObjectScale(chosen, estimate, model_d, "auto", _note(chosen, estimate, model_d, "estimated")), None
+
+
+def _measured(labels: np.ndarray) -> float | None:
+    """Median diameter of the objects not cut by the edge; None when there are too few."""
+    if int(labels.max(initial=0)) < MIN_OBJECTS:
+        return None
+    return median_diameter(labels, exclude_border=True)
+
+
+def _central_region(shape: tuple[int, int], factor: float, *, step: int) -> tuple[slice, slice] | None:
+    """The middle part of a plane that is at most :data:`ESTIMATE_SIDE` at ``factor``; None: all of it.
+
+    It starts on the network's pooling grid (multiples of ``step``), as a region predicted at the
+    image's own scale must.
+    """
+    side = max(step, int(ESTIMATE_SIDE / factor))
+    if shape[0] <= side and shape[1] <= side:
+        return None
+    parts = []
+    for n in shape:
+        size = min(n, side)
+        start = (n - size) // 2 // step * step
+        parts.append(slice(start, start + size))
+    return (parts[0], parts[1])
+
+
+def _chosen_factor(ratio: float) -> float:
+    """The factor for a ratio of sizes: 1 within the tolerance, else the ratio within the limits."""
+    if 1 / TOLERANCE <= ratio <= TOLERANCE:
+        return 1.0
+    return _clamped(ratio)
+
+
+def _clamped(factor: float) -> float:
+    return float(min(MAX_FACTOR, max(MIN_FACTOR, factor)))
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or 1 / TOLERANCE <= a / b <= TOLERANCE
+
+
+def _calibrated(model: SegmentationModel, pixel_size: float | None) -> float:
+    model_d, model_px = model.description.object_diameter_px, model.description.pixel_size_um
+    if pixel_size is None:
+        raise DiameterError(
+            "the image has no pixel size, so the object size cannot come from calibration; "
+            "give the diameter in pixels, or auto"
+        )
+    if model_d is None or model_px is None:
+        raise DiameterError(
+            f"the model {model.description.name!r} does not record the pixel size it was trained at; "
+            "give the diameter in pixels, or auto"
+        )
+    if not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise DiameterError(f"the image's pixel size must be a positive number of micrometres, got {pixel_size!r}")
+    return model_d * model_px / pixel_size
+
+
+def _note(factor: float, diameter: float, model_d: float, how: str) -> str:
+    sizes = f"objects {diameter:.0f} px across ({how}), model {model_d:.0f} px"
+    if factor == 1.0:
+        return f"{sizes}: the image is used as it is"
+    return f"{sizes}: the image was resampled ×{factor:.2f}"

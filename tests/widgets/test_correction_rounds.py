@@ -99,7 +99,7 @@ def test_result_layers_take_label_256_and_export_stays_small(make_napari_viewer,
 
 
 def test_segment_again_keeps_the_corrected_layer_and_writes_a_new_one(qtbot, both, nuclei_crop, infos):
-    viewer, segment, _ = both
+    viewer, segment, finetune = both
     image = viewer.add_image(nuclei_crop[0], name="nuclei")
     run_segment(qtbot, segment)
     first = result_of(viewer, image)
@@ -111,6 +111,9 @@ def test_segment_again_keeps_the_corrected_layer_and_writes_a_new_one(qtbot, bot
     np.testing.assert_array_equal(first.data, edited)  # the corrections are all there
     second = result_of(viewer, image)
     assert unwrap_proxy(second) is not unwrap_proxy(first)
+    # napari selected the new layer; Fine-tune still pairs the image with the corrected one
+    assert unwrap_proxy(viewer.layers.selection.active) is unwrap_proxy(second)
+    assert unwrap_proxy(finetune.pairs.rows[0].labels) is unwrap_proxy(first)
     assert second.name == "nuclei [U-Net] (2)"
     assert second.data[10, 10] != 999
     assert any("corrections" in m and "nuclei [U-Net] (2)" in m for m in infos)
@@ -138,6 +141,11 @@ def test_segment_is_disabled_while_fine_tune_trains_on_the_layer(qtbot, both, nu
     assert not segment.segment_button.isEnabled()
     assert "Fine-tune is training on 'nuclei [U-Net]'" in segment.segment_button.toolTip()
     assert segment.segment() is None
+
+    # after Segment wrote a new result layer, the image is still being trained on: still disabled
+    segment.session.results.bind(image, "labels", [viewer.add_labels(np.zeros_like(nuclei_crop[1]), name="x")])
+    segment._update_state()
+    assert not segment.segment_button.isEnabled()
 
     finetune.stop()
     gate.release.set()
@@ -301,3 +309,17 @@ def test_an_unwritable_models_folder_is_a_message_and_the_model_stays_in_use(
     assert finetune.session.source.endswith("(not saved)")
     assert len(shown) == 1 and "could not be saved" in shown[0] and "not a folder" in shown[0]
     assert finetune.save_button.isEnabled()
+
+
+def test_a_new_image_of_another_shape_never_keeps_the_labels_of_the_last_one(qtbot, both, nuclei_crop):
+    viewer, segment, finetune = both
+    image, truth = nuclei_crop
+    viewer.add_image(image, name="a")
+    viewer.add_labels(truth.copy(), name="a corrected")  # edited (made by hand)
+    assert finetune.pairs.rows[0].labels.name == "a corrected"
+    b = viewer.add_image(np.zeros((64, 80), np.uint8), name="b")
+    assert finetune.pairs.rows[0].image.name == "b"
+    assert finetune.pairs.rows[0].labels is None
+    segment.image_layer = b
+    run_segment(qtbot, segment)
+    assert finetune.pairs.rows[0].labels.name == "b [U-Net]"

@@ -530,9 +530,10 @@ class SegmentWidget(RunsJobs, QWidget):
             self.outline_check.setToolTip(_OUTLINE_TIP)
 
     def _busy_reason(self, layer: Any) -> str:
-        """Why ``layer`` cannot be segmented now (Fine-tune trains on its result), or ``""``."""
-        for labels in self.session.results.find(self.viewer, layer, "labels"):
-            if self.session.is_training_on(labels):
+        """Why ``layer`` cannot be segmented now (Fine-tune trains on one of its result layers), or ``""``."""
+        for labels in self.session.training_layers():
+            source = self.session.results.source_of(self.viewer, labels)
+            if source is not None and unwrap_proxy(source) is unwrap_proxy(layer):
                 return (
                     f"Fine-tune is training on {labels.name!r}; Segment {layer.name!r} again when training "
                     "has ended (or press Stop in Fine-tune)."

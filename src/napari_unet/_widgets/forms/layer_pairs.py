@@ -22,6 +22,7 @@ import napari.layers
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_unet._widgets.layers.edits import has_edits
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.session import ModelSession
 
@@ -183,6 +184,8 @@ class LayerPairs(QWidget):
         same_image = unwrap_proxy(row.image) is unwrap_proxy(image)
         if same_image and (labels is None or unwrap_proxy(row.labels) is unwrap_proxy(labels)):
             return
+        if same_image and labels is not None and row.labels is not None and self._keeps_corrections(row, labels):
+            return  # e.g. Segment again added (and napari selected) a fresh result beside the corrected one
         row.image_combo.blockSignals(True)
         _select(row.image_combo, image)
         row.image_combo.blockSignals(False)
@@ -191,6 +194,12 @@ class LayerPairs(QWidget):
         elif not same_image:
             self._pick_labels(row)
         self.changed.emit()
+
+    def _keeps_corrections(self, row: PairRow, selected: Any) -> bool:
+        """True if the row's labels are corrections of its image and ``selected`` is an unedited result."""
+        current = row.labels
+        fits = tuple(current.data.shape) == image_shape(row.image)
+        return fits and has_edits(current) and not has_edits(selected)
 
     def _on_user_choice(self, *_: Any) -> None:
         self.user_chose = True
@@ -273,6 +282,8 @@ class LayerPairs(QWidget):
         best = (result or same_shape[::-1] or [None])[0]
         if best is not None:
             _select(row.labels_combo, best)
+        elif row.labels is not None and tuple(row.labels.data.shape) != shape:
+            row.labels_combo.setCurrentIndex(-1)  # labels of another image: never trained on with this one
 
 
 def _select(combo: QComboBox, layer: Any) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import napari.layers
 import numpy as np
 from psygnal import Signal
 
@@ -241,27 +242,29 @@ class ResultLayers:
             if kept is not None and isinstance(old, np.ndarray):
                 old = old.copy()  # the other planes go on in the new layer; the edited layer stays as it is
             labels = _write_plane(old, target, labels, offset_ids=instances)
-        if kept is not None:
-            # the user's corrections are never overwritten: the new result gets a layer of its own
-            name = free_name(viewer, labels_name(target.source.name))
-            layer = viewer.add_labels(labels, name=name, **target.geometry)
-        elif layer is not None and layer.ndim == labels.ndim:
-            layer.data = labels  # in place: adding a layer stalls napari's GUI thread ten times longer
-            _place(layer, target)
-        else:
-            if layer is not None:
-                viewer.layers.remove(layer)
-            layer = viewer.add_labels(labels, name=labels_name(target.source.name), **target.geometry)
-        unwrap_proxy(layer).metadata[RESULT_KEY] = {
+        metadata = {
             "output": "instances" if instances else "classes",
             "source": target.source.name,
             "class_names": list(class_names),
         }
-        self.bind(target.source, "labels", [layer])
-        mark_written(layer)
+        if kept is None and layer is not None and layer.ndim == labels.ndim:
+            layer.data = labels  # in place: adding a layer stalls napari's GUI thread ten times longer
+            _place(layer, target)
+            unwrap_proxy(layer).metadata[RESULT_KEY] = metadata
+            self.bind(target.source, "labels", [layer])
+            mark_written(layer)
+            return layer
+        if kept is None and layer is not None:
+            viewer.layers.remove(layer)
+        # the user's corrections are never overwritten: the new result gets a layer of its own
+        name = labels_name(target.source.name) if kept is None else free_name(viewer, labels_name(target.source.name))
+        new = napari.layers.Labels(labels, name=name, metadata={RESULT_KEY: metadata}, **target.geometry)
+        self.bind(target.source, "labels", [new])  # before it is added: whoever follows the selection sees
+        mark_written(new)  # a fresh Segment result of this image
+        viewer.add_layer(new)
         if kept is not None:
-            self.edits_kept.emit(kept, layer)
-        return layer
+            self.edits_kept.emit(kept, new)
+        return next(item for item in viewer.layers if unwrap_proxy(item) is new)
 
     def _show_probabilities(
         self, viewer: Any, target: Target, probabilities: np.ndarray, class_names: Sequence[str]

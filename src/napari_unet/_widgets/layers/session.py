@@ -73,6 +73,10 @@ class ModelSession:
         """True while Fine-tune trains on labels layer ``layer``."""
         return unwrap_proxy(layer) in self._training
 
+    def training_layers(self) -> list[Any]:
+        """The labels layers Fine-tune trains on now (napari layers, not proxies)."""
+        return list(self._training)
+
     def set_model(self, model: SegmentationModel | None, source: str) -> None:
         """Make ``model`` the current model; the current one becomes the previous one.
 

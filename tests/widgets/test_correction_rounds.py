@@ -323,3 +323,20 @@ def test_a_new_image_of_another_shape_never_keeps_the_labels_of_the_last_one(qtb
     segment.image_layer = b
     run_segment(qtbot, segment)
     assert finetune.pairs.rows[0].labels.name == "b [U-Net]"
+
+
+def test_export_of_the_kept_corrected_layer_writes_that_layer(qtbot, both, nuclei_crop, tmp_path):
+    import tifffile
+
+    viewer, segment, _ = both
+    image = viewer.add_image(nuclei_crop[0], name="nuclei")
+    run_segment(qtbot, segment)
+    corrected = result_of(viewer, image)
+    corrected.paint((3, 3), 777, refresh=False)
+    run_segment(qtbot, segment)
+    _d, export = viewer.window.add_plugin_dock_widget("napari-unet", "Export", tabify=True)
+    export.choose_layer(corrected)
+    export.folder_edit.setText(str(tmp_path))
+    export.export_button.click()
+    qtbot.waitUntil(lambda: not export.is_running, timeout=TIMEOUT_MS)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "nuclei_labels.tif"), corrected.data)

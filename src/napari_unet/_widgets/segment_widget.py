@@ -532,7 +532,7 @@ class SegmentWidget(RunsJobs, QWidget):
     def _busy_reason(self, layer: Any) -> str:
         """Why ``layer`` cannot be segmented now (Fine-tune trains on one of its result layers), or ``""``."""
         for labels in self.session.training_layers():
-            source = self.session.results.source_of(self.viewer, labels)
+            source = self.session.results.origin_of(self.viewer, labels)
             if source is not None and unwrap_proxy(source) is unwrap_proxy(layer):
                 return (
                     f"Fine-tune is training on {labels.name!r}; Segment {layer.name!r} again when training "

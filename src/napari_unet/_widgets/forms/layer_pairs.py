@@ -161,7 +161,7 @@ class LayerPairs(QWidget):
             return active, None
         if not isinstance(active, napari.layers.Labels) or self.hidden(active):
             return None, None
-        source = self.session.results.source_of(self.viewer, active)
+        source = self.session.results.origin_of(self.viewer, active)
         if source is None:
             shape = tuple(active.data.shape)
             fits = [layer for layer in self._images() if layer.visible and image_shape(layer) == shape]

@@ -168,7 +168,17 @@ class ResultLayers:
         return [layer for layer in found if layer is not None]
 
     def source_of(self, viewer: Any, layer: Any) -> Any | None:
-        """The image layer (as ``viewer.layers`` gives it) whose result ``layer`` is, or None."""
+        """The image layer (as ``viewer.layers`` gives it) whose current result ``layer`` is, or None."""
+        self._forget_dead()
+        wanted = unwrap_proxy(layer)
+        for source_ref, layer_refs in self._bindings.values():
+            if any(ref() is wanted for ref in layer_refs):
+                source = source_ref()
+                return next((s for s in viewer.layers if unwrap_proxy(s) is source), None)
+        return None
+
+    def origin_of(self, viewer: Any, layer: Any) -> Any | None:
+        """The image layer ``layer`` was segmented from, also for a result a newer one replaced; or None."""
         ref = self._origins.get(unwrap_proxy(layer))
         source = None if ref is None else ref()
         if source is None:

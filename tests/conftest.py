@@ -27,6 +27,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.xvfb_backend = "xvfb"
 
 
+@pytest.fixture(autouse=True)
+def _private_models_folder(tmp_path_factory, monkeypatch) -> Path:
+    """Every test saves accepted fine-tuned models into a folder of its own, never the user's."""
+    folder = tmp_path_factory.mktemp("user-models")
+    monkeypatch.setenv("NAPARI_UNET_MODELS_DIR", str(folder))
+    return folder
+
+
 #: The shared annotated data sets (``../shared/data`` from the repository root).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -3,7 +3,7 @@
 ``napari-unet segment INPUT... --model M -o OUT [--summary S]`` segments TIFF files (the
 engine is :func:`napari_unet.core.batch.files.segment_files`, which notebooks can call);
 ``napari-unet train IMAGES... --labels LABELS... [--from M] -o MODEL`` fine-tunes;
-``napari-unet models`` lists the shipped models.
+``napari-unet models`` lists the shipped models and the user's saved fine-tuned ones.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="worker processes of --scheduler local (default: one per GPU, else one per two CPU cores)",
     )
 
-    sub.add_parser("models", help="list the shipped models")
+    sub.add_parser("models", help="list the shipped models and your saved fine-tuned models")
 
     train = sub.add_parser("train", help="fine-tune a model (or train one from scratch) on annotated TIFF images")
     train.add_argument("images", nargs="+", metavar="IMAGE", help="TIFF images, folders or glob patterns")
@@ -445,14 +445,19 @@ def _validation_verdict(result, out: Path) -> str:  # type: ignore[no-untyped-de
 
 def _cmd_models() -> int:
     from napari_unet.core import shipped_models
+    from napari_unet.core.network.user_models import user_models, user_models_folder
 
     models = shipped_models()
+    saved = user_models()
     if not models:
         print("no shipped models are installed")
-        return 0
-    width = max(len(m.key) for m in models)
+    width = max((len(m.key) for m in [*models, *saved]), default=0)
     for m in models:
         print(f"{m.key:<{width}}  {m.title}: {m.summary}")
+    if saved:
+        print(f"\nsaved fine-tuned models (in {user_models_folder()}):")
+        for s in saved:
+            print(f"{s.key:<{width}}  {s.title}: {s.summary}")
     return 0
 
 

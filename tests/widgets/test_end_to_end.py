@@ -210,6 +210,8 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     # 5. Segment again with the fine-tuned model: the erased object stays erased, the rest stays
     segment.segment_button.click()
     _wait(qtbot, segment)
+    np.testing.assert_array_equal(labels.data, corrected)  # the corrections are kept as they are
+    labels = viewer.layers["nuclei [U-Net] (2)"]  # the new result has a layer of its own
     second = np.array(labels.data)
     before = (first[region] > 0).mean()
     after = (second[region] > 0).mean()

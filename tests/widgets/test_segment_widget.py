@@ -113,7 +113,7 @@ def test_second_run_replaces_the_result_even_after_renames(qtbot, viewer_widget,
 
     assert len(viewer.layers) == n_layers
     assert [unwrap_proxy(layer) for layer in viewer.layers if layer.name == "my labels"] == [first]
-    assert first.data.dtype == np.uint8
+    assert first.data.dtype == np.uint16  # room for label 256 while editing (issue 17); export narrows it
     expected = segment(nuclei, widget.session.model, output="classes", device="cpu")
     np.testing.assert_array_equal(first.data, expected.labels)
 
@@ -155,14 +155,18 @@ def test_current_plane_writes_only_that_plane(qtbot, viewer_widget, nuclei):
     run_segment(qtbot, widget)
     labels = layer_named(viewer, "stack [U-Net]")
     assert labels.data.shape == stack.shape
-    labels.data = np.full(stack.shape, 9, np.uint8)
-
     assert widget.current_plane.isEnabled()
     widget.current_plane.setChecked(True)
     viewer.dims.set_current_step(0, 1)
     run_segment(qtbot, widget)
+    assert layer_named(viewer, "stack [U-Net]").data.shape == stack.shape  # not edited: written in place
+    assert not [layer for layer in viewer.layers if layer.name.startswith("stack [U-Net] (")]
 
-    data = layer_named(viewer, "stack [U-Net]").data
+    labels.data = np.full(stack.shape, 9, np.uint16)  # the user's edits (here from the console)
+    run_segment(qtbot, widget)
+    # the edited layer is kept as it is; the new result has its other planes and the new plane
+    assert (layer_named(viewer, "stack [U-Net]").data == 9).all()
+    data = layer_named(viewer, "stack [U-Net] (2)").data
     assert (data[0] == 9).all() and (data[2] == 9).all()
     expected = segment(stack[1], widget.session.model, output="classes", device="cpu").labels
     np.testing.assert_array_equal(data[1], expected)
@@ -183,7 +187,9 @@ def test_current_plane_instances_keep_ids_unique(qtbot, viewer_widget, nuclei):
 
     expected = segment(stack[1], widget.session.model, output="instances", device="cpu").labels
     assert expected.max() > 5
-    data = layer_named(viewer, "placeholder").data
+    assert (layer_named(viewer, "placeholder").data[1] == 0).all()  # not Segment's: kept as it is
+    (result,) = widget.session.results.find(viewer, widget.image_layer, "labels")
+    data = result.data
     assert (data[0] == 250).all()
     assert ((data[1] > 250) == (expected > 0)).all()  # new IDs above the old ones
     assert data.dtype.itemsize >= 2  # widened rather than wrapped around

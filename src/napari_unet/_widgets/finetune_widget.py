@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QListWidget,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -48,6 +49,7 @@ from napari_unet._widgets.forms.notify import show_error, show_info
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.forms.training_options import TrainingOptions
+from napari_unet._widgets.layers.edits import mark_edited
 from napari_unet._widgets.layers.layer_events import follow_layers
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import RESULT_KEY, Target, make_target, shown_plane
@@ -57,6 +59,8 @@ from napari_unet._widgets.layers.warm_up import start_warm_up
 from napari_unet.core import Progress, SegmentationModel, Stage, load_named_model, save_model, shipped_models
 from napari_unet.core.errors import UserError
 from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
+from napari_unet.core.io.atomic import OutputError
+from napari_unet.core.network.user_models import save_user_model
 from napari_unet.core.training.annotations import AnnotationError
 from napari_unet.core.training.finetune_job import (
     AnnotatedImage,
@@ -67,6 +71,7 @@ from napari_unet.core.training.finetune_job import (
     plane_preview,
 )
 from napari_unet.core.training.loop import TrainingResult, TrainingSettings
+from napari_unet.core.training.training_set import load_training_set, save_training_set
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,8 @@ class _RunningJob:
     plane: tuple[int, ...] = ()
     metric_name: str = ""
     last: dict[str, Any] = field(default_factory=dict)
+    images: list[AnnotatedImage] = field(default_factory=list)  # the chosen layers' annotation (not earlier ones)
+    mode: str = "corrections"
 
 
 def _add_unselected(viewer: Any, layer: Any) -> None:
@@ -160,6 +167,9 @@ class FineTuneWidget(RunsJobs, QWidget):
         self._runner = JobRunner(self, status=self.status_label)  # closing the dock or the viewer ends training
         follow_layers(self, self.viewer, self._on_layers_changed)
         connect_for_life(self, self.session.model_changed, self._on_model_changed)
+        connect_for_life(self, self.viewer.layers.selection.events.active, self._on_selection_changed)
+        connect_for_life(self, self.session.corrections.changed, self._refresh_training_set)
+        self._refresh_training_set()
         if self.session.model is None and shipped_models():
             self._load_first_shipped_model()
         self._on_model_changed()
@@ -180,6 +190,28 @@ class FineTuneWidget(RunsJobs, QWidget):
             "The model being fine-tuned: the one the Segment widget uses. Choose another one there."
         )
         self.pairs = LayerPairs(self.viewer, self.session, hidden=self._is_preview)
+        self.pair_label = plain_label()  # layer names
+        self.pair_label.setWordWrap(True)
+        self.pair_label.setToolTip("What the next Fine-tune trains on: the pairs above and the training set below.")
+        self.set_label = plain_label("Training set")  # its count changes as the widget is used
+        self.set_label.setWordWrap(True)
+        self.set_list = QListWidget()
+        self.set_list.setMaximumHeight(4 * self.fontMetrics().height() + 8)
+        self.set_list.setToolTip(
+            "Images corrected in this session (or loaded from a folder): every Fine-tune trains on them "
+            "too, so earlier rounds' corrections are never lost. An image trained on again replaces its entry."
+        )
+        self.remove_set_button = QPushButton("Remove from set")
+        self.remove_set_button.setToolTip("Do not train on the selected image of the training set any more.")
+        self.save_set_button = QPushButton("Save set...")
+        self.save_set_button.setToolTip(
+            "Write the training set to a folder: images/NAME.tif and labels/NAME.tif "
+            "(what 'napari-unet train FOLDER/images --labels FOLDER/labels' reads)."
+        )
+        self.load_set_button = QPushButton("Load set...")
+        self.load_set_button.setToolTip(
+            "Add the images and labels of a folder saved with 'Save set...' (images/ and labels/ with the same names)."
+        )
         self.mode_combo = QComboBox()
         for value, text in _MODES:
             self.mode_combo.addItem(text, value)
@@ -273,6 +305,13 @@ class FineTuneWidget(RunsJobs, QWidget):
         layout = QVBoxLayout(content)
         layout.addLayout(top)
         layout.addWidget(self.pairs)
+        layout.addWidget(self.pair_label)
+        layout.addWidget(self.set_label)
+        layout.addWidget(self.set_list)
+        set_buttons = QHBoxLayout()
+        for button in (self.remove_set_button, self.save_set_button, self.load_set_button):
+            set_buttons.addWidget(button)
+        layout.addLayout(set_buttons)
         layout.addLayout(main)
         layout.addWidget(self.options)
         layout.addWidget(self.keep_preview_check)
@@ -293,6 +332,10 @@ class FineTuneWidget(RunsJobs, QWidget):
         self.discard_button.clicked.connect(self.discard)
         self.revert_button.clicked.connect(self.revert)
         self.save_button.clicked.connect(self._on_save_clicked)
+        self.remove_set_button.clicked.connect(self._remove_from_set)
+        self.save_set_button.clicked.connect(self._on_save_set_clicked)
+        self.load_set_button.clicked.connect(self._on_load_set_clicked)
+        self.set_list.currentRowChanged.connect(self._update_state)
         self.shortcuts = [
             shortcuts.add_shortcut(self, self.finetune_button, shortcuts.FINE_TUNE),
             shortcuts.add_shortcut(self, self.stop_button, shortcuts.STOP_TRAINING),
@@ -301,6 +344,60 @@ class FineTuneWidget(RunsJobs, QWidget):
     def _on_layers_changed(self, *_: Any) -> None:
         self.pairs.refresh()
         self._refresh_reviewed()
+
+    def _on_selection_changed(self, *_: Any) -> None:
+        if not self.is_running:
+            self.pairs.follow_selection()
+
+    # ---------------------------------------------------------- training set
+    def _refresh_training_set(self, *_: Any) -> None:
+        """List the session's training set."""
+        items = self.session.corrections.items()
+        self.set_list.clear()
+        for item in items:
+            self.set_list.addItem(item.describe())
+        count = len(items)
+        self.set_label.setText(f"Training set: {count} earlier image{'s' if count != 1 else ''}")
+        self._update_state()
+
+    def _remove_from_set(self) -> None:
+        row = self.set_list.currentRow()
+        items = self.session.corrections.items()
+        if 0 <= row < len(items):
+            self.session.corrections.remove(items[row].name)
+
+    def save_training_set_to(self, folder: str | Path) -> list[Path]:
+        """Write the session's training set to ``folder`` (images/ and labels/); [] if it failed (shown)."""
+        try:
+            written = save_training_set([c.annotated for c in self.session.corrections.items()], folder)
+        except UserError as exc:
+            show_error(f"Could not save the training set: {exc}")
+            return []
+        self.status_label.setText(f"Saved {len(self.session.corrections)} images and their labels in {folder}.")
+        return written
+
+    def load_training_set_from(self, folder: str | Path) -> int:
+        """Add the images of training-set ``folder`` to the session's set; how many (0 if it failed, shown)."""
+        try:
+            images = load_training_set(folder)
+        except UserError as exc:
+            show_error(f"Could not load the training set: {exc}")
+            return 0
+        self.session.corrections.put(images, mode=self.mode, origin=Path(folder).name)
+        self.status_label.setText(
+            f"Added {len(images)} images from {folder} to the training set (as {self.mode_combo.currentText()})."
+        )
+        return len(images)
+
+    def _on_save_set_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Save the training set into a folder")
+        if folder:
+            self.save_training_set_to(folder)
+
+    def _on_load_set_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Load a training-set folder (images/ and labels/)")
+        if folder:
+            self.load_training_set_from(folder)
 
     def _refresh_reviewed(self, *_: Any) -> None:
         """List 'Whole planes' and every Shapes layer, keeping the current choice."""
@@ -397,6 +494,8 @@ class FineTuneWidget(RunsJobs, QWidget):
             reason = "Fine-tuning is running; wait for it or press Stop."
         elif model is None:
             reason = "Choose a model in the Segment widget first."
+        elif not any(image is not None for image, _ in pairs) and self.pairs.rows[0].image_combo.count():
+            reason = "Choose the image to train on (a hidden image layer is never chosen for you)."
         elif not any(image is not None for image, _ in pairs):
             reason = "Add or open an image layer first."
         elif missing:
@@ -407,6 +506,7 @@ class FineTuneWidget(RunsJobs, QWidget):
         else:
             reason = ""
         self.finetune_button.setEnabled(not reason)
+        self._show_plan(pairs)
         shortcuts.set_tip(
             self.finetune_button,
             reason
@@ -443,6 +543,20 @@ class FineTuneWidget(RunsJobs, QWidget):
             else "There is no previous model to go back to."
         )
 
+    def _show_plan(self, pairs: list[tuple[Any, Any]]) -> None:
+        """Say what the next Fine-tune trains on; enable the training-set buttons."""
+        chosen = [(image, labels) for image, labels in pairs if image is not None and labels is not None]
+        names = {image.name for image, _ in chosen}
+        earlier = self.session.corrections.for_training(self.mode, besides=sorted(names))
+        parts = [f"{image.name!r} with {labels.name!r}" for image, labels in chosen]
+        if earlier:
+            parts.append(f"{len(earlier)} earlier image{'s' if len(earlier) != 1 else ''} of the training set")
+        self.pair_label.setText(("Trains on " + " + ".join(parts) + ".") if parts else "Nothing to train on yet.")
+        has_set = len(self.session.corrections) > 0
+        self.save_set_button.setEnabled(has_set and not self.is_running)
+        self.remove_set_button.setEnabled(self.set_list.currentRow() >= 0 and not self.is_running)
+        self.load_set_button.setEnabled(not self.is_running)
+
     # ------------------------------------------------------------------ running
     def fine_tune(self) -> GeneratorWorker | None:
         """Start fine-tuning on the chosen layers; returns the worker (None if refused).
@@ -460,17 +574,26 @@ class FineTuneWidget(RunsJobs, QWidget):
         except UserError as exc:  # labels that do not fit the image, an image that does not fit the model
             show_error(f"Cannot fine-tune: {exc}")
             return None
+        earlier = self.session.corrections.for_training(self.mode, besides=[item.name for item in images])
         request = FineTuneRequest(
             model=model,
-            images=images,
+            images=[*images, *earlier],
             mode=self.mode,
             settings=settings,
             validation_fraction=self.options.validation_fraction,
             from_scratch=self.options.scratch_check.isChecked(),
-            record={"layers": [item.name for item in images]},
+            record={
+                "layers": [item.name for item in images],
+                "earlier_images": [item.name for item in earlier],
+                "base_model": self.session.source,
+            },
         )
         stop = threading.Event()
-        job = _RunningJob(stop, settings.max_seconds)
+        job = _RunningJob(stop, settings.max_seconds, images=images, mode=self.mode)
+        trained_on = [labels for image, labels in self.pairs.pairs() if image is not None and labels is not None]
+        for labels in trained_on:
+            mark_edited(labels)  # trained on: Segment never overwrites it
+        self.session.set_training(trained_on)
         self._remove_hidden_previews()
         if preview is not None:
             self._start_preview(job, *preview)
@@ -493,6 +616,8 @@ class FineTuneWidget(RunsJobs, QWidget):
         )
         desc = f"Fine-tuning {model.description.name}"
         worker = self._runner.start(make_job, handlers, desc=desc, fraction=partial(_fraction, job), stop=stop.set)
+        if worker is None:
+            self.session.set_training([])
         self._job = job
         self.plot.clear()
         self.metric_label.setText("")
@@ -548,8 +673,8 @@ class FineTuneWidget(RunsJobs, QWidget):
                     diameter=_segmented_diameter(labels_layer),
                 )
             )
-            if preview is None:
-                preview = (image_layer, PreviewSource(data, layout))
+            if preview is None or (image_layer.visible and not preview[0].visible):
+                preview = (image_layer, PreviewSource(data, layout))  # the image in view, where it is
         return images, preview
 
     def stop(self) -> None:
@@ -637,6 +762,7 @@ class FineTuneWidget(RunsJobs, QWidget):
             return
         model = result.model
         model.description.name = _FINE_TUNED.sub("", model.description.name) + " (fine-tuned)"
+        self.session.corrections.put(job.images, mode=job.mode)  # trained on: kept for the next rounds
         self.result = result
         self._pending = True
         self._saveable = True
@@ -688,6 +814,7 @@ class FineTuneWidget(RunsJobs, QWidget):
         closed = self._runner.closed
         if self._job is job:
             self._job = None
+            self.session.set_training([])
         if not closed:
             self._update_state()
         if job.preview is not None:
@@ -708,11 +835,31 @@ class FineTuneWidget(RunsJobs, QWidget):
         model = self.result.model
         self._pending = False
         self._remove_hidden_previews()
-        self.session.set_model(model, f"{model.description.name}, {time.strftime('%H:%M:%S')} (not saved)")
+        saved = self._save_accepted(model)
+        source = str(saved) if saved else f"{model.description.name}, {time.strftime('%H:%M:%S')} (not saved)"
+        self.session.set_model(model, source)
+        kept = f"It was saved as {saved.name} among your models" if saved else "It could not be saved (see the message)"
         self.status_label.setText(
-            f"Segment now uses {model.description.name!r}. Save it to keep it; Revert goes back to the previous model."
+            f"Segment now uses {model.description.name!r}. {kept}; Revert goes back to the previous model."
         )
         self._update_state()
+
+    def _save_accepted(self, model: SegmentationModel) -> Path | None:
+        """Save an accepted model into the user's models folder; None (and a message) if that failed.
+
+        The model stays in memory either way (Segment uses it; *Save model...* can write it elsewhere).
+        """
+        history = model.description.training_history[-1] if model.description.training_history else {}
+        data = [*history.get("layers", []), *history.get("earlier_images", [])]
+        base = str(history.get("base_model") or self.session.source)
+        try:
+            return save_user_model(model, base_model=base, training_data=data, verdict=self.metric_label.text())
+        except (OutputError, OSError) as exc:
+            show_error(
+                f"The fine-tuned model is in use but could not be saved among your models: {exc}. "
+                "Use 'Save model...' to write it elsewhere before closing napari."
+            )
+            return None
 
     def discard(self) -> None:
         """Forget the fine-tuned model; the model in use does not change."""

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -65,6 +66,7 @@ from napari_unet.core.errors import UserError
 from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
 from napari_unet.core.inference.object_scale import ObjectScale
 from napari_unet.core.inference.options import InferenceOptions
+from napari_unet.core.network.user_models import remove_user_model, user_models
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +136,14 @@ class SegmentWidget(RunsJobs, QWidget):
         self.session = session_for(napari_viewer)
         self._job: _RunningJob | None = None
         self._shipped = shipped_models()
+        self._user_paths: set[str] = set()  # chooser entries of the user's saved models
         self._build()
         self._runner = JobRunner(self, status=self.status_label)  # closing the dock or the viewer stops the job
         follow_layers(self, self.viewer, self._refresh_images, on_removed=self._on_layer_removed)
         connect_for_life(self, self.session.model_changed, self._on_model_changed)
+        connect_for_life(self, self.session.training_changed, self._update_state)
+        connect_for_life(self, self.session.results.edits_kept, self._on_edits_kept)
+        self._showing = False  # True while this widget writes a result (edits_kept is then about it)
         if self.session.model is None:
             self._load_first_shipped_model()
         self._on_model_changed(self.session.model)
@@ -151,6 +157,12 @@ class SegmentWidget(RunsJobs, QWidget):
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("The U-Net to use: a model that comes with napari-unet, or a model file.")
         self.model_combo.setPlaceholderText("choose a model")
+        self.remove_model_button = QPushButton("Remove")
+        self.remove_model_button.setToolTip("Delete the chosen saved fine-tuned model from your models folder.")
+        model_row = QHBoxLayout()
+        model_row.setContentsMargins(0, 0, 0, 0)
+        model_row.addWidget(self.model_combo, stretch=1)
+        model_row.addWidget(self.remove_model_button)
         self.model_info = plain_label()  # class names come from the model file
         self.model_info.setWordWrap(True)
         self.model_info.setToolTip("Classes and input channels of the chosen model.")
@@ -250,7 +262,7 @@ class SegmentWidget(RunsJobs, QWidget):
         main = QFormLayout()
         main.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         main.addRow(_row_label("Image", label_width), self.image_combo)
-        main.addRow(_row_label("Model", label_width), self.model_combo)
+        main.addRow(_row_label("Model", label_width), model_row)
         main.addRow(_row_label("", label_width), self.model_info)
         main.addRow(_row_label("Output", label_width), self.output_combo)
         main.addRow(_row_label("Object size", label_width), self.diameter_field)
@@ -269,6 +281,8 @@ class SegmentWidget(RunsJobs, QWidget):
         self.image_combo.currentIndexChanged.connect(self._update_state)
         self.channel_spin.valueChanged.connect(self._update_state)
         self.model_combo.activated.connect(self._on_model_activated)
+        self.model_combo.currentIndexChanged.connect(self._update_remove_button)
+        self.remove_model_button.clicked.connect(self._on_remove_clicked)
         self.segment_button.clicked.connect(self.segment)
         self.cancel_button.clicked.connect(self.cancel)
         self.output_combo.currentIndexChanged.connect(self._update_state)
@@ -388,6 +402,7 @@ class SegmentWidget(RunsJobs, QWidget):
             combo.setItemData(
                 combo.count() - 1, "Choose a napari-unet model file (.unet.safetensors).", Qt.ItemDataRole.ToolTipRole
             )
+        self._list_user_models()
         self._forget_unloadable_models()
         row = combo.findData(source) if model is not None else -1
         if model is not None and row < 0:
@@ -398,6 +413,7 @@ class SegmentWidget(RunsJobs, QWidget):
             combo.setItemData(row, literal_tip(source), Qt.ItemDataRole.ToolTipRole)
         combo.setCurrentIndex(row)
         combo.blockSignals(False)
+        self._update_remove_button()
         if model is None:
             self.model_info.setText("No model chosen.")
         else:
@@ -412,6 +428,58 @@ class SegmentWidget(RunsJobs, QWidget):
             if not can_separate and self.output_combo.currentData() == "instances":
                 self.output_combo.setCurrentIndex(1)
         self._update_state()
+
+    def _list_user_models(self) -> None:
+        """Put the saved fine-tuned models (the user's folder) after the shipped ones, newest first."""
+        combo = self.model_combo
+        for row in reversed(range(combo.count())):
+            if combo.itemData(row) in self._user_paths:
+                combo.removeItem(row)
+        saved = user_models()
+        self._user_paths = {str(m.path) for m in saved}
+        for i, model in enumerate(saved):
+            row = len(self._shipped) + i
+            combo.insertItem(row, f"{model.title} (saved {model.saved[:16].replace('T', ' ')})", str(model.path))
+            combo.setItemData(row, literal_tip(f"{model.summary}\n{model.path}"), Qt.ItemDataRole.ToolTipRole)
+
+    def _update_remove_button(self, *_: Any) -> None:
+        removable = self.model_combo.currentData() in self._user_paths
+        self.remove_model_button.setEnabled(removable)
+        self.remove_model_button.setToolTip(
+            "Delete the chosen saved fine-tuned model from your models folder (after asking)."
+            if removable
+            else "Only your saved fine-tuned models can be removed; shipped models and model files stay."
+        )
+
+    def remove_saved_model(self, path: str) -> bool:
+        """Delete saved model ``path`` from the user's folder after the user confirms; True if removed."""
+        if path not in self._user_paths:
+            return False
+        answer = QMessageBox.question(
+            self,
+            "Remove the saved model?",
+            f"Delete {Path(path).name} from your models folder? This cannot be undone.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        try:
+            remove_user_model(path)
+        except UserError as exc:
+            show_error(f"Could not remove the model: {exc}")
+            return False
+        in_use = path == self.session.source
+        self.status_label.setText(
+            f"Removed {Path(path).name}." + (" It stays in use until you choose another model." if in_use else "")
+        )
+        self._on_model_changed(self.session.model)
+        return True
+
+    def _on_remove_clicked(self) -> None:
+        path = self.model_combo.currentData()
+        if isinstance(path, str):
+            self.remove_saved_model(path)
 
     def _forget_unloadable_models(self) -> None:
         """Drop chooser entries of in-memory models that are neither current nor previous."""
@@ -460,7 +528,7 @@ class SegmentWidget(RunsJobs, QWidget):
         elif model is None:
             reason = "Choose a model first."
         else:
-            reason = ""
+            reason = self._busy_reason(layer)
         self.segment_button.setEnabled(not reason)
         shortcuts.set_tip(self.segment_button, reason or f"Segment {layer.name!r} with {model.description.name!r}.")  # type: ignore[union-attr]
         self.cancel_button.setEnabled(self.is_running)
@@ -481,6 +549,27 @@ class SegmentWidget(RunsJobs, QWidget):
             self.probabilities_check.setToolTip(_PROBABILITIES_TIP)
             self.outline_check.setToolTip(_OUTLINE_TIP)
 
+    def _busy_reason(self, layer: Any) -> str:
+        """Why ``layer`` cannot be segmented now (Fine-tune trains on one of its result layers), or ``""``."""
+        for labels in self.session.training_layers():
+            source = self.session.results.origin_of(self.viewer, labels)
+            if source is not None and unwrap_proxy(source) is unwrap_proxy(layer):
+                return (
+                    f"Fine-tune is training on {labels.name!r}; Segment {layer.name!r} again when training "
+                    "has ended (or press Stop in Fine-tune)."
+                )
+        return ""
+
+    def _on_edits_kept(self, kept: Any, new: Any) -> None:
+        """Say that the result went to a new layer because the old one holds the user's edits."""
+        if self._showing:
+            message = (
+                f"{kept.name!r} holds your corrections, so it was kept as it is and the new result is in "
+                f"{new.name!r}. Both can be trained on in Fine-tune."
+            )
+            show_info(message)
+            self._kept_note = message
+
     def _show_outlines(self, *_: Any) -> None:
         """Apply "Show outlines" to the Labels result of the chosen image at once."""
         layer = self.image_layer
@@ -499,6 +588,10 @@ class SegmentWidget(RunsJobs, QWidget):
             show_info("A segmentation is running; wait for it to finish or press Cancel, then segment again.")
             return None
         if layer is None or model is None or self._runner.closed:
+            return None
+        busy = self._busy_reason(layer)
+        if busy:
+            show_info(busy)
             return None
         try:
             layout = self._layout_of(layer, model)
@@ -631,10 +724,15 @@ class SegmentWidget(RunsJobs, QWidget):
             # deleted just as the job ended (its result was already on its way)
             self._drop(job, f"The image layer {job.target.source.name!r} was deleted; its segmentation was not added.")
             return
-        shown = self.session.results.show(self.viewer, job.target, result, outlines=self.outline_check.isChecked())
+        self._showing, self._kept_note = True, ""
+        try:
+            shown = self.session.results.show(self.viewer, job.target, result, outlines=self.outline_check.isChecked())
+        finally:
+            self._showing = False
         self._show_scale(result.object_scale, shown)
         found = f"{result.n_objects} objects, " if result.output == "instances" else ""
         note = f" Note: {job.notice}" if job.notice else ""
+        note += f" {self._kept_note}" if self._kept_note else ""
         self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}.{note}")
 
     def _show_scale(self, scale: ObjectScale | None, layers: list[Any]) -> None:

@@ -2,12 +2,15 @@
 
 Drawn with ``QPainter`` so that napari-unet needs no plotting library: two
 polylines over the training steps, the loss scaled to its own range (left
-axis) and the metric on a fixed 0 to 1 scale (right axis).
+axis) and the metric on a fixed 0 to 1 scale (right axis). The loss of single
+steps jumps with the patches drawn, so it is drawn faint, with its smoothed
+course (an exponential moving average, :func:`smoothed`) on top.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPaintEvent, QPen, QPolygonF
@@ -16,6 +19,33 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 #: Colours of the two curves (readable on napari's dark and light themes).
 LOSS_COLOR = QColor(255, 160, 60)
 METRIC_COLOR = QColor(80, 200, 255)
+#: Opacity (0-255) of the raw loss drawn behind its smoothed curve.
+RAW_ALPHA = 70
+#: Weight of the past in the smoothed loss (as TensorBoard's smoothing slider).
+SMOOTHING = 0.8
+
+
+def smoothed(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """Exponential moving average of ``values``, debiased so that it starts at the first value.
+
+    Parameters
+    ----------
+    values : sequence of float
+        The raw values, in order.
+    weight : float
+        0 returns the values unchanged; closer to 1 smooths more.
+
+    Examples
+    --------
+    >>> [round(v, 3) for v in smoothed([1.0, 0.0, 1.0, 0.0], weight=0.5)]
+    [1.0, 0.333, 0.714, 0.333]
+    """
+    out: list[float] = []
+    average = 0.0
+    for i, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight**i) if weight < 1 else value)
+    return out
 
 
 class CurvePlot(QWidget):
@@ -38,7 +68,7 @@ class CurvePlot(QWidget):
         self.setMinimumHeight(110)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip(
-            "Training loss (orange, left scale) and the metric on the held-back annotation "
+            "Training loss (orange, left scale; faint: every step, bold: smoothed) and the metric on the held-back annotation "
             "(blue, 0 to 1, right scale) against training steps. The loss should go down "
             "and the metric up; the dashed line is the metric before training."
         )
@@ -111,10 +141,14 @@ class CurvePlot(QWidget):
             pen = QPen(METRIC_COLOR, 1, Qt.PenStyle.DashLine)
             painter.setPen(pen)
             painter.drawLine(QPointF(area.left(), baseline), QPointF(area.right(), baseline))
-        for values, scale, color in ((losses, top, LOSS_COLOR), (scores, 1.0, METRIC_COLOR)):
+        faint = QColor(LOSS_COLOR)
+        faint.setAlpha(RAW_ALPHA)
+        smooth = list(zip([s for s, _ in losses], smoothed([v for _, v in losses])))
+        curves = ((losses, top, faint, 1), (smooth, top, LOSS_COLOR, 2), (scores, 1.0, METRIC_COLOR, 2))
+        for values, scale, color, width in curves:
             if not values:
                 continue
-            painter.setPen(QPen(color, 2))
+            painter.setPen(QPen(color, width))
             polygon = QPolygonF([QPointF(x_of(s), y_of(v, scale)) for s, v in values])
             if len(values) == 1:
                 painter.drawEllipse(polygon[0], 2.5, 2.5)

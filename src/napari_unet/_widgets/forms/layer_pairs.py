@@ -5,6 +5,11 @@ button; "Add another image" adds a row. Choosing an image picks its labels
 layer: the Segment result of that image if there is one, otherwise the
 top-most labels layer of the same shape.
 
+Pairs follow the user: the layer selected in the viewer is the first guess
+(a selected Labels layer brings the image it was segmented from), and until
+the user picks in a chooser the one row follows the selection. Hidden image
+layers are listed but never chosen without the user picking them.
+
 Only call this from the GUI thread (it reads layers).
 """
 
@@ -17,6 +22,7 @@ import napari.layers
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_unet._widgets.layers.edits import has_edits
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.session import ModelSession
 
@@ -93,6 +99,7 @@ class LayerPairs(QWidget):
         self.session = session
         self.hidden = hidden
         self.rows: list[PairRow] = []
+        self.user_chose = False  # True once the user picked in a chooser: the selection is no longer followed
         self._grid = QGridLayout()
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._grid.setColumnStretch(0, 1)
@@ -117,15 +124,12 @@ class LayerPairs(QWidget):
         row.image_combo.currentIndexChanged.connect(lambda _: self._on_image_chosen(row))
         row.labels_combo.currentIndexChanged.connect(lambda _: self.changed.emit())
         row.remove_button.clicked.connect(lambda: self.remove_pair(row))
+        row.image_combo.activated.connect(self._on_user_choice)
+        row.labels_combo.activated.connect(self._on_user_choice)
         self._fill(row)
         if image is None:
-            used = {id(unwrap_proxy(r.image)) for r in self.rows if r is not row and r.image is not None}
-            free = [layer for layer in self._images() if id(unwrap_proxy(layer)) not in used]
-            active = self.viewer.layers.selection.active
-            if isinstance(active, napari.layers.Image) and id(unwrap_proxy(active)) not in used:
-                image = active
-            elif free:
-                image = free[-1]
+            image, guessed = self._guess(row)
+            labels = labels if labels is not None else guessed
         if image is not None:
             _select(row.image_combo, image)
         if labels is not None:
@@ -135,6 +139,70 @@ class LayerPairs(QWidget):
         self._update_remove_buttons()
         self.changed.emit()
         return row
+
+    def _guess(self, row: PairRow) -> tuple[Any, Any]:
+        """(image, labels or None) for a new row: from the selection, else the top-most visible free image."""
+        used = {id(unwrap_proxy(r.image)) for r in self.rows if r is not row and r.image is not None}
+        selected = self.from_selection()
+        if selected[0] is not None and id(unwrap_proxy(selected[0])) not in used:
+            return selected
+        free = [layer for layer in self._images() if id(unwrap_proxy(layer)) not in used and layer.visible]
+        return (free[-1] if free else None), None
+
+    def from_selection(self) -> tuple[Any, Any]:
+        """(image, labels) the viewer's selected layer stands for; (None, None) if it says nothing.
+
+        A selected image layer is the image. A selected Labels layer is the
+        labels, with the image Segment made it from (or, for a layer made by
+        hand, the only visible image of its shape).
+        """
+        active = self.viewer.layers.selection.active
+        if isinstance(active, napari.layers.Image) and not self.hidden(active):
+            return active, None
+        if not isinstance(active, napari.layers.Labels) or self.hidden(active):
+            return None, None
+        source = self.session.results.origin_of(self.viewer, active)
+        if source is None:
+            shape = tuple(active.data.shape)
+            fits = [layer for layer in self._images() if layer.visible and image_shape(layer) == shape]
+            source = fits[0] if len(fits) == 1 else None
+        return (source, active) if source is not None else (None, None)
+
+    def follow_selection(self, *_: Any) -> None:
+        """Pair the selected layer in the one row, unless the user has chosen in the choosers."""
+        if self.user_chose or len(self.rows) != 1:
+            return
+        row = self.rows[0]
+        image, labels = self.from_selection()
+        active = self.viewer.layers.selection.active
+        if image is None and isinstance(active, napari.layers.Labels) and not self.hidden(active):
+            # a labels layer made by hand, of the shape of the row's image: it is for that image
+            if row.image is not None and tuple(active.data.shape) == image_shape(row.image):
+                image, labels = row.image, active
+        if image is None:
+            return
+        same_image = unwrap_proxy(row.image) is unwrap_proxy(image)
+        if same_image and (labels is None or unwrap_proxy(row.labels) is unwrap_proxy(labels)):
+            return
+        if same_image and labels is not None and row.labels is not None and self._keeps_corrections(row, labels):
+            return  # e.g. Segment again added (and napari selected) a fresh result beside the corrected one
+        row.image_combo.blockSignals(True)
+        _select(row.image_combo, image)
+        row.image_combo.blockSignals(False)
+        if labels is not None:
+            _select(row.labels_combo, labels)
+        elif not same_image:
+            self._pick_labels(row)
+        self.changed.emit()
+
+    def _keeps_corrections(self, row: PairRow, selected: Any) -> bool:
+        """True if the row's labels are corrections of its image and ``selected`` is an unedited result."""
+        current = row.labels
+        fits = tuple(current.data.shape) == image_shape(row.image)
+        return fits and has_edits(current) and not has_edits(selected)
+
+    def _on_user_choice(self, *_: Any) -> None:
+        self.user_chose = True
 
     def remove_pair(self, row: PairRow) -> None:
         """Remove a row (the last row stays)."""
@@ -190,8 +258,9 @@ class LayerPairs(QWidget):
                 combo.setItemData(combo.count() - 1, _describe(layer), Qt.ItemDataRole.ToolTipRole)
                 if unwrap_proxy(layer) is chosen:
                     combo.setCurrentIndex(combo.count() - 1)
-            if combo.currentIndex() < 0 and combo is row.image_combo and layers:
-                combo.setCurrentIndex(combo.count() - 1)
+            visible = [i for i, layer in enumerate(layers) if layer.visible]
+            if combo.currentIndex() < 0 and combo is row.image_combo and visible:
+                combo.setCurrentIndex(visible[-1])  # a hidden image is never chosen silently
             combo.blockSignals(False)
 
     def _on_image_chosen(self, row: PairRow) -> None:
@@ -213,6 +282,8 @@ class LayerPairs(QWidget):
         best = (result or same_shape[::-1] or [None])[0]
         if best is not None:
             _select(row.labels_combo, best)
+        elif row.labels is not None and tuple(row.labels.data.shape) != shape:
+            row.labels_combo.setCurrentIndex(-1)  # labels of another image: never trained on with this one
 
 
 def _select(combo: QComboBox, layer: Any) -> None:

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import napari.layers
 import numpy as np
 from psygnal import Signal
 
+from napari_unet._widgets.layers.edits import has_edits, mark_written
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet.core import SegmentationResult
 from napari_unet.core.inference.layout import ImageLayout
@@ -30,11 +32,32 @@ _CLASS_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
 #: ``source`` (the image layer's name when segmented), ``class_names`` and,
 #: for probability layers, ``class_index``.
 RESULT_KEY = "napari_unet"
+#: Narrowest dtype of a result Labels layer in the viewer: painting object 256 must work.
+#: (Export still writes the smallest type that fits, see :mod:`napari_unet.core.io.export`.)
+EDIT_DTYPE = np.dtype(np.uint16)
 
 
 def labels_name(image_name: str) -> str:
     """Name of the Labels layer made from image layer ``image_name``."""
     return f"{image_name} [U-Net]"
+
+
+def editable_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` widened to at least :data:`EDIT_DTYPE` (a uint8 layer cannot hold label 256)."""
+    if labels.dtype.kind in "ui" and labels.dtype.itemsize < EDIT_DTYPE.itemsize:
+        return labels.astype(EDIT_DTYPE)
+    return labels
+
+
+def free_name(viewer: Any, name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... : the first that no layer of ``viewer`` has."""
+    taken = {layer.name for layer in viewer.layers}
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name} ({n})" in taken:
+        n += 1
+    return f"{name} ({n})"
 
 
 def probabilities_name(image_name: str, class_name: str) -> str:
@@ -121,9 +144,14 @@ class ResultLayers:
     """
 
     changed = Signal()
+    #: Emitted with (kept layer, new layer) when a result was written to a new layer
+    #: because the old one holds the user's edits.
+    edits_kept = Signal(object, object)
 
     def __init__(self) -> None:
         self._bindings: dict[tuple[int, str], tuple[weakref.ref, list[weakref.ref]]] = {}
+        # every result layer ever bound (also ones a newer result replaced) -> its image layer
+        self._origins: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
 
     def find(self, viewer: Any, source: Any, kind: str) -> list[Any]:
         """Result layers of ``kind`` ("labels" or "probabilities") of ``source`` still in ``viewer``.
@@ -140,7 +168,7 @@ class ResultLayers:
         return [layer for layer in found if layer is not None]
 
     def source_of(self, viewer: Any, layer: Any) -> Any | None:
-        """The image layer (as ``viewer.layers`` gives it) whose result ``layer`` is, or None."""
+        """The image layer (as ``viewer.layers`` gives it) whose current result ``layer`` is, or None."""
         self._forget_dead()
         wanted = unwrap_proxy(layer)
         for source_ref, layer_refs in self._bindings.values():
@@ -148,6 +176,14 @@ class ResultLayers:
                 source = source_ref()
                 return next((s for s in viewer.layers if unwrap_proxy(s) is source), None)
         return None
+
+    def origin_of(self, viewer: Any, layer: Any) -> Any | None:
+        """The image layer ``layer`` was segmented from, also for a result a newer one replaced; or None."""
+        ref = self._origins.get(unwrap_proxy(layer))
+        source = None if ref is None else ref()
+        if source is None:
+            return None
+        return next((s for s in viewer.layers if unwrap_proxy(s) is source), None)
 
     def sources(self, viewer: Any) -> list[Any]:
         """Image layers of ``viewer`` that have result layers in it, in layer-list order."""
@@ -164,6 +200,8 @@ class ResultLayers:
             weakref.ref(unwrap_proxy(source)),
             [weakref.ref(unwrap_proxy(layer)) for layer in layers],
         )
+        for layer in layers:
+            self._origins[unwrap_proxy(layer)] = weakref.ref(unwrap_proxy(source))
         self.changed.emit()
 
     def _forget_dead(self) -> None:
@@ -207,23 +245,36 @@ class ResultLayers:
     ) -> Any:
         existing = self.find(viewer, target.source, "labels")
         layer = existing[0] if existing else None
+        kept = layer if layer is not None and has_edits(layer) else None
+        labels = editable_labels(labels)
         if target.plane is not None:
             old = layer.data if layer is not None else None
+            if kept is not None and isinstance(old, np.ndarray):
+                old = old.copy()  # the other planes go on in the new layer; the edited layer stays as it is
             labels = _write_plane(old, target, labels, offset_ids=instances)
-        if layer is not None and layer.ndim == labels.ndim:
-            layer.data = labels  # in place: adding a layer stalls napari's GUI thread ten times longer
-            _place(layer, target)
-        else:
-            if layer is not None:
-                viewer.layers.remove(layer)
-            layer = viewer.add_labels(labels, name=labels_name(target.source.name), **target.geometry)
-        unwrap_proxy(layer).metadata[RESULT_KEY] = {
+        metadata = {
             "output": "instances" if instances else "classes",
             "source": target.source.name,
             "class_names": list(class_names),
         }
-        self.bind(target.source, "labels", [layer])
-        return layer
+        if kept is None and layer is not None and layer.ndim == labels.ndim:
+            layer.data = labels  # in place: adding a layer stalls napari's GUI thread ten times longer
+            _place(layer, target)
+            unwrap_proxy(layer).metadata[RESULT_KEY] = metadata
+            self.bind(target.source, "labels", [layer])
+            mark_written(layer)
+            return layer
+        if kept is None and layer is not None:
+            viewer.layers.remove(layer)
+        # the user's corrections are never overwritten: the new result gets a layer of its own
+        name = labels_name(target.source.name) if kept is None else free_name(viewer, labels_name(target.source.name))
+        new = napari.layers.Labels(labels, name=name, metadata={RESULT_KEY: metadata}, **target.geometry)
+        self.bind(target.source, "labels", [new])  # before it is added: whoever follows the selection sees
+        mark_written(new)  # a fresh Segment result of this image
+        viewer.add_layer(new)
+        if kept is not None:
+            self.edits_kept.emit(kept, new)
+        return next(item for item in viewer.layers if unwrap_proxy(item) is new)
 
     def _show_probabilities(
         self, viewer: Any, target: Target, probabilities: np.ndarray, class_names: Sequence[str]

@@ -14,6 +14,7 @@ from typing import Any
 
 from psygnal import Signal
 
+from napari_unet._widgets.layers.corrections import CorrectionSet
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.results import ResultLayers
 from napari_unet.core import SegmentationModel
@@ -41,11 +42,17 @@ class ModelSession:
         The engine choices of this viewer's segmentations: under ``"auto"`` a
         model moves to OpenVINO once this session has run enough work with it
         (and stays converted until its weights change).
+    corrections : CorrectionSet
+        The images corrected in this session (and read from folders): the
+        training set of the next Fine-tune.
     model_changed : psygnal.Signal
         Emitted with the new model (or None) after every change.
+    training_changed : psygnal.Signal
+        Emitted when Fine-tune starts or stops training on labels layers.
     """
 
     model_changed = Signal(object)
+    training_changed = Signal()
 
     def __init__(self) -> None:
         self.model: SegmentationModel | None = None
@@ -54,6 +61,21 @@ class ModelSession:
         self.previous_source: str = ""
         self.results = ResultLayers()
         self.engines = EngineCache()
+        self.corrections = CorrectionSet()
+        self._training: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def set_training(self, labels_layers: list[Any]) -> None:
+        """Fine-tune trains on ``labels_layers`` now (an empty list: training is over)."""
+        self._training = weakref.WeakSet(unwrap_proxy(layer) for layer in labels_layers)
+        self.training_changed.emit()
+
+    def is_training_on(self, layer: Any) -> bool:
+        """True while Fine-tune trains on labels layer ``layer``."""
+        return unwrap_proxy(layer) in self._training
+
+    def training_layers(self) -> list[Any]:
+        """The labels layers Fine-tune trains on now (napari layers, not proxies)."""
+        return list(self._training)
 
     def set_model(self, model: SegmentationModel | None, source: str) -> None:
         """Make ``model`` the current model; the current one becomes the previous one.

@@ -70,7 +70,7 @@ def shipped_models() -> list[ShippedModel]:
 
 
 def resolve_model_path(name_or_path: str | os.PathLike, /) -> Path:
-    """Path of a shipped model's key or title, or the given path itself.
+    """Path of a shipped model's key or title, a saved model's key (see :mod:`.user_models`), or the path itself.
 
     Raises
     ------
@@ -81,6 +81,11 @@ def resolve_model_path(name_or_path: str | os.PathLike, /) -> Path:
     for model in shipped_models():
         if text in (model.key, model.title):
             return model.path
+    from napari_unet.core.network.user_models import user_models  # imports model_file, as this module does
+
+    for saved in user_models():
+        if text == saved.key:
+            return saved.path
     path = Path(text).expanduser()
     if path.is_file():
         return path

@@ -26,7 +26,7 @@ import torch
 from napari_unet.core.errors import UserError
 from napari_unet.core.io.atomic import atomic_write_bytes, exists_message
 from napari_unet.core.network import bioimageio_architecture as arch
-from napari_unet.core.network.bioimageio_requirements import bioimageio_spec
+from napari_unet.core.network.bioimageio_requirements import bioimageio_spec, quiet_bioimageio
 from napari_unet.core.network.bioimageio_texts import documentation
 from napari_unet.core.network.geometry import halo, largest_valid_input, same_margin, valid_input_size
 from napari_unet.core.network.instances import labels_from_probabilities
@@ -34,7 +34,7 @@ from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.normalization import Normalization, apply_normalization
 from napari_unet.core.progress import Progress, Stage, run_job
 
-__all__ = ["export_bioimageio", "export_bioimageio_job", "package_geometry"]
+__all__ = ["ExportError", "export_bioimageio", "export_bioimageio_job", "package_geometry", "sample_plane"]
 
 #: Side of the test input, at most (pixels): large enough for a meaningful cover, small enough for a small package.
 TEST_SIDE = 256
@@ -64,6 +64,22 @@ def package_geometry(model: SegmentationModel, /) -> tuple[int, int, int]:
         return valid_input_size(config, 1), step, halo(config)
     margin = same_margin(config)
     return 2 * margin + step, step, margin  # the margin is a multiple of the step
+
+
+def sample_plane(data: np.ndarray, info: Any, /) -> np.ndarray:
+    """The first plane (Y, X, C) of an image read by :func:`~napari_unet.core.io.tiff.read_image`.
+
+    Time points and Z slices after the first are left out; channels (``C``
+    or RGB samples ``S``) go last.
+    """
+    axes = str(info.axes)
+    for letter in "TZ":
+        if letter in axes:
+            data = np.take(data, 0, axis=axes.index(letter))
+            axes = axes.replace(letter, "")
+    if "C" in axes:
+        data = np.moveaxis(data, axes.index("C"), -1)
+    return data
 
 
 def export_bioimageio(
@@ -145,12 +161,13 @@ def export_bioimageio_job(
         yield Progress(Stage.EXPORT, 1, _STEPS, message="Writing the weights and TorchScript")
         files = _write_files(model, plane, folder)
         yield Progress(Stage.EXPORT, 2, _STEPS, message="Describing the package")
-        descr = _describe(model, files, authors=authors, license=license)
+        with quiet_bioimageio():
+            descr = _describe(model, files, authors=authors, license=license)
         yield Progress(Stage.EXPORT, 3, _STEPS, message="Writing and checking the package")
         packed = folder / "package.zip"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with quiet_bioimageio():
             spec.save_bioimageio_package(descr, output_path=packed)
+            del descr
         atomic_write_bytes(path, packed.read_bytes(), overwrite=overwrite)
     yield Progress(Stage.EXPORT, _STEPS, _STEPS, message=f"Wrote {path.name}")
     return path
@@ -243,8 +260,8 @@ def _write_files(model: SegmentationModel, plane: np.ndarray, folder: Path) -> d
     probabilities = _probabilities(network, x)
     np.save(files["test_input"], raw.astype(np.float32))
     np.save(files["test_output"], probabilities.astype(np.float32))
-    tifffile.imwrite(files["sample_input"], raw[0].astype(np.float32))
-    tifffile.imwrite(files["sample_output"], probabilities[0].astype(np.float32))
+    tifffile.imwrite(files["sample_input"], raw[0].astype(np.float32), photometric="minisblack")
+    tifffile.imwrite(files["sample_output"], probabilities[0].astype(np.float32), photometric="minisblack")
     _write_cover(x[0, 0].numpy(), probabilities[0], model, files["cover"])
     min_size, step, margin = package_geometry(model)
     files["documentation"].write_text(documentation(desc, halo=margin, min_size=min_size, step=step), encoding="utf-8")

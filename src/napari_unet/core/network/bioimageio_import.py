@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 
 from napari_unet.core.network import bioimageio_architecture as arch
-from napari_unet.core.network.bioimageio_requirements import bioimageio_spec
+from napari_unet.core.network.bioimageio_requirements import bioimageio_spec, quiet_bioimageio
 from napari_unet.core.network.file_errors import ModelFileError, short
 from napari_unet.core.network.model_file import ModelDescription, SegmentationModel, expected_tensors
 from napari_unet.core.network.unet import UNet, UNetConfig
@@ -69,7 +68,36 @@ def import_bioimageio(path: str | os.PathLike, /, *, device: str | torch.device 
         description, or its weights do not match.
     """
     path = Path(path)
-    descr = _load_description(path)
+    _check_package(path)
+    spec = bioimageio_spec()
+    refusal: ModelFileError | None = None
+    with quiet_bioimageio():  # the description holds the open package: collected here, with its warnings silenced
+        try:
+            weights_file, config, description = _napari_parts(path, _load_description(path, spec))
+        except ModelFileError as exc:  # a fresh error: this one's traceback would keep the description alive
+            refusal = ModelFileError(str(exc))
+    if refusal is not None:
+        raise refusal
+    network = UNet(config, initialise=False)
+    network.load_state_dict(_read_weights(path, weights_file, config))
+    network.to(device)
+    model = SegmentationModel(description, network)
+    model.source = path
+    return model
+
+
+def _check_package(path: Path) -> None:
+    if not path.is_file():
+        raise ModelFileError(f"model file {str(path)!r} does not exist; check the path")
+    if not is_bioimageio_package(path):
+        raise ModelFileError(
+            f"{path.name} is not a bioimage.io model package (a zip file with rdf.yaml inside), or it is damaged; "
+            "choose a package exported by napari-unet or a napari-unet model file (.unet.safetensors)"
+        )
+
+
+def _napari_parts(path: Path, descr: Any) -> tuple[str, UNetConfig, ModelDescription]:
+    """The weights file's name, the architecture and napari-unet's description, or why the package is not ours."""
     weights = descr.weights.pytorch_state_dict
     if weights is None:
         formats = sorted(name for name, entry in descr.weights if entry is not None)
@@ -78,30 +106,22 @@ def import_bioimageio(path: str | os.PathLike, /, *, device: str | torch.device 
             f"tell whether its network is napari-unet's U-Net; {_ELSEWHERE}"
         )
     config = _config(path, weights.architecture)
-    description = _napari_description(path, descr, config)
-    network = UNet(config, initialise=False)
-    network.load_state_dict(_read_weights(path, weights, config))
-    network.to(device)
-    model = SegmentationModel(description, network)
-    model.source = path
-    return model
+    source = weights.source
+    name = Path(str(getattr(source, "path", source))).name
+    return name, config, _napari_description(path, descr, config)
 
 
-def _load_description(path: Path) -> Any:
+def _load_description(path: Path, spec: Any) -> Any:
     """The package's description, validated by bioimageio.spec (hashes of its files included)."""
-    spec = bioimageio_spec()
-    if not path.is_file():
-        raise ModelFileError(f"model file {str(path)!r} does not exist; check the path")
-    if not is_bioimageio_package(path):
-        raise ModelFileError(f"{path.name} is not a bioimage.io model package (a zip file holding rdf.yaml)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    detail = ""
+    try:
         descr = spec.load_model_description(path, format_version="latest", perform_io_checks=True)
-    if type(descr).__name__ == "InvalidDescr" or descr.validation_summary.status == "failed":
-        errors = descr.validation_summary.errors
-        detail = f"{'.'.join(str(p) for p in errors[0].loc)}: {errors[0].msg}" if errors else "invalid description"
+    except (ValueError, OSError) as exc:  # an invalid description, a file whose hash differs, a broken zip
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[-1] if lines else type(exc).__name__
+    if detail:
         raise ModelFileError(
-            f"{path.name} is not a valid bioimage.io model package ({short(detail)[1:-1]}); it may be damaged: "
+            f"{path.name} is not a valid bioimage.io model package ({detail[:200]}); it may be damaged: "
             "copy or download it again"
         )
     if getattr(descr, "type", None) != "model":
@@ -153,11 +173,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _read_weights(path: Path, weights: Any, config: UNetConfig) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path, weights_file: str, config: UNetConfig) -> dict[str, torch.Tensor]:
     """The state dict, read without running code, and checked tensor by tensor against ``config``'s network."""
     expected = expected_tensors(config)
     limit = sum(t.numel() * t.element_size() for t in expected.values()) + _WEIGHTS_SLACK
-    data = _member_bytes(path, str(weights.source.path if hasattr(weights.source, "path") else weights.source), limit)
+    data = _member_bytes(path, weights_file, limit)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or hostile pickle

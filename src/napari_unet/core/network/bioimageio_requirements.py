@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 from napari_unet.core.errors import UserError
 
-__all__ = ["BioimageioMissing", "INSTALL_HINT", "bioimageio_spec"]
+__all__ = ["BioimageioMissing", "INSTALL_HINT", "bioimageio_spec", "quiet_bioimageio"]
 
 #: What to install for bioimage.io packages.
 INSTALL_HINT = 'pip install "napari-unet[bioimageio]" (bioimageio.spec and bioimageio.core)'
@@ -58,3 +62,19 @@ def _check_pydantic() -> None:
             'install pydantic 2.13 (pip install "pydantic<2.14") or a bioimageio.core that allows '
             "bioimageio.spec 0.5.14 or later"
         )
+
+
+@contextmanager
+def quiet_bioimageio() -> Iterator[None]:
+    """Run bioimage.io code without its warnings, and close the files it leaves open.
+
+    bioimageio.spec 0.5.12 warns about deprecated pydantic and torch features
+    and leaves the files it hashes open; they are closed here (a garbage
+    collection) while their ``ResourceWarning`` is ignored.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            gc.collect()

@@ -333,11 +333,10 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
     file really holds.
     """
     path = Path(path)
-    if path.suffix.lower() == ".zip" and path.is_file():
-        from napari_unet.core.network.bioimageio_import import import_bioimageio, is_bioimageio_package
+    if path.suffix.lower() == ".zip" and path.is_file():  # a bioimage.io package
+        from napari_unet.core.network.bioimageio_import import import_bioimageio
 
-        if is_bioimageio_package(path):  # a bioimage.io package (torch.save files are zip files too)
-            return import_bioimageio(path, device=device)
+        return import_bioimageio(path, device=device)
     header = read_header(path)
     description = _description_from_header(header, path)
     expected = _expected_tensors(description.config)

@@ -148,6 +148,7 @@ def test_a_zip_that_is_no_package_is_refused_before_any_library_is_needed(tmp_pa
 
 
 @needs_bioimageio
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["tiny_model", "tiny_valid_model"])
 def test_exported_tiny_models_pass_bioimageio_test_and_round_trip(fixture, request, tmp_path, nuclei_crop):
     from napari_unet.core.network.bioimageio_export import export_bioimageio

@@ -67,6 +67,10 @@ def instance_rule_text(rule: InstanceRule, class_names: Sequence[str], /) -> str
     )
 
 
+def _number(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def documentation(desc: ModelDescription, /, *, halo: int, min_size: int, step: int) -> str:
     """The package's README.md: what the model is, its input and output, normalisation, objects, validation."""
     config = desc.config
@@ -74,8 +78,12 @@ def documentation(desc: ModelDescription, /, *, halo: int, min_size: int, step: 
     runs = [entry for entry in desc.training_history if isinstance(entry, dict) and entry.get("metric_name")]
     validation = (
         f"The last training run of this model ({runs[-1].get('kind', 'training')}) scored "
-        f"{runs[-1]['metric_name']} = {runs[-1].get('best_metric')} on its held-back validation images "
-        f"(before: {runs[-1].get('baseline_metric')})."
+        f"{runs[-1]['metric_name']} = {_number(runs[-1].get('best_metric'))} on its held-back validation images"
+        + (
+            f" (before: {_number(runs[-1]['baseline_metric'])})."
+            if runs[-1].get("baseline_metric") is not None
+            else "."
+        )
         if runs
         else "This model's file records no validation metric."
     )
@@ -83,8 +91,8 @@ def documentation(desc: ModelDescription, /, *, halo: int, min_size: int, step: 
 
 {desc.description or "A U-Net segmentation model made with napari-unet."}
 
-Exported from napari-unet (https://github.com/napari-unet): the U-Net of Ronneberger, Fischer and Brox (2015),
-`{config.padding}` padding, depth {config.depth}, {config.base_features} base features, normalisation
+Exported with napari-unet: the U-Net of Ronneberger, Fischer and Brox (2015),
+`{config.padding}` padding, depth {config.depth}, {config.base_features} base features, normalisation layers:
 `{config.norm}`.
 
 ## Input

@@ -165,7 +165,7 @@ def _table_row(section: str, first_cell: str) -> list[str]:
 def test_every_subcommand_and_option_is_in_the_cli_reference():
     text = CLI_REFERENCE.read_text("utf-8")
     commands = subparsers()
-    assert set(commands) == {"segment", "train", "models"}
+    assert set(commands) == {"segment", "train", "models", "export-bioimageio"}
     for name, parser in commands.items():
         section = _section(text, f"## `napari-unet {name}`")
         for action in parser._actions:

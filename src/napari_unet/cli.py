@@ -3,7 +3,8 @@
 ``napari-unet segment INPUT... --model M -o OUT [--summary S]`` segments TIFF files (the
 engine is :func:`napari_unet.core.batch.files.segment_files`, which notebooks can call);
 ``napari-unet train IMAGES... --labels LABELS... [--from M] -o MODEL`` fine-tunes;
-``napari-unet models`` lists the shipped models and the user's saved fine-tuned ones.
+``napari-unet models`` lists the shipped models and the user's saved fine-tuned ones;
+``napari-unet export-bioimageio MODEL OUT.zip`` writes a bioimage.io package.
 """
 
 from __future__ import annotations
@@ -114,6 +115,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("models", help="list the shipped models and your saved fine-tuned models")
+
+    bio = sub.add_parser(
+        "export-bioimageio", help="write a model as a bioimage.io package for deepImageJ, QuPath, ilastik"
+    )
+    bio.add_argument("model", metavar="MODEL", help="a shipped model's name, a model file or a bioimage.io package")
+    bio.add_argument("package", metavar="OUT.zip", help="the bioimage.io package (.zip) to write")
+    bio.add_argument(
+        "--sample", default=None, metavar="IMAGE", help="TIFF whose centre becomes the test input and cover"
+    )
+    bio.add_argument(
+        "--author", action="append", default=None, metavar="NAME", help="who made the model (repeat for several)"
+    )
+    bio.add_argument("--license", default="BSD-3-Clause", help="SPDX licence of the model (default: BSD-3-Clause)")
+    bio.add_argument("--overwrite", action="store_true", help="replace an existing package")
 
     train = sub.add_parser("train", help="fine-tune a model (or train one from scratch) on annotated TIFF images")
     train.add_argument("images", nargs="+", metavar="IMAGE", help="TIFF images, folders or glob patterns")
@@ -461,6 +476,30 @@ def _cmd_models() -> int:
     return 0
 
 
+def _cmd_export_bioimageio(args: argparse.Namespace) -> int:
+    """``export-bioimageio``: :func:`~napari_unet.core.network.bioimageio_export.export_bioimageio`."""
+    from napari_unet.core import load_named_model
+    from napari_unet.core.io.tiff import read_image
+    from napari_unet.core.network.bioimageio_export import export_bioimageio, sample_plane
+
+    out = Path(args.package).expanduser()
+    if out.suffix.lower() != ".zip":
+        print(f"error: a bioimage.io package is a .zip file; got {out.name}", file=sys.stderr)
+        return 2
+    model = load_named_model(args.model)
+    sample = sample_plane(*read_image(args.sample)) if args.sample else None
+    written = export_bioimageio(
+        model,
+        out,
+        sample=sample,
+        authors=args.author or ["napari-unet"],
+        license=args.license,
+        overwrite=args.overwrite,
+    )
+    print(f"{model.description.name} -> {written} (bioimage.io model package)")
+    return 0
+
+
 def _wants_blocks(args: argparse.Namespace) -> bool:
     """Whether ``segment`` should write OME-Zarr block by block."""
     from napari_unet.core.batch.paths import ZARR_SUFFIXES
@@ -731,6 +770,8 @@ def _run_command(args: argparse.Namespace) -> int:
         return _cmd_models()
     if args.command == "train":
         return _cmd_train(args)
+    if args.command == "export-bioimageio":
+        return _cmd_export_bioimageio(args)
     if _wants_blocks(args):
         return _cmd_segment(args, zarr=True)
     return _cmd_segment(args, zarr=False)

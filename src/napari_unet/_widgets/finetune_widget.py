@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet._widgets.forms import shortcuts
+from napari_unet._widgets.forms.bioimageio_button import BioimageioButton
 from napari_unet._widgets.forms.curve_plot import CurvePlot
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.layer_pairs import LayerPairs, image_shape
@@ -287,6 +288,10 @@ class FineTuneWidget(RunsJobs, QWidget):
         more = QHBoxLayout()
         more.addWidget(self.revert_button)
         more.addWidget(self.save_button)
+        self.bioimageio_button = BioimageioButton(
+            self, lambda: self._runner, self._model_to_export, self.status_label, self._update_state
+        )
+        more.addWidget(self.bioimageio_button)
 
         top = QFormLayout()
         top.addRow("Model", self.model_label)
@@ -535,6 +540,7 @@ class FineTuneWidget(RunsJobs, QWidget):
             if self.save_button.isEnabled()
             else "There is no fine-tuned model to save; run Fine-tune first."
         )
+        self.bioimageio_button.refresh(busy=self.is_running)
         self.revert_button.setEnabled(self.session.can_revert)
         previous = self.session.previous_model
         self.revert_button.setToolTip(
@@ -896,6 +902,10 @@ class FineTuneWidget(RunsJobs, QWidget):
             return None
         self.status_label.setText(f"Saved to {written}.")
         return written
+
+    def _model_to_export(self) -> SegmentationModel | None:
+        """The fine-tuned model when there is one, else the model Segment uses (shipped or loaded)."""
+        return self.result.model if self.result is not None and self._saveable else self.session.model
 
     def _on_save_clicked(self) -> None:
         if self.result is None:

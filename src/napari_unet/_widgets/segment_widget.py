@@ -375,7 +375,10 @@ class SegmentWidget(RunsJobs, QWidget):
         source = self.model_combo.itemData(row)
         if source == _LOAD_FILE:
             path, _ = QFileDialog.getOpenFileName(
-                self, "Load a napari-unet model", "", "napari-unet models (*.unet.safetensors);;All files (*)"
+                self,
+                "Load a napari-unet model",
+                "",
+                "napari-unet models (*.unet.safetensors *.zip);;bioimage.io packages (*.zip);;All files (*)",
             )
             if path:
                 self.load_model_file(path)
@@ -400,7 +403,9 @@ class SegmentWidget(RunsJobs, QWidget):
                 combo.setItemData(combo.count() - 1, literal_tip(shipped.summary), Qt.ItemDataRole.ToolTipRole)
             combo.addItem("Load model file...", _LOAD_FILE)
             combo.setItemData(
-                combo.count() - 1, "Choose a napari-unet model file (.unet.safetensors).", Qt.ItemDataRole.ToolTipRole
+                combo.count() - 1,
+                "Choose a napari-unet model file (.unet.safetensors) or a bioimage.io package (.zip) exported by napari-unet.",
+                Qt.ItemDataRole.ToolTipRole,
             )
         self._list_user_models()
         self._forget_unloadable_models()

@@ -330,7 +330,9 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
     Parameters
     ----------
     path : path-like
-        A file written by :func:`save_model`.
+        A file written by :func:`save_model`, or a bioimage.io model package
+        (``.zip``) whose network is napari-unet's U-Net (see
+        :func:`~napari_unet.core.network.bioimageio_import.import_bioimageio`).
     device : str or torch.device
         Where to put the weights.
 
@@ -360,6 +362,10 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
     file really holds.
     """
     path = Path(path)
+    if path.suffix.lower() == ".zip" and path.is_file():  # a bioimage.io package
+        from napari_unet.core.network.bioimageio_import import import_bioimageio
+
+        return import_bioimageio(path, device=device)
     header = read_header(path)
     description = _description_from_header(header, path)
     expected = _expected_tensors(description.config)
@@ -372,10 +378,13 @@ def load_model(path: str | os.PathLike, /, *, device: str | torch.device = "cpu"
     return model
 
 
-def _expected_tensors(config: UNetConfig) -> dict[str, torch.Tensor]:
+def expected_tensors(config: UNetConfig) -> dict[str, torch.Tensor]:
     """The state dict of the network ``config`` describes, on the ``meta`` device: shapes and dtypes, no data."""
     with torch.device("meta"):
         return UNet(config, initialise=False).state_dict()
+
+
+_expected_tensors = expected_tensors
 
 
 def _read_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

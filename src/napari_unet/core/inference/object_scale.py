@@ -38,7 +38,7 @@ from napari_unet.core.errors import UserError
 from napari_unet.core.inference.plane_outputs import PlaneOutputs, plane_outputs_job
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.object_size import median_diameter
-from napari_unet.core.progress import Job, Progress, Stage
+from napari_unet.core.progress import Job, Progress, Stage, within
 
 __all__ = [
     "DIAMETER_WORDS",
@@ -251,8 +251,10 @@ def _estimate_job(
         yield Progress(
             Stage.OBJECT_SIZE, done=attempt, total=MAX_PASSES, message=f"estimating object size (×{factor:.2g})"
         )
-        outputs = yield from plane_outputs_job(
-            plane, model, factor=factor, device=device, stats=stats, region=region, **plane_keywords
+        outputs = yield from within(
+            plane_outputs_job(plane, model, factor=factor, device=device, stats=stats, region=region, **plane_keywords),
+            start=attempt / MAX_PASSES,
+            stop=(attempt + 1) / MAX_PASSES,
         )
         found = _measured(outputs.labels("instances"))
         if found is None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from skimage.segmentation import expand_labels
 
 from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.inference.resample import (
@@ -28,7 +29,7 @@ from napari_unet.core.inference.resample import (
 )
 from napari_unet.core.inference.tiling import Region
 from napari_unet.core.network.geometry import halo, same_margin
-from napari_unet.core.network.instances import labels_from_probabilities
+from napari_unet.core.network.instances import class_map, labels_from_probabilities, relabel_consecutive
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Job
 
@@ -61,17 +62,44 @@ class PlaneOutputs:
     _labels: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def labels(self, kind: str) -> np.ndarray:
-        """Instances (IDs 1..N) or classes of the region, made at the model's scale, on the image's grid."""
+        """Instances (IDs 1..N) or classes of the region on the image's grid.
+
+        At a factor of 1 these are the labels of the probabilities. Otherwise
+        objects are separated at the model's scale (its pixel rules apply
+        there) and take their IDs to the image's grid by nearest neighbour,
+        while which pixels belong to an object (and which class each pixel
+        is) follows the linearly resampled probabilities, so boundaries stay
+        smooth instead of following the coarser of the two grids.
+        """
         if kind not in self._labels:
-            rule = self.model.description.instance_rule
-            made = labels_from_probabilities(self.probabilities_at_scale, kind=kind, rule=rule)
-            self._labels[kind] = resample_labels(made, self.shape)[self.crop]
+            self._labels[kind] = self._make(kind)
         return self._labels[kind]
 
     def probabilities(self) -> np.ndarray:
         """(K, Y, X) probabilities of the region on the image's grid."""
-        whole = resample_probabilities(self.probabilities_at_scale, self.shape)
-        return whole[(slice(None), *self.crop)]
+        return self._probabilities_here()[(slice(None), *self.crop)]
+
+    def _probabilities_here(self) -> np.ndarray:
+        if "probabilities" not in self._labels:
+            self._labels["probabilities"] = resample_probabilities(self.probabilities_at_scale, self.shape)
+        return self._labels["probabilities"]
+
+    def _make(self, kind: str) -> np.ndarray:
+        rule = self.model.description.instance_rule
+        if self.factor == 1.0:
+            return labels_from_probabilities(self.probabilities_at_scale, kind=kind, rule=rule)[self.crop]
+        probabilities = self._probabilities_here()
+        classes = class_map(probabilities)
+        if kind == "classes":
+            return classes[self.crop]
+        at_scale = labels_from_probabilities(self.probabilities_at_scale, kind="instances", rule=rule)
+        ids = resample_labels(at_scale, self.shape)
+        foreground = np.isin(classes, rule.foreground_classes)
+        ids[~foreground] = 0
+        if np.any(foreground & (ids == 0)):  # foreground on this grid that the nearest sample missed
+            ids = expand_labels(ids, distance=math.ceil(1 / self.factor) + 1)
+            ids[~foreground] = 0
+        return relabel_consecutive(ids[self.crop])
 
 
 def plane_outputs_job(

@@ -1,0 +1,162 @@
+"""Object size: resampling images to the model's object diameter, estimating it, and bad settings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from core_helpers import dots_image, threshold_model
+from napari_unet.core import segment, segment_job
+from napari_unet.core.inference import plane_outputs
+from napari_unet.core.inference.object_scale import TOLERANCE, DiameterError, check_diameter
+from napari_unet.core.inference.options import InferenceOptions
+from napari_unet.core.inference.resample import resample_labels, resample_probabilities, scaled_shape
+from napari_unet.core.network.instances import InstanceRule
+from napari_unet.core.network.object_size import median_diameter
+from napari_unet.core.progress import Stage
+
+
+def _drain(job):
+    reports = []
+    while True:
+        try:
+            reports.append(next(job))
+        except StopIteration as stop:
+            return reports, stop.value
+
+
+def _sized_model(diameter: float | None, *, min_size: int = 0):
+    """The threshold model (objects = bright pixels) recording an object size and a minimum size."""
+    model = threshold_model()
+    model.description.object_diameter_px = diameter
+    model.description.instance_rule = InstanceRule("components", [1], min_size=min_size)
+    return model
+
+
+@pytest.mark.parametrize("value", [0, -3, float("nan"), float("inf"), "big", True, None, [12]])
+def test_a_diameter_that_is_not_a_positive_number_or_a_setting_is_refused_with_what_is_accepted(value):
+    with pytest.raises(DiameterError, match="positive number of pixels, or auto, model or calibration"):
+        check_diameter(value)
+    with pytest.raises(DiameterError):
+        InferenceOptions(diameter=value)
+
+
+def test_settings_are_read_from_words_and_numbers_as_a_command_line_gives_them():
+    assert [check_diameter(v) for v in ("AUTO", " model ", "calibration", "17.5", 9, np.float32(3))] == [
+        "auto",
+        "model",
+        "calibration",
+        17.5,
+        9.0,
+        3.0,
+    ]
+
+
+def test_a_diameter_larger_than_the_image_is_refused():
+    model = _sized_model(10.0)
+    with pytest.raises(DiameterError, match="larger than the image"):
+        segment(np.zeros((40, 30), np.float32), model, diameter=41, device="cpu")
+
+
+def test_a_model_that_records_no_size_is_used_as_it_is_on_auto_and_refuses_a_number():
+    model = _sized_model(None)
+    image = dots_image(4, 4, size=3, gap=3)
+    result = segment(image, model, device="cpu")
+    assert result.object_scale.factor == 1.0 and result.object_scale.source == "unknown"
+    assert "does not record its object size" in result.object_scale.note
+    with pytest.raises(DiameterError, match="does not record the object size"):
+        segment(image, model, diameter=5, device="cpu")
+
+
+def test_pixel_rules_follow_the_scale_small_objects_survive_the_minimum_size_at_the_model_scale():
+    # 3 x 3 objects (9 px) are below the model's minimum of 20 px; at the model's size (10 px across) they are not
+    model = _sized_model(10.0, min_size=20)
+    image = dots_image(5, 6, size=3, gap=5)
+    as_is = segment(image, model, diameter="model", device="cpu")
+    assert as_is.n_objects == 0
+    resampled = segment(image, model, diameter=3.4, device="cpu")
+    assert resampled.object_scale.factor == pytest.approx(10 / 3.4)
+    assert resampled.n_objects == 30
+    # mapped back by nearest neighbour: consecutive IDs, each object where a dot is
+    ids = np.unique(resampled.labels)
+    assert list(ids) == list(range(31))
+    assert np.all(resampled.labels[image > 0.5] > 0)
+    dots, _ = ndi.label(image > 0.5)
+    assert median_diameter(resampled.labels) == pytest.approx(median_diameter(dots), rel=0.35)
+
+
+def test_auto_estimates_the_size_of_large_objects_and_shrinks_the_image():
+    model = _sized_model(8.0)
+    image = dots_image(4, 4, size=24, gap=12)  # objects about 27 px across
+    reports, result = _drain(segment_job(image, model, device="cpu"))
+    scale = result.object_scale
+    assert scale.source == "auto"
+    assert scale.diameter == pytest.approx(24 * 2 / math.sqrt(math.pi), rel=0.1)
+    # the last pass was at a scale within the tolerance of what its own objects ask for
+    assert 1 / TOLERANCE <= scale.factor * scale.diameter / 8.0 <= TOLERANCE
+    assert scale.factor < 0.4
+    assert result.n_objects == 16
+    assert any(r.stage == Stage.OBJECT_SIZE for r in reports)
+    fractions = [r.fraction for r in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
+def test_auto_at_the_models_own_size_predicts_once_and_equals_the_fixed_scale(monkeypatch):
+    model = _sized_model(11.0)
+    image = dots_image(6, 6, size=10, gap=6)  # about 11 px across: within the tolerance
+    calls = []
+    original = plane_outputs.predict_plane_job
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return (yield from original(*args, **kwargs))
+
+    monkeypatch.setattr(plane_outputs, "predict_plane_job", counting)
+    auto = segment(image, model, device="cpu")
+    assert len(calls) == 1  # the estimating pass is the result
+    fixed = segment(image, model, diameter="model", device="cpu")
+    assert auto.object_scale.factor == 1.0
+    assert np.array_equal(auto.labels, fixed.labels)
+
+
+def test_an_image_without_objects_falls_back_to_the_models_size_and_says_so():
+    model = _sized_model(10.0)
+    reports, result = _drain(segment_job(np.zeros((64, 64), np.float32), model, device="cpu"))
+    assert result.object_scale.source == "fallback" and result.object_scale.factor == 1.0
+    notices = [r.message for r in reports if r.stage == Stage.NOTICE]
+    assert any("no objects were found to estimate their size" in m for m in notices)
+    assert result.n_objects == 0
+
+
+def test_probabilities_are_mapped_back_linearly_and_still_sum_to_one():
+    model = _sized_model(10.0)
+    image = dots_image(3, 3, size=4, gap=4)
+    result = segment(image, model, output_kind="probabilities", diameter=2.0, device="cpu")
+    assert result.probabilities.shape == (2, *image.shape)
+    assert np.allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-5)
+    assert result.object_scale.factor == pytest.approx(5.0)
+
+
+def test_a_stack_is_resampled_at_one_scale_estimated_on_its_middle_plane():
+    model = _sized_model(8.0)
+    plane = dots_image(3, 3, size=24, gap=12)
+    stack = np.stack([plane, np.zeros_like(plane), plane])
+    stack[1] = plane  # the middle plane holds the objects too
+    result = segment(stack, model, device="cpu")
+    assert result.object_scale.factor < 0.5
+    assert result.n_objects == 27
+    assert len(np.unique(result.labels)) == 28  # IDs unique over the stack
+
+
+def test_resampled_labels_keep_their_ids_and_probabilities_keep_their_shape():
+    labels = np.zeros((30, 20), np.uint16)
+    labels[3:9, 2:8], labels[15:28, 10:19] = 7, 300
+    back = resample_labels(resample_labels(labels, scaled_shape(labels.shape, 2.5)), labels.shape)
+    assert set(np.unique(back)) == {0, 7, 300} and back.dtype == np.uint16
+    assert np.array_equal(back, labels)  # up and down by nearest neighbour is exact for whole factors
+    p = np.random.default_rng(0).dirichlet([1, 1, 1], size=(12, 9)).transpose(2, 0, 1).astype(np.float32)
+    q = resample_probabilities(p, (5, 4))
+    assert q.shape == (3, 5, 4) and np.allclose(q.sum(axis=0), 1, atol=1e-5)

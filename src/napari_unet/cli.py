@@ -686,6 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 2
         warnings.formatwarning = _plain_warning  # e.g. "warning: CUDA was asked for but ...; running on the CPU"
+        _warn_install_conflict()
         status = _run_command(args)
         sys.stdout.flush()  # a reader that went away (napari-unet ... | head) shows here, not at exit
         return status
@@ -706,6 +707,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         warnings.formatwarning = previous_format
+
+
+def _warn_install_conflict() -> None:
+    """Say so when another ``napari-unet`` distribution shares the import package (the command still runs)."""
+    from napari_unet._distribution import install_conflict
+
+    conflict = install_conflict()
+    if conflict is not None:
+        print(f"warning: {conflict}", file=sys.stderr)
 
 
 def _run_command(args: argparse.Namespace) -> int:

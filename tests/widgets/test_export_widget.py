@@ -59,7 +59,7 @@ def add_result(viewer, image, output, data):
 @pytest.fixture
 def viewer_widget(make_napari_viewer):
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Export")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Export")
     assert isinstance(widget, ew.ExportWidget)
     return viewer, widget
 
@@ -313,7 +313,7 @@ def test_layers_save_with_the_plugin_writes_a_calibrated_imagej_file(make_napari
     viewer = make_napari_viewer()
     labels = _labels((4, 10, 12), 500)
     viewer.add_labels(labels, name="seg", scale=(1.0, 250.0, 250.0), units=("micrometer", "nanometer", "nanometer"))
-    written = viewer.layers.save(str(tmp_path / "seg.tif"), plugin="napari-unet")
+    written = viewer.layers.save(str(tmp_path / "seg.tif"), plugin="napari-unet-toolkit")
     assert written == [str(tmp_path / "seg.tif")]
     back = tifffile.imread(tmp_path / "seg.tif")
     assert back.dtype == np.uint16
@@ -329,7 +329,7 @@ def test_layers_save_above_65535_labels_warns_and_writes_uint32(make_napari_view
     labels[2:4, 2:4] = 70_000
     viewer.add_labels(labels, name="many")
     with pytest.warns(LabelsDtypeWarning, match="65535"):
-        viewer.layers.save(str(tmp_path / "many.tiff"), plugin="napari-unet")
+        viewer.layers.save(str(tmp_path / "many.tiff"), plugin="napari-unet-toolkit")
     back = tifffile.imread(tmp_path / "many.tiff")
     assert back.dtype == np.uint32
     np.testing.assert_array_equal(back, labels)

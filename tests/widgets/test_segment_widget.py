@@ -54,7 +54,7 @@ def nuclei(shared_data) -> np.ndarray:
 def viewer_widget(make_napari_viewer, tiny_model_file):
     """A viewer with the Segment widget docked, using the tiny model."""
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
     assert isinstance(widget, sw.SegmentWidget)
     assert widget.load_model_file(tiny_model_file)
     return viewer, widget
@@ -227,7 +227,7 @@ def test_segment_button_needs_a_model(make_napari_viewer, nuclei, monkeypatch):
     # an installation without shipped models (they are chosen by default otherwise)
     monkeypatch.setattr(sw, "shipped_models", lambda: [])
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
     viewer.add_image(nuclei)
     assert not widget.segment_button.isEnabled()
     assert "model" in widget.segment_button.toolTip()

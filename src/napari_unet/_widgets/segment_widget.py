@@ -39,7 +39,7 @@ from napari_unet._widgets.forms.devices import device_combo
 from napari_unet._widgets.forms.folding import set_fold_tip
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
-from napari_unet._widgets.forms.notify import show_error, show_info, show_warning
+from napari_unet._widgets.forms.notify import show_error, show_info, show_warning, warn_install_conflict
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.channel_hint import channel_notice
@@ -117,6 +117,7 @@ class SegmentWidget(RunsJobs, QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
+        warn_install_conflict()  # another napari-unet distribution in this environment: say what to do
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self._job: _RunningJob | None = None

@@ -16,6 +16,7 @@ from napari_unet.core.inference.options import InferenceOptions, OptionsError, i
 from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.network.instances import labels_from_probabilities, smallest_label_dtype
 from napari_unet.core.network.model_file import SegmentationModel
+from napari_unet.core.network.stitching import StitchError, check_stitching, stitch_planes
 from napari_unet.core.progress import Job, Progress, Stage, run_job
 
 
@@ -94,6 +95,8 @@ def segment_job(
     amp: bool | None = None,
     engine: str | None = None,
     output: OutputKind | None = None,
+    stitch_threshold: float | None = None,
+    stitch_axis: int = -1,
 ) -> Job[SegmentationResult]:
     """Segment every plane of an image; a generator yielding progress.
 
@@ -125,6 +128,14 @@ def segment_job(
         together with ``options``.
     output : str, optional
         Deprecated name of ``output_kind``.
+    stitch_threshold : float, optional
+        Instances only: after every plane is labelled, link objects of
+        neighbouring planes along ``stitch_axis`` whose IoU is at least this
+        (e.g. 0.25) into one ID (:func:`~napari_unet.core.network.stitching.stitch_planes`).
+        Default None: each plane keeps its own IDs.
+    stitch_axis : int
+        The stack axis to stitch along, counted among the stack axes
+        (default -1: the last one, Z of a TZYX stack).
 
     Yields
     ------
@@ -144,6 +155,8 @@ def segment_job(
         (:func:`~napari_unet.core.blockwise.to_zarr.segment_to_zarr_job`).
     """
     output = output_kind_of(output_kind, output)
+    if stitch_threshold is not None and output != "instances":
+        raise StitchError(f"stitching links objects, so it needs output_kind='instances', not {output!r}")
     settings = inference_options(
         options, device=device, tile_size=tile_size, batch_size=batch_size, amp=amp, engine=engine
     ).with_cache()
@@ -166,6 +179,8 @@ def segment_job(
     n_classes = description.config.n_classes
     want_probs = output == "probabilities" or keep_probabilities
     check_whole_image(layout, description.config, output_kind=output, keep_probabilities=keep_probabilities)
+    if stitch_threshold is not None:
+        check_stitching(stitch_threshold, axis=stitch_axis, stack_shape=stack)
     probabilities = np.zeros((*stack, n_classes, height, width), np.float32) if want_probs else None
     labels: np.ndarray | None = None
     if output != "probabilities":
@@ -197,6 +212,9 @@ def segment_job(
         )
     if labels is not None and output == "instances":
         labels = labels.astype(smallest_label_dtype(n_objects), copy=False)
+        if stitch_threshold is not None:
+            labels = stitch_planes(labels, threshold=stitch_threshold, axis=stitch_axis)
+            n_objects = int(labels.max(initial=0))
     return SegmentationResult(
         output=output,
         labels=labels,

@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
+from napari_unet.core.batch.objects import ObjectOptions, object_file_paths, write_object_files
 from napari_unet.core.batch.paths import (
     TIFF_SUFFIXES,
     InputError,
@@ -104,6 +107,7 @@ def segment_files_job(
     channel_axis: int | None = None,
     overwrite: bool = False,
     output: OutputKind | None = None,
+    objects: ObjectOptions | None = None,
 ) -> Generator[Progress, None, list[FileSummary]]:
     """Segment TIFF files one by one; a generator form of :func:`segment_files`.
 
@@ -143,6 +147,7 @@ def segment_files_job(
                 options=settings,
                 channel_axis=channel_axis,
                 overwrite=overwrite,
+                objects=objects or ObjectOptions(),
             ),
             overwrite=overwrite,
         )
@@ -223,6 +228,7 @@ def segment_files(
     channel_axis: int | None = None,
     overwrite: bool = False,
     output: OutputKind | None = None,
+    objects: ObjectOptions | None = None,
     summary: str | Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> list[FileSummary]:
@@ -253,6 +259,10 @@ def segment_files(
         Redo files whose output exists; if False they are skipped.
     output : str, optional
         Deprecated name of ``output_kind``.
+    objects : ObjectOptions, optional
+        Instances only: link objects across Z planes, and write an ImageJ
+        ROI zip and a measurements CSV beside each labels file
+        (:class:`~napari_unet.core.batch.objects.ObjectOptions`).
     summary : path-like, optional
         Also write the rows to this ``.csv`` or ``.json`` file
         (see :func:`write_summary`).
@@ -303,6 +313,7 @@ def segment_files(
             ),
             channel_axis=channel_axis,
             overwrite=overwrite,
+            objects=objects,
         ),
         on_progress=on_progress,
     )
@@ -320,6 +331,7 @@ def _segment_one(
     options: InferenceOptions,
     channel_axis: int | None,
     overwrite: bool,
+    objects: ObjectOptions,
 ) -> Generator[Progress, None, tuple[int | None, str]]:
     """Segment one file into ``target``; returns (objects or None, warning message or "").
 
@@ -327,9 +339,13 @@ def _segment_one(
     was segmented is left as it is (:class:`OutputError`: the file fails).
     """
     check_whole_image_file(source, model.config, output_kind=output_kind, channel_axis=channel_axis)
+    taken = [p for p in object_file_paths(target, objects) if p.exists()] if not overwrite else []
+    if taken:  # before any work: the labels would be written and these refused
+        raise OutputError(f"{taken[0]} exists (overwrite to replace it)")
     image, info = read_image(source)
     if channel_axis is None and not info.rgb and "C" in info.axes:
         channel_axis = info.axes.index("C")
+    spatial_axes = "".join(a for a in info.axes if a not in "CS")
     result = yield from segment_job(
         image,
         model,
@@ -337,8 +353,8 @@ def _segment_one(
         options=options,
         channel_axis=channel_axis,
         rgb=info.rgb,
+        **objects.segment_keywords(spatial_axes, file=source.name),
     )
-    spatial_axes = "".join(a for a in info.axes if a not in "CS")
     unit = info.unit or "um"
     if result.output == "probabilities":
         write_probabilities(
@@ -355,6 +371,12 @@ def _segment_one(
         written = write_labels(
             target, result.labels, axes=spatial_axes, scale=info.pixel_size, unit=unit, overwrite=overwrite
         )
+    if result.output == "instances":
+        intensity = image if channel_axis is None else np.moveaxis(image, channel_axis, -1)
+        write_object_files(
+            target, result.labels, options=objects, axes=spatial_axes, image=intensity,
+            scale=info.pixel_size, unit=unit, overwrite=overwrite,
+        )  # fmt: skip
     return (result.n_objects if result.output == "instances" else None), written.warning or ""
 
 

@@ -371,7 +371,7 @@ def _segment_one(
         written = write_labels(
             target, result.labels, axes=spatial_axes, scale=info.pixel_size, unit=unit, overwrite=overwrite
         )
-    if result.output == "instances":
+    if result.output == "instances" and result.labels is not None:
         intensity = image if channel_axis is None else np.moveaxis(image, channel_axis, -1)
         write_object_files(
             target, result.labels, options=objects, axes=spatial_axes, image=intensity,

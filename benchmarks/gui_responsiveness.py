@@ -248,12 +248,12 @@ def run_once(*, crop: int | None, stop_after: float, ready_wait: float) -> list[
     viewer.window._qt_window.resize(1280, 800)
     app = QApplication.instance()
     meter = StallMeter()
-    viewer.open_sample("napari-unet", "nuclei")
+    viewer.open_sample("napari-unet-toolkit", "nuclei")
     image = viewer.layers["nuclei"]
     if crop:
         image.data = np.asarray(image.data)[:crop, :crop]
-    _, segment = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    _, tune = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
+    _, tune = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     _spin(app, ready_wait)  # a user takes a moment before the first click
 
     results = [

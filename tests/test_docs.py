@@ -289,7 +289,7 @@ def visible_controls(widget) -> dict[str, list[str]]:
 def test_every_widget_control_is_in_the_widget_reference(make_napari_viewer, name):
     pytest.importorskip("pytestqt")
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", name)
     controls = visible_controls(widget)
     assert len(controls["labels"]) >= 10
     section = _section(WIDGET_REFERENCE.read_text("utf-8"), f"## {name}")
@@ -302,7 +302,7 @@ def test_every_widget_control_is_in_the_widget_reference(make_napari_viewer, nam
 @pytest.mark.gui
 def test_widget_reference_states_the_fine_tune_defaults(make_napari_viewer):
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     section = _section(WIDGET_REFERENCE.read_text("utf-8"), "## Fine-tune")
     options = widget.options
     assert _table_row(section, "**Max steps**")[1] == str(options.steps_spin.value()) == str(_widget_max_steps())

@@ -31,6 +31,43 @@ _REEXPORTED = ("InputError", "expand_inputs", "output_paths")
 DEFAULT_SUMMARY = "napari-unet-summary.csv"
 
 
+def _add_object_options(seg: argparse.ArgumentParser) -> None:
+    """Options on the objects of instance outputs: linking across Z, and files for Fiji."""
+    objects = seg.add_argument_group("objects (instance outputs, TIFF)")
+    objects.add_argument(
+        "--stitch-threshold",
+        type=float,
+        default=None,
+        metavar="IOU",
+        help="link objects of neighbouring Z planes that overlap by at least this IoU (e.g. 0.25) into one ID "
+        "(default: every plane keeps its own IDs)",
+    )
+    objects.add_argument(
+        "--stitch-axis",
+        choices=["Z", "T"],
+        default="Z",
+        help="the axis --stitch-threshold links along (default: Z; T links the frames of a time-lapse)",
+    )
+    objects.add_argument(
+        "--rois", action="store_true", help="also write NAME_rois.zip: the objects as ImageJ ROI Manager polygons"
+    )
+    objects.add_argument(
+        "--measurements",
+        action="store_true",
+        help="also write NAME_measurements.csv: area, centroid and mean intensity of every object, "
+        "calibrated where the pixel size is known",
+    )
+
+
+def _object_options(args: argparse.Namespace) -> Any:
+    """The :class:`~napari_unet.core.batch.objects.ObjectOptions` of the command line, or None."""
+    if args.stitch_threshold is None and not args.rois and not args.measurements:
+        return None
+    from napari_unet.core.batch.objects import ObjectOptions
+
+    return ObjectOptions(args.stitch_threshold, args.stitch_axis, rois=args.rois, measurements=args.measurements)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-unet", description="U-Net segmentation from the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
         f".csv or .json file (default with an output folder: OUTPUT/{DEFAULT_SUMMARY})",
     )
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_object_options(seg)
     large = seg.add_argument_group(
         "large images",
         "images larger than memory are segmented block by block into OME-Zarr: this happens when "
@@ -533,6 +571,14 @@ def _cmd_segment(args: argparse.Namespace, *, zarr: bool) -> int:
     model, summary = prepared
     common = {"model": model, "outputs": targets, "output_kind": args.kind, "options": options}
     common |= {"channel_axis": args.channel_axis, "overwrite": args.overwrite}
+    objects = _object_options(args)
+    if objects is not None and zarr:
+        print(
+            "error: --stitch-threshold, --rois and --measurements are for TIFF outputs, not OME-Zarr", file=sys.stderr
+        )
+        return 2
+    if objects is not None:
+        common["objects"] = objects
     if zarr:
         from napari_unet.core.batch.zarr_files import segment_files_to_zarr_job
 
@@ -743,6 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 2
         warnings.formatwarning = _plain_warning  # e.g. "warning: CUDA was asked for but ...; running on the CPU"
+        _warn_install_conflict()
         status = _run_command(args)
         sys.stdout.flush()  # a reader that went away (napari-unet ... | head) shows here, not at exit
         return status
@@ -763,6 +810,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         warnings.formatwarning = previous_format
+
+
+def _warn_install_conflict() -> None:
+    """Say so when another ``napari-unet`` distribution shares the import package (the command still runs)."""
+    from napari_unet._distribution import install_conflict
+
+    conflict = install_conflict()
+    if conflict is not None:
+        print(f"warning: {conflict}", file=sys.stderr)
 
 
 def _run_command(args: argparse.Namespace) -> int:
@@ -805,6 +861,10 @@ def _option_problem(args: argparse.Namespace) -> str | None:
         return "--workers sets the size of a local cluster; give it with --scheduler local"
     if args.margin < 0:
         return f"--margin must be 0 or more pixels, got {args.margin}"
+    if args.stitch_threshold is not None and not 0 < args.stitch_threshold <= 1:
+        return f"--stitch-threshold is an IoU between 0 and 1 (e.g. 0.25), got {args.stitch_threshold}"
+    if _object_options(args) is not None and args.kind != "instances":
+        return "--stitch-threshold, --rois and --measurements are about objects: use them with --output-kind instances"
     return None
 
 

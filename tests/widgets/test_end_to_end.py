@@ -140,7 +140,7 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     tour = Tour(viewer, Path(saved) if saved else None)
 
     # 1. File > Open Sample > U-Net > Nuclei; keep a part of it (small, so the CPU is quick)
-    viewer.open_sample("napari-unet", "nuclei")
+    viewer.open_sample("napari-unet-toolkit", "nuclei")
     image = viewer.layers["nuclei"]
     full = np.asarray(image.data)
     assert full.shape == (520, 696)
@@ -148,7 +148,7 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     viewer.reset_view()
 
     # 2. Plugins > U-Net > Segment, choose the nuclei model, press Segment
-    segment_dock, segment = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    segment_dock, segment = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
     assert isinstance(segment, SegmentWidget)
     qtbot.wait(50)  # let the window lay out the dock, which takes room from the canvas
     viewer.reset_view()
@@ -183,7 +183,7 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     assert np.array_equal(corrected[~region], first[~region])
 
     # 4. Plugins > U-Net > Fine-tune: a short run with settings a user would pick to erase a false object
-    tune_dock, tune = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    tune_dock, tune = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     assert isinstance(tune, FineTuneWidget)
     viewer.reset_view()
     assert tune.pairs.rows[0].image.name == "nuclei"
@@ -224,7 +224,7 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
 
     # 6. Close Fine-tune (its x button), then Plugins > U-Net > Export: a TIFF Fiji opens; read it back
     viewer.window.remove_dock_widget(tune_dock)
-    export_dock, export = viewer.window.add_plugin_dock_widget("napari-unet", "Export")
+    export_dock, export = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Export")
     assert isinstance(export, ExportWidget)
     # drag the divider between the docks down, as a user would, so Export shows its button and status
     from qtpy.QtCore import Qt
@@ -248,6 +248,6 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     tour.shot("4-export", export_dock)
 
     # the napari writer (File > Save Selected Layers) writes the same pixels
-    saved_paths = viewer.layers.save(str(tmp_path / "saved.tif"), selected=True, plugin="napari-unet")
+    saved_paths = viewer.layers.save(str(tmp_path / "saved.tif"), selected=True, plugin="napari-unet-toolkit")
     assert [Path(p).name for p in saved_paths] == ["saved.tif"]
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "saved.tif"), labels.data)

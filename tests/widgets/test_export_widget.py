@@ -59,7 +59,7 @@ def add_result(viewer, image, output, data):
 @pytest.fixture
 def viewer_widget(make_napari_viewer):
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Export")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Export")
     assert isinstance(widget, ew.ExportWidget)
     return viewer, widget
 
@@ -313,7 +313,7 @@ def test_layers_save_with_the_plugin_writes_a_calibrated_imagej_file(make_napari
     viewer = make_napari_viewer()
     labels = _labels((4, 10, 12), 500)
     viewer.add_labels(labels, name="seg", scale=(1.0, 250.0, 250.0), units=("micrometer", "nanometer", "nanometer"))
-    written = viewer.layers.save(str(tmp_path / "seg.tif"), plugin="napari-unet")
+    written = viewer.layers.save(str(tmp_path / "seg.tif"), plugin="napari-unet-toolkit")
     assert written == [str(tmp_path / "seg.tif")]
     back = tifffile.imread(tmp_path / "seg.tif")
     assert back.dtype == np.uint16
@@ -323,13 +323,48 @@ def test_layers_save_with_the_plugin_writes_a_calibrated_imagej_file(make_napari
     assert meta["pixel_width"] == pytest.approx(250.0) and meta["imagej"]["slices"] == 4
 
 
+def test_the_save_dialog_offers_our_writer_under_the_name_the_export_widget_gives(viewer_widget, tmp_path):
+    """What File > Save Layers... does: one file-type entry per compatible writer, decoded back to a writer."""
+    from napari._qt.qt_viewer import _npe2_decode_selected_filter
+    from napari.plugins import _npe2
+
+    viewer, widget = viewer_widget
+    layer = viewer.add_labels(_labels((3, 8, 8), 20).astype(np.int32), name="seg", scale=(2.0, 0.5, 0.5))
+    filters, writers = _npe2.file_extensions_string_for_layers([layer])
+    entry = next(f for f in filters.split(";;") if f.startswith(ew.SAVE_FILTER))
+    assert entry == f"{ew.SAVE_FILTER} (*.tif *.tiff)" and ew.SAVE_FILTER in widget.save_hint.text()
+    writer = _npe2_decode_selected_filter(filters, entry, writers)
+    assert writer.command == "napari-unet-toolkit.write_labels"
+    viewer.layers.selection = {layer}
+    viewer.layers.save(str(tmp_path / "seg.tif"), selected=True, _writer=writer)  # as the dialog calls it
+    meta = read_imagej_metadata(tmp_path / "seg.tif")
+    assert meta["imagej"]["spacing"] == pytest.approx(2.0) and tifffile.imread(tmp_path / "seg.tif").dtype == np.uint8
+
+
+def test_save_without_a_plugin_uses_the_first_writer_napari_found(make_napari_viewer, tmp_path):
+    """Without plugin=, napari takes the first compatible writer: ours only if this environment found it first."""
+    from npe2 import PluginManager
+
+    viewer = make_napari_viewer()
+    viewer.add_labels(_labels((3, 8, 8), 20).astype(np.int32), name="seg", scale=(2.0, 0.5, 0.5))
+    tif_writers = [
+        w for w in PluginManager.instance().iter_compatible_writers(["labels"]) if ".tif" in w.filename_extensions
+    ]
+    assert {w.command for w in tif_writers} >= {"napari.write_labels", "napari-unet-toolkit.write_labels"}
+    viewer.layers.save(str(tmp_path / "seg.tif"))
+    ours_first = tif_writers[0].command == "napari-unet-toolkit.write_labels"
+    with tifffile.TiffFile(tmp_path / "seg.tif") as tif:
+        assert tif.is_imagej == ours_first
+        assert tif.pages[0].dtype == (np.uint8 if ours_first else np.int32)
+
+
 def test_layers_save_above_65535_labels_warns_and_writes_uint32(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     labels = np.zeros((6, 6), np.uint32)
     labels[2:4, 2:4] = 70_000
     viewer.add_labels(labels, name="many")
     with pytest.warns(LabelsDtypeWarning, match="65535"):
-        viewer.layers.save(str(tmp_path / "many.tiff"), plugin="napari-unet")
+        viewer.layers.save(str(tmp_path / "many.tiff"), plugin="napari-unet-toolkit")
     back = tifffile.imread(tmp_path / "many.tiff")
     assert back.dtype == np.uint32
     np.testing.assert_array_equal(back, labels)
@@ -432,3 +467,36 @@ def test_a_labels_layer_a_tiff_cannot_hold_is_refused_with_a_message(viewer_widg
     assert widget.export() is None
     assert len(notices["error"]) == 1 and "5 dimensions" in notices["error"][0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_objects_are_also_written_as_roi_zip_and_measurements(qtbot, viewer_widget, tmp_path, notices, nuclei_crop):
+    import csv
+
+    import roifile
+
+    viewer, widget = viewer_widget
+    image, truth = nuclei_crop
+    source = viewer.add_image(image, name="nuclei.tif", scale=(0.5, 0.5))
+    add_result(viewer, source, "instances", truth.astype(np.uint16))
+    widget.folder_edit.setText(str(tmp_path))
+    assert widget.rois_check.isEnabled() and not widget.rois_check.isChecked()
+    widget.rois_check.setChecked(True)
+    widget.measurements_check.setChecked(True)
+    assert widget.files_label.text() == "nuclei_labels.tif, nuclei_rois.zip, nuclei_measurements.csv"
+    run_export(qtbot, widget)
+    n = len(np.unique(truth)) - 1
+    assert len(roifile.roiread(tmp_path / "nuclei_rois.zip")) == n
+    with (tmp_path / "nuclei_measurements.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == n and float(rows[0]["area_um2"]) == pytest.approx(int(rows[0]["pixels"]) * 0.25)
+    first = truth == int(rows[0]["label"])
+    assert float(rows[0]["mean_intensity"]) == pytest.approx(float(image[first].mean()))
+    assert notices["error"] == [] and "Exported 3 file(s)" in notices["info"][0]
+
+
+def test_object_files_are_greyed_out_for_class_masks(viewer_widget):
+    viewer, widget = viewer_widget
+    source = viewer.add_image(np.zeros((10, 8), np.uint8), name="cells")
+    add_result(viewer, source, "classes", _labels((10, 8), 2).astype(np.uint8))
+    assert widget.classes_radio.isChecked()
+    assert not widget.rois_check.isEnabled() and "classes are not objects" in widget.rois_check.toolTip()

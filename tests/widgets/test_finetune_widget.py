@@ -36,7 +36,7 @@ def viewer_widget(make_napari_viewer, tiny_model_file):
     """A viewer with the Fine-tune widget docked, the tiny model in its session, fast settings."""
     viewer = make_napari_viewer()
     session_for(viewer).set_model(load_model(tiny_model_file), str(tiny_model_file))
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     assert isinstance(widget, fw.FineTuneWidget)
     assert widget.session is session_for(viewer)
     widget.budget_spin.setValue(0)  # steps only: the same work on every machine
@@ -313,7 +313,7 @@ def test_preview_shows_the_plane_in_view_and_goes_away(qtbot, viewer_widget, nuc
 
 def test_fine_tune_button_says_what_is_missing(make_napari_viewer, nuclei_crop):
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     if widget.session.model is None:
         assert not widget.finetune_button.isEnabled()
         assert "model" in widget.finetune_button.toolTip()
@@ -430,7 +430,7 @@ def test_reviewed_list_follows_shapes_layers_added_before_the_widget(make_napari
     viewer = make_napari_viewer()
     shapes = viewer.add_shapes(name="before")
     session_for(viewer).set_model(load_model(tiny_model_file), str(tiny_model_file))
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     assert widget.reviewed_combo.itemText(1) == "Inside shapes of 'before'"
     shapes.name = "renamed"
     assert widget.reviewed_combo.itemText(1) == "Inside shapes of 'renamed'"

@@ -221,7 +221,7 @@ def test_any_other_error_is_reported_as_a_bug_with_its_traceback(qtbot, host, re
 def segment(make_napari_viewer, tiny_model_file, monkeypatch):
     """A viewer with the Segment widget (tiny model), an image, and napari's notifications caught."""
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
     assert widget.load_model_file(tiny_model_file)
     viewer.add_image(np.random.default_rng(0).random((32, 32)).astype(np.float32), name="image")
     shown: dict[str, list[str]] = {"error": [], "info": [], "warning": []}
@@ -298,7 +298,7 @@ def test_the_finetune_widget_starts_its_jobs_with_the_runner(
 ):
     viewer = make_napari_viewer()
     session_for(viewer).set_model(load_model(tiny_model_file), str(tiny_model_file))
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     widget.budget_spin.setValue(0)
     widget.options.steps_spin.setValue(2)
     widget.options.patch_spin.setValue(32)
@@ -314,7 +314,7 @@ def test_the_finetune_widget_starts_its_jobs_with_the_runner(
 
 def test_the_export_widget_starts_its_jobs_with_the_runner(qtbot, make_napari_viewer, tmp_path, runner_starts):
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Export")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Export")
     labels = viewer.add_labels(np.arange(16, dtype=np.uint8).reshape(4, 4), name="painted")
     widget.choose_layer(labels)
     widget.folder_edit.setText(str(tmp_path))

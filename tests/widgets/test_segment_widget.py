@@ -54,7 +54,7 @@ def nuclei(shared_data) -> np.ndarray:
 def viewer_widget(make_napari_viewer, tiny_model_file):
     """A viewer with the Segment widget docked, using the tiny model."""
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
     assert isinstance(widget, sw.SegmentWidget)
     assert widget.load_model_file(tiny_model_file)
     return viewer, widget
@@ -233,7 +233,7 @@ def test_segment_button_needs_a_model(make_napari_viewer, nuclei, monkeypatch):
     # an installation without shipped models (they are chosen by default otherwise)
     monkeypatch.setattr(sw, "shipped_models", lambda: [])
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
     viewer.add_image(nuclei)
     assert not widget.segment_button.isEnabled()
     assert "model" in widget.segment_button.toolTip()
@@ -582,3 +582,22 @@ def test_an_in_memory_layer_too_large_to_segment_whole_goes_block_by_block(
     path = Path(result.metadata["napari_unet"]["path"])
     assert path.name == "mosaic_labels.zarr" and np.asarray(open_result(path)[0][...]).shape == nuclei.shape
     assert "saved in" in widget.status_label.text()
+
+
+def test_link_planes_gives_an_object_one_id_through_the_stack(qtbot, make_napari_viewer, nuclei_crop):
+    from napari_unet.core import load_named_model
+
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
+    widget.session.set_model(load_named_model("nuclei"), source="nuclei")
+    image, _ = nuclei_crop
+    viewer.add_image(np.stack([image[:96, :96]] * 3), name="stack")
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData("instances"))
+    assert widget.stitch_spin.isEnabled() and widget.stitch_spin.text() == "off"
+    widget.current_plane.setChecked(True)
+    assert not widget.stitch_spin.isEnabled() and "Whole stack" in widget.stitch_spin.toolTip()
+    widget.whole_stack.setChecked(True)
+    widget.stitch_spin.setValue(0.5)
+    run_segment(qtbot, widget)
+    labels = viewer.layers["stack [U-Net]"].data
+    assert labels.max() > 3 and np.array_equal(labels[0], labels[2])  # one ID per nucleus through the planes

@@ -53,7 +53,7 @@ def _edit_architecture(path, **changes):
 @pytest.fixture
 def segment(make_napari_viewer, tiny_model_file):
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
     assert widget.load_model_file(tiny_model_file)
     return viewer, widget
 
@@ -99,7 +99,7 @@ def test_fine_tune_opens_with_a_message_when_the_shipped_model_cannot_be_loaded(
 
     monkeypatch.setattr(fw, "load_named_model", damaged)
     viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
 
     assert widget.session.model is None
     assert len(messages) == 1 and "truncated; copy or download it again" in messages[0]
@@ -138,7 +138,7 @@ def test_a_model_name_from_a_file_shows_literally_in_segment(segment, html_model
 def test_a_model_name_from_a_file_shows_literally_in_fine_tune(segment, html_model_file):
     viewer, segment_widget = segment
     assert segment_widget.load_model_file(html_model_file)
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     assert isinstance(widget, fw.FineTuneWidget)
 
     assert widget.model_label.textFormat() == Qt.TextFormat.PlainText

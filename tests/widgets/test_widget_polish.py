@@ -36,7 +36,7 @@ def _seeded():
 def docked(make_napari_viewer, tiny_model_file):
     """A shown viewer with the three widgets docked and the tiny model in use."""
     viewer = make_napari_viewer(show=True)
-    widgets = {name: viewer.window.add_plugin_dock_widget("napari-unet", name)[1] for name in WIDGETS}
+    widgets = {name: viewer.window.add_plugin_dock_widget("napari-unet-toolkit", name)[1] for name in WIDGETS}
     assert widgets["Segment"].load_model_file(tiny_model_file)
     return viewer, widgets
 

@@ -12,7 +12,7 @@ stops between files) and errors never leave a partial file.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
-from napari_unet._widgets.forms.notify import show_error, show_info, show_warning
+from napari_unet._widgets.forms.notify import show_error, show_info, show_warning, warn_install_conflict
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.layer_events import follow_layers
@@ -56,6 +56,15 @@ log = logging.getLogger(__name__)
 ALL_RESULTS = "\x00all-results"
 #: File name suffix of each kind of file.
 _SUFFIXES = {"instances": "_labels.tif", "classes": "_classes.tif", "probabilities": "_probabilities.tif"}
+#: Files made from the objects (beside ``<image>_labels.tif``).
+_OBJECT_SUFFIXES = {"rois": "_rois.zip", "measurements": "_measurements.csv"}
+#: How napari's Save dialog names our writer (the manifest's display_name, then the writer's).
+SAVE_FILTER = "U-Net ImageJ TIFF for Fiji (smallest integer type)"
+SAVE_HINT = (
+    f"File > Save Layers... writes the same labels TIFF when you choose '{SAVE_FILTER}' as the file type: "
+    "napari offers the writers in the order the plugins were found, and its own 'labels' TIFF keeps the "
+    "layer's integer type and no pixel size."
+)
 
 
 @dataclass
@@ -66,6 +75,7 @@ class _Entry:
     labels: Any = None
     output: str | None = None  # "instances", "classes", or None: not made by napari-unet
     probabilities: list[Any] = field(default_factory=list)
+    image: Any = None  # the segmented image layer, for mean intensities
 
     def has(self, what: str) -> bool:
         if what == "instances":
@@ -92,6 +102,7 @@ class ExportWidget(RunsJobs, QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
+        warn_install_conflict()  # another napari-unet distribution in this environment: say what to do
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self._written = 0
@@ -116,6 +127,8 @@ class ExportWidget(RunsJobs, QWidget):
         what.addWidget(self.instances_radio)
         what.addWidget(self.classes_radio)
         self.probabilities_check = QCheckBox("Probabilities (float32, classes as channels)")
+        self.rois_check = QCheckBox("ROI Manager .zip of the objects (Fiji)")
+        self.measurements_check = QCheckBox("Measurements of the objects (.csv)")
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("choose a folder")
         self.folder_edit.setToolTip("The folder the files are written to.")
@@ -139,12 +152,17 @@ class ExportWidget(RunsJobs, QWidget):
         self.status_label = plain_label()
         self.status_label.setWordWrap(True)
         self.status_label.setToolTip("What the last export did.")
+        self.save_hint = plain_label(SAVE_HINT)
+        self.save_hint.setWordWrap(True)
+        self.save_hint.setEnabled(False)  # greyed: a note, not a control
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Layers", self.layer_combo)
         form.addRow("Labels", what)
         form.addRow("", self.probabilities_check)
+        form.addRow("", self.rois_check)
+        form.addRow("", self.measurements_check)
         form.addRow("Folder", folder)
         form.addRow("", self.overwrite_check)
         form.addRow("Files", self.files_label)
@@ -154,11 +172,14 @@ class ExportWidget(RunsJobs, QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.save_hint)
         layout.addStretch()
 
         self.layer_combo.currentIndexChanged.connect(self._update_state)
         self._what_group.buttonToggled.connect(self._update_state)
         self.probabilities_check.toggled.connect(self._update_state)
+        self.rois_check.toggled.connect(self._update_state)
+        self.measurements_check.toggled.connect(self._update_state)
         self.folder_edit.textChanged.connect(self._update_state)
         self.browse_button.clicked.connect(self._browse)
         self.export_button.clicked.connect(self.export)
@@ -210,7 +231,9 @@ class ExportWidget(RunsJobs, QWidget):
         labels = self.session.results.find(self.viewer, source, "labels")
         probabilities = self.session.results.find(self.viewer, source, "probabilities")
         output = (unwrap_proxy(labels[0]).metadata.get(RESULT_KEY) or {}).get("output") if labels else None
-        return _Entry(file_stem(source.name), labels[0] if labels else None, output or "instances", probabilities)
+        entry = _Entry(file_stem(source.name), labels[0] if labels else None, output or "instances", probabilities)
+        entry.image = source
+        return entry
 
     # ------------------------------------------------------------------ state
     def _what(self) -> str:
@@ -241,6 +264,7 @@ class ExportWidget(RunsJobs, QWidget):
             if can["probabilities"]
             else "Not available: there are no probability layers. Segment with Output 'Probabilities' first."
         )
+        self._update_object_checks(can["instances"] and self._what() == "instances")
         folder = self.folder_edit.text().strip()
         try:
             names = [item.path.name for item in self._plan(Path(folder or "."))] if entries else []
@@ -269,6 +293,19 @@ class ExportWidget(RunsJobs, QWidget):
             else "Nothing to cancel: no export is running."
         )
 
+    def _update_object_checks(self, enabled: bool) -> None:
+        self.rois_check.setEnabled(enabled)
+        self.measurements_check.setEnabled(enabled)
+        why = "" if enabled else "Not available: choose Objects (instance labels) above; classes are not objects. "
+        self.rois_check.setToolTip(
+            why + "Also write <image>_rois.zip: one polygon per object and plane, for Fiji's ROI Manager "
+            "(drag the file onto the image in Fiji)."
+        )
+        self.measurements_check.setToolTip(
+            why + "Also write <image>_measurements.csv: area (volume for Z stacks), centroid and mean intensity "
+            "of every object, in the layer's units where its scale is set."
+        )
+
     # ------------------------------------------------------------------ plan
     def _plan(self, folder: Path, *, copy: bool = False) -> list[ExportItem]:
         """The files to write for the current choices.
@@ -286,6 +323,8 @@ class ExportWidget(RunsJobs, QWidget):
                 if entry.labels is not None and entry.output in (what, None):
                     data = _deferred(np.asarray, _snapshot(entry.labels.data)) if copy else None
                     items.append(_item(folder / f"{entry.stem}{_SUFFIXES[what]}", entry.labels, data, "labels"))
+                    if what == "instances":
+                        items += self._object_items(folder, entry, data)
                 else:
                     data = _deferred(class_mask, [_snapshot(p.data) for p in entry.probabilities]) if copy else None
                     items.append(
@@ -301,6 +340,17 @@ class ExportWidget(RunsJobs, QWidget):
                         "probabilities",
                     )
                 )
+        return items
+
+    def _object_items(self, folder: Path, entry: _Entry, data: Any) -> list[ExportItem]:
+        """The ROI zip and measurements table of ``entry``'s objects, when their boxes are ticked."""
+        items = []
+        for kind, check in (("rois", self.rois_check), ("measurements", self.measurements_check)):
+            if check.isChecked() and check.isEnabled():
+                item = _item(folder / f"{entry.stem}{_OBJECT_SUFFIXES[kind]}", entry.labels, data, kind)
+                if kind == "measurements" and data is not None:
+                    item = replace(item, intensity=_intensity_of(entry))
+                items.append(item)
         return items
 
     # ------------------------------------------------------------------ running
@@ -419,6 +469,17 @@ def _snapshot(data: Any) -> Any:
 def _deferred(function: Any, data: Any) -> Any:
     """``function(data)``, to be called in the export worker."""
     return partial(function, data)
+
+
+def _intensity_of(entry: _Entry) -> Any:
+    """The image to measure mean intensities in (a function for the worker), or None when it does not fit."""
+    image, labels = entry.image, entry.labels
+    if image is None or labels is None:
+        return None
+    shape, wanted = tuple(_level0(image.data).shape), tuple(_level0(labels.data).shape)
+    if shape != wanted and not (getattr(image, "rgb", False) and shape[:-1] == wanted):
+        return None  # e.g. a multichannel layer segmented as a stack: no intensity column
+    return _deferred(np.asarray, _snapshot(image.data))
 
 
 def _stack_classes(probabilities: list[Any]) -> np.ndarray:

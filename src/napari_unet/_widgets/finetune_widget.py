@@ -46,7 +46,7 @@ from napari_unet._widgets.forms.curve_plot import CurvePlot
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.layer_pairs import LayerPairs, image_shape
 from napari_unet._widgets.forms.lifetime import connect_for_life
-from napari_unet._widgets.forms.notify import show_error, show_info
+from napari_unet._widgets.forms.notify import show_error, show_info, warn_install_conflict
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.forms.training_options import TrainingOptions
@@ -157,6 +157,7 @@ class FineTuneWidget(RunsJobs, QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
+        warn_install_conflict()  # another napari-unet distribution in this environment: say what to do
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.result: TrainingResult | None = None

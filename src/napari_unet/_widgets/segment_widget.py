@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -41,7 +42,7 @@ from napari_unet._widgets.forms.diameter_field import DiameterField
 from napari_unet._widgets.forms.folding import set_fold_tip
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
-from napari_unet._widgets.forms.notify import show_error, show_info, show_warning
+from napari_unet._widgets.forms.notify import show_error, show_info, show_warning, warn_install_conflict
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
 from napari_unet._widgets.layers.channel_hint import channel_notice
@@ -79,16 +80,13 @@ _OUTPUTS = (
     ("probabilities", "Probabilities", "One image layer per class with the class probability (0 to 1) of every pixel."),
 )
 _ROW_LABELS = (
-    "Image",
-    "Model",
-    "Output",
-    "Object size",
-    "Show",
-    "Planes",
-    "Device",
-    "Tile size",
-    "Batch size",
-    "Channel axis",
+    "Image", "Model", "Output", "Object size", "Show", "Planes", "Device", "Tile size", "Batch size",
+    "Channel axis", "Link planes",
+)  # fmt: skip
+_STITCH_TIP = (
+    "Objects only, whole stack: give the pieces of one object in neighbouring planes one ID when they overlap "
+    "by at least this IoU (e.g. 0.25), along the stack axis just before Y (Z of a ZYX or TZYX image). "
+    "off: every plane keeps its own IDs."
 )
 _OUTLINE_TIP = (
     "Draw the objects of the Labels result as outlines (contour 1) instead of filled, so the image "
@@ -132,6 +130,7 @@ class SegmentWidget(RunsJobs, QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         start_warm_up()  # first-use imports off the GUI thread, before the first result arrives
+        warn_install_conflict()  # another napari-unet distribution in this environment: say what to do
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self._job: _RunningJob | None = None
@@ -215,6 +214,13 @@ class SegmentWidget(RunsJobs, QWidget):
             "Axis of the image layer that holds the channels, for multichannel models. "
             "auto: guessed from the model; RGB layers always use their colours."
         )
+        self.stitch_spin = QDoubleSpinBox()
+        self.stitch_spin.setRange(0.0, 1.0)
+        self.stitch_spin.setSingleStep(0.05)
+        self.stitch_spin.setDecimals(2)
+        self.stitch_spin.setSpecialValueText("off")
+        self.stitch_spin.setPrefix("IoU ≥ ")
+        self.stitch_spin.setToolTip(_STITCH_TIP)
         self.amp_check = QCheckBox("Mixed precision on CUDA")
         self.amp_check.setChecked(True)
         self.amp_check.setToolTip("Faster and leaner on NVIDIA GPUs; no effect on the CPU.")
@@ -241,6 +247,7 @@ class SegmentWidget(RunsJobs, QWidget):
             ("Tile size", self.tile_spin),
             ("Batch size", self.batch_spin),
             ("Channel axis", self.channel_spin),
+            ("Link planes", self.stitch_spin),
         ):
             form.addRow(_row_label(text, label_width), field)
         form.addRow(self.amp_check)
@@ -286,6 +293,7 @@ class SegmentWidget(RunsJobs, QWidget):
         self.segment_button.clicked.connect(self.segment)
         self.cancel_button.clicked.connect(self.cancel)
         self.output_combo.currentIndexChanged.connect(self._update_state)
+        self._planes_group.buttonToggled.connect(self._update_state)
         self.outline_check.toggled.connect(self._show_outlines)
         self.shortcuts = [
             shortcuts.add_shortcut(self, self.segment_button, shortcuts.SEGMENT),
@@ -542,6 +550,11 @@ class SegmentWidget(RunsJobs, QWidget):
         else:
             cancel_tip = "Nothing to cancel: no segmentation is running."
         shortcuts.set_tip(self.cancel_button, cancel_tip)
+        stitching = is_stack and self.output_combo.currentData() == "instances" and self.whole_stack.isChecked()
+        self.stitch_spin.setEnabled(stitching)
+        self.stitch_spin.setToolTip(
+            _STITCH_TIP if stitching else "Not available: linking needs Output 'Objects', a stack and 'Whole stack'."
+        )
         labels_output = self.output_combo.currentData() != "probabilities"
         self.probabilities_check.setEnabled(labels_output)
         self.outline_check.setEnabled(labels_output)
@@ -625,6 +638,8 @@ class SegmentWidget(RunsJobs, QWidget):
             "options": self._inference_options(),
             "keep_probabilities": self.probabilities_check.isChecked() and self.probabilities_check.isEnabled(),
         }
+        if plane is None and layout.stack_axes and self.stitch_spin.isEnabled() and self.stitch_spin.value() > 0:
+            options["stitch_threshold"] = self.stitch_spin.value()
         where = f" (plane {', '.join(map(str, plane))})" if plane else ""
         job = _RunningJob(make_target(layer, layout, plane))
         if self.channel_spin.value() < 0 and not layer.rgb:
@@ -671,6 +686,8 @@ class SegmentWidget(RunsJobs, QWidget):
 
     def _segment_large(self, layer: Any, model: SegmentationModel, layout: ImageLayout) -> GeneratorWorker | None:
         """Segment a layer too large to load, block by block into a zarr folder (whole stack)."""
+        if self.stitch_spin.isEnabled() and self.stitch_spin.value() > 0:
+            show_info("Link planes is not applied to images segmented block by block: each plane keeps its own IDs.")
         output = self.output_combo.currentData()
         path = result_path(layer, output)
         target = make_target(layer, layout)

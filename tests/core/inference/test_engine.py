@@ -65,7 +65,7 @@ def test_openvino_refuses_valid_networks_and_accelerators(tiny_model):
 def test_missing_openvino_says_how_to_install(tiny_model, monkeypatch, auto_engine):
     monkeypatch.setattr(engine_module, "openvino_available", lambda: False)
     assert choose_engine(tiny_model.network, CPU, engine="auto") == "torch"
-    with pytest.raises(EngineError, match=r"pip install \"napari-unet\[openvino\]\""):
+    with pytest.raises(EngineError, match=r"pip install \"napari-unet-toolkit\[openvino\]\""):
         choose_engine(tiny_model.network, CPU, engine="openvino")
 
 

@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
+from napari_unet.core.batch.objects import ObjectOptions, object_file_paths, write_object_files
 from napari_unet.core.batch.paths import (
     TIFF_SUFFIXES,
     InputError,
@@ -111,6 +114,7 @@ def segment_files_job(
     channel_axis: int | None = None,
     overwrite: bool = False,
     output: OutputKind | None = None,
+    objects: ObjectOptions | None = None,
 ) -> Generator[Progress, None, list[FileSummary]]:
     """Segment TIFF files one by one; a generator form of :func:`segment_files`.
 
@@ -150,6 +154,7 @@ def segment_files_job(
                 options=settings,
                 channel_axis=channel_axis,
                 overwrite=overwrite,
+                objects=objects or ObjectOptions(),
             ),
             overwrite=overwrite,
         )
@@ -237,6 +242,7 @@ def segment_files(
     channel_axis: int | None = None,
     overwrite: bool = False,
     output: OutputKind | None = None,
+    objects: ObjectOptions | None = None,
     summary: str | Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> list[FileSummary]:
@@ -267,6 +273,10 @@ def segment_files(
         Redo files whose output exists; if False they are skipped.
     output : str, optional
         Deprecated name of ``output_kind``.
+    objects : ObjectOptions, optional
+        Instances only: link objects across Z planes, and write an ImageJ
+        ROI zip and a measurements CSV beside each labels file
+        (:class:`~napari_unet.core.batch.objects.ObjectOptions`).
     summary : path-like, optional
         Also write the rows to this ``.csv`` or ``.json`` file
         (see :func:`write_summary`).
@@ -317,6 +327,7 @@ def segment_files(
             ),
             channel_axis=channel_axis,
             overwrite=overwrite,
+            objects=objects,
         ),
         on_progress=on_progress,
     )
@@ -334,6 +345,7 @@ def _segment_one(
     options: InferenceOptions,
     channel_axis: int | None,
     overwrite: bool,
+    objects: ObjectOptions,
 ) -> Generator[Progress, None, FileOutcome]:
     """Segment one file into ``target``; returns (objects or None, warning message or "", the scale used).
 
@@ -341,9 +353,13 @@ def _segment_one(
     was segmented is left as it is (:class:`OutputError`: the file fails).
     """
     check_whole_image_file(source, model.config, output_kind=output_kind, channel_axis=channel_axis)
+    taken = [p for p in object_file_paths(target, objects) if p.exists()] if not overwrite else []
+    if taken:  # before any work: the labels would be written and these refused
+        raise OutputError(f"{taken[0]} exists (overwrite to replace it)")
     image, info = read_image(source)
     if channel_axis is None and not info.rgb and "C" in info.axes:
         channel_axis = info.axes.index("C")
+    spatial_axes = "".join(a for a in info.axes if a not in "CS")
     result = yield from segment_job(
         image,
         model,
@@ -352,8 +368,8 @@ def _segment_one(
         channel_axis=channel_axis,
         rgb=info.rgb,
         pixel_size=micrometres_per_pixel(info),
+        **objects.segment_keywords(spatial_axes, file=source.name),
     )
-    spatial_axes = "".join(a for a in info.axes if a not in "CS")
     unit = info.unit or "um"
     if result.output == "probabilities":
         write_probabilities(
@@ -370,8 +386,14 @@ def _segment_one(
         written = write_labels(
             target, result.labels, axes=spatial_axes, scale=info.pixel_size, unit=unit, overwrite=overwrite
         )
-    objects = result.n_objects if result.output == "instances" else None
-    return objects, written.warning or "", result.object_scale
+    if result.output == "instances" and result.labels is not None:
+        intensity = image if channel_axis is None else np.moveaxis(image, channel_axis, -1)
+        write_object_files(
+            target, result.labels, options=objects, axes=spatial_axes, image=intensity,
+            scale=info.pixel_size, unit=unit, overwrite=overwrite,
+        )  # fmt: skip
+    count = result.n_objects if result.output == "instances" else None
+    return count, written.warning or "", result.object_scale
 
 
 def micrometres_per_pixel(info: Any, /) -> float | None:

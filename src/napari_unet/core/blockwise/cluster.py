@@ -1,6 +1,6 @@
 """Running block tasks on dask.distributed: a local cluster or any scheduler.
 
-``distributed`` is optional (``pip install napari-unet[cluster]``); it is
+``distributed`` is optional (``pip install napari-unet-toolkit[cluster]``); it is
 imported only when a cluster is used. Each worker process loads the model
 once (it is scattered to every worker), reads its own blocks from the
 input, writes them into the shared zarr output and returns only small
@@ -28,7 +28,7 @@ def _distributed() -> Any:
         import distributed
     except ImportError as exc:
         raise ImportError(
-            "running on a cluster needs dask.distributed: pip install 'napari-unet[cluster]' (or 'distributed')"
+            "running on a cluster needs dask.distributed: pip install 'napari-unet-toolkit[cluster]' (or 'distributed')"
         ) from exc
     return distributed
 

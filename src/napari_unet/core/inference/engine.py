@@ -3,7 +3,7 @@
 On CPUs, OpenVINO runs our U-Nets about 1.6x faster than PyTorch (measured
 with ``benchmarks/inference.py``: 2.4 against 1.2-1.6 Mpx/s for the nuclei
 model on 2 cores, see docs/performance.md). It is an optional extra
-(``pip install "napari-unet[openvino]"``); without it everything runs in
+(``pip install "napari-unet-toolkit[openvino]"``); without it everything runs in
 PyTorch. The results agree with PyTorch's to float32 rounding (about 1e-5 in
 the logits), because OpenVINO is asked for float32 inference.
 
@@ -296,7 +296,7 @@ def _why_not_openvino(net: torch.nn.Module, device: torch.device, cache: EngineC
     if config is None or getattr(config, "padding", None) != "same":
         return "only U-Nets with same padding are converted"
     if not openvino_available():
-        return 'it is not installed; pip install "napari-unet[openvino]"'
+        return 'it is not installed; pip install "napari-unet-toolkit[openvino]"'
     if cache is not None and cache.has_failed(net):
         return "converting this network failed before"
     return ""

@@ -17,6 +17,7 @@ from napari_unet.core.inference.options import InferenceOptions, OptionsError, i
 from napari_unet.core.inference.plane_outputs import plane_outputs_job
 from napari_unet.core.network.instances import smallest_label_dtype
 from napari_unet.core.network.model_file import SegmentationModel
+from napari_unet.core.network.stitching import StitchError, check_stitching, stitch_planes
 from napari_unet.core.progress import Job, Progress, Stage, run_job, within
 
 
@@ -101,6 +102,8 @@ def segment_job(
     engine: str | None = None,
     diameter: float | str | None = None,
     output: OutputKind | None = None,
+    stitch_threshold: float | None = None,
+    stitch_axis: int = -1,
 ) -> Job[SegmentationResult]:
     """Segment every plane of an image; a generator yielding progress.
 
@@ -136,6 +139,14 @@ def segment_job(
         together with ``options``.
     output : str, optional
         Deprecated name of ``output_kind``.
+    stitch_threshold : float, optional
+        Instances only: after every plane is labelled, link objects of
+        neighbouring planes along ``stitch_axis`` whose IoU is at least this
+        (e.g. 0.25) into one ID (:func:`~napari_unet.core.network.stitching.stitch_planes`).
+        Default None: each plane keeps its own IDs.
+    stitch_axis : int
+        The stack axis to stitch along, counted among the stack axes
+        (default -1: the last one, Z of a TZYX stack).
 
     Yields
     ------
@@ -167,6 +178,8 @@ def segment_job(
     plane gives the estimate for all of its planes.
     """
     output = output_kind_of(output_kind, output)
+    if stitch_threshold is not None and output != "instances":
+        raise StitchError(f"stitching links objects, so it needs output_kind='instances', not {output!r}")
     settings = inference_options(
         options, device=device, tile_size=tile_size, batch_size=batch_size, amp=amp, engine=engine, diameter=diameter
     ).with_cache()
@@ -189,6 +202,8 @@ def segment_job(
     n_classes = description.config.n_classes
     want_probs = output == "probabilities" or keep_probabilities
     check_whole_image(layout, description.config, output_kind=output, keep_probabilities=keep_probabilities)
+    if stitch_threshold is not None:
+        check_stitching(stitch_threshold, axis=stitch_axis, stack_shape=stack)
     indices = list(layout.plane_indices())
     middle = indices[len(indices) // 2]
     share = 1 / (n_planes + 1) if settings.diameter == "auto" else 0.0
@@ -250,6 +265,9 @@ def segment_job(
         )
     if labels is not None and output == "instances":
         labels = labels.astype(smallest_label_dtype(n_objects), copy=False)
+        if stitch_threshold is not None:
+            labels = stitch_planes(labels, threshold=stitch_threshold, axis=stitch_axis)
+            n_objects = int(labels.max(initial=0))
     return SegmentationResult(
         output=output,
         labels=labels,

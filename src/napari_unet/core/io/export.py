@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from napari_unet.core.io.measurements import measure_objects, write_measurements
+from napari_unet.core.io.rois import write_rois
 from napari_unet.core.io.tiff import LabelsDtypeWarning, write_labels, write_probabilities
 from napari_unet.core.progress import Progress, Stage, run_job
 
@@ -31,7 +33,7 @@ __all__ = [
     "file_stem",
 ]
 
-ExportKind = Literal["labels", "probabilities"]
+ExportKind = Literal["labels", "probabilities", "rois", "measurements"]
 
 
 @dataclass(frozen=True)
@@ -47,15 +49,21 @@ class ExportItem:
         function without arguments that returns them, called when the file's
         turn comes. A GUI passes a function for lazy (zarr-backed) layers, so
         they are read in the export job and not on the GUI thread.
-    kind : {"labels", "probabilities"}
-        Written with :func:`~napari_unet.core.io.tiff.write_labels` or
-        :func:`~napari_unet.core.io.tiff.write_probabilities`.
+    kind : {"labels", "probabilities", "rois", "measurements"}
+        Written with :func:`~napari_unet.core.io.tiff.write_labels`,
+        :func:`~napari_unet.core.io.tiff.write_probabilities`, or, from
+        instance labels, as an ImageJ ROI zip
+        (:func:`~napari_unet.core.io.rois.write_rois`) or a CSV table of
+        :func:`~napari_unet.core.io.measurements.measure_objects`.
     axes : str
         Axis letters of `data`, e.g. ``"ZYX"`` or ``"ZCYX"``.
     scale : tuple of float or None
         Pixel size of each spatial axis (Z, Y, X in `axes`), or None.
     unit : str
         Unit of `scale`.
+    intensity : array-like, callable or None
+        ``kind="measurements"``: the image whose mean intensity per object is
+        measured (shaped like `data`, channels last), or a function returning it.
     """
 
     path: Path
@@ -64,6 +72,7 @@ class ExportItem:
     axes: str
     scale: tuple[float, ...] | None = None
     unit: str = "um"
+    intensity: Any = None
 
 
 @dataclass(frozen=True)
@@ -158,10 +167,21 @@ def _write(item: ExportItem, *, overwrite: bool) -> ExportedFile:
             item.path, data, axes=item.axes, scale=item.scale, unit=item.unit, overwrite=overwrite
         )
         return ExportedFile(path=path, dtype=np.dtype(np.float32))
+    if item.kind in ("rois", "measurements"):
+        return _write_objects(item, np.asarray(data), overwrite=overwrite)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LabelsDtypeWarning)
         result = write_labels(item.path, data, axes=item.axes, scale=item.scale, unit=item.unit, overwrite=overwrite)
     return ExportedFile(path=result.path, dtype=result.dtype, warning=result.warning)
+
+
+def _write_objects(item: ExportItem, labels: np.ndarray, *, overwrite: bool) -> ExportedFile:
+    """The ROI zip or the measurements table of an item (``dtype``: the labels' type)."""
+    if item.kind == "rois":
+        return ExportedFile(path=write_rois(item.path, labels, axes=item.axes, overwrite=overwrite), dtype=labels.dtype)
+    intensity = item.intensity() if callable(item.intensity) else item.intensity
+    table = measure_objects(labels, axes=item.axes, intensity=intensity, scale=item.scale, unit=item.unit)
+    return ExportedFile(path=write_measurements(item.path, table, overwrite=overwrite), dtype=labels.dtype)
 
 
 def class_mask(probabilities: Sequence[Any], /) -> np.ndarray:

@@ -31,6 +31,7 @@ import tifffile
 
 from napari_unet.core.errors import UserError
 from napari_unet.core.io.atomic import OutputError, atomic_output, disk_full_error, is_disk_full
+from napari_unet.core.io.lut import imagej_lut_metadata
 from napari_unet.core.io.memory import BLOCKWISE_ADVICE, refuse_if_too_large
 
 __all__ = [
@@ -479,6 +480,7 @@ def write_labels(
     unit: str = "um",
     overwrite: bool = False,
     compression: Compression = "zlib",
+    lut: bool = True,
 ) -> LabelsWriteResult:
     """Write a label image as a TIFF that Fiji opens with its calibration.
 
@@ -506,6 +508,10 @@ def write_labels(
     compression : {"zlib", "none"}
         Compression of 2-D ImageJ files and of 32/64-bit files; ImageJ
         stacks are always written uncompressed (see Notes).
+    lut : bool
+        Embed a glasbey-like lookup table in ImageJ files (8/16-bit), so
+        Fiji shows each object in its own colour on black
+        (:func:`~napari_unet.core.io.lut.imagej_lut_metadata`).
 
     Returns
     -------
@@ -567,7 +573,8 @@ def write_labels(
         stack = math.prod(n for a, n in zip(axes, data.shape) if a in "TZ") > 1
         used = "none" if stack else codec
         with _tiff_output(path, overwrite=overwrite, size=data.nbytes if used == "none" else None) as fh:
-            _write_imagej(fh, data, axes, sizes, unit, compression=used)
+            extra = imagej_lut_metadata(int(data.max(initial=0))) if lut else None
+            _write_imagej(fh, data, axes, sizes, unit, compression=used, extra_metadata=extra)
         return LabelsWriteResult(path=path, dtype=dtype, imagej=True, compression=used)
 
     if dtype == np.uint32:
@@ -773,8 +780,9 @@ def _write_imagej(
     *,
     compression: str,
     display_range: tuple[float, float] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
 ) -> None:
-    metadata: dict[str, Any] = {"axes": axes + "S"}
+    metadata: dict[str, Any] = {"axes": axes + "S", **(extra_metadata or {})}
     resolution = None
     if sizes is not None:
         metadata["unit"] = unit

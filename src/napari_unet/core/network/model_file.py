@@ -175,7 +175,7 @@ def _check_format(doc: Any) -> None:
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"this model file has format version {version}, newer than this napari-unet understands "
-            f"({FORMAT_VERSION}); update napari-unet (pip install -U napari-unet)"
+            f"({FORMAT_VERSION}); update napari-unet (pip install -U napari-unet-toolkit)"
         )
     missing = [key for key in _REQUIRED_KEYS if key not in doc]
     unknown = sorted(str(key) for key in set(doc) - {*_REQUIRED_KEYS, *_OPTIONAL_KEYS})

@@ -30,7 +30,7 @@ def _unusable() -> str:
 def widget(make_napari_viewer, tiny_model_file):
     viewer = make_napari_viewer()
     session_for(viewer).set_model(load_model(tiny_model_file), str(tiny_model_file))
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     return widget
 
 

@@ -32,9 +32,9 @@ def _seeded_model_weights():
 def both(make_napari_viewer, tiny_model_file):
     """A viewer with Segment and Fine-tune docked, sharing the tiny model; fast training settings."""
     viewer = make_napari_viewer()
-    _d, segment = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _d, segment = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
     assert segment.load_model_file(tiny_model_file)
-    _d, finetune = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _d, finetune = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     finetune.budget_spin.setValue(0)
     finetune.options.steps_spin.setValue(4)
     finetune.options.patch_spin.setValue(32)
@@ -191,7 +191,7 @@ def test_corrections_of_every_round_are_trained_on_and_can_be_saved(qtbot, both,
         "labels/first.tif",
         "labels/second.tif",
     ]
-    _d, other = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune", tabify=True)
+    _d, other = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune", tabify=True)
     finetune.session.corrections.clear()
     assert other.set_list.count() == 0
     assert other.load_training_set_from(tmp_path / "set") == 2
@@ -215,7 +215,7 @@ def test_a_selected_labels_layer_brings_its_image_and_hidden_images_are_not_chos
     viewer.add_image(image[::-1].copy(), name="hidden on top", visible=False)
     viewer.layers.selection.active = painted
 
-    _d, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    _d, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")
     row = widget.pairs.rows[0]
     assert unwrap_proxy(row.image) is unwrap_proxy(shown)
     assert unwrap_proxy(row.labels) is unwrap_proxy(painted)
@@ -223,7 +223,7 @@ def test_a_selected_labels_layer_brings_its_image_and_hidden_images_are_not_chos
 
     # nothing selected: the top-most *visible* image, never the hidden one
     viewer.layers.selection.clear()
-    _d, fresh = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune", tabify=True)
+    _d, fresh = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune", tabify=True)
     assert fresh.pairs.rows[0].image.name == "shown"
 
 
@@ -334,7 +334,7 @@ def test_export_of_the_kept_corrected_layer_writes_that_layer(qtbot, both, nucle
     corrected = result_of(viewer, image)
     corrected.paint((3, 3), 777, refresh=False)
     run_segment(qtbot, segment)
-    _d, export = viewer.window.add_plugin_dock_widget("napari-unet", "Export", tabify=True)
+    _d, export = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Export", tabify=True)
     export.choose_layer(corrected)
     export.folder_edit.setText(str(tmp_path))
     export.export_button.click()

@@ -17,7 +17,7 @@ from napari_unet.core.errors import UserError
 
 TIP = (
     "Write the fine-tuned model (before fine-tuning: the model in use) as a bioimage.io package (.zip) that "
-    "deepImageJ/Fiji, QuPath, ilastik and napari-unet itself read; needs napari-unet[bioimageio]."
+    "deepImageJ/Fiji, QuPath, ilastik and napari-unet itself read; needs napari-unet-toolkit[bioimageio]."
 )
 
 

@@ -15,7 +15,7 @@ from napari_unet.core.errors import UserError
 __all__ = ["BioimageioMissing", "INSTALL_HINT", "bioimageio_spec", "quiet_bioimageio"]
 
 #: What to install for bioimage.io packages.
-INSTALL_HINT = 'pip install "napari-unet[bioimageio]" (bioimageio.spec and bioimageio.core)'
+INSTALL_HINT = 'pip install "napari-unet-toolkit[bioimageio]" (bioimageio.spec and bioimageio.core)'
 
 
 class BioimageioMissing(UserError, ImportError):

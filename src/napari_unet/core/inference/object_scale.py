@@ -6,9 +6,9 @@ The *diameter setting* of a segmentation says how big the objects of the
 user's image are:
 
 ``"auto"`` (default)
-    Estimated from the image: a pass at the image's own scale finds objects,
-    their median diameter gives the factor, and a further pass at that scale
-    checks it (up to :data:`MAX_PASSES`). When the estimate is within
+    Estimated from the image: a pass at the image's own scale finds objects
+    (at :data:`PROBE_FACTORS` when it finds too few), their median diameter
+    gives the factor, and a pass at that scale is the result. When the estimate is within
     :data:`TOLERANCE` of the model's size the image is used as it is, and the
     estimating pass is the result (no extra work). When no objects are found,
     the model's own size is assumed and the result says so.
@@ -20,7 +20,8 @@ a number
     From the pixel sizes of the image and of the model's training data.
 
 The factor is the model's diameter over the objects' diameter, kept within
-[:data:`MIN_FACTOR`, :data:`MAX_FACTOR`]. A model that does not record its
+[:data:`MIN_FACTOR`, :data:`MAX_FACTOR`] and so that an enlarged plane has at most
+:data:`MAX_SCALED_PIXELS` pixels. A model that does not record its
 object size is applied to images as they are (``"auto"``) or refuses a
 number (which it could not use).
 """
@@ -59,6 +60,8 @@ MIN_FACTOR, MAX_FACTOR = 1 / 8, 8.0
 TOLERANCE = 1.25
 #: Passes an estimate may take (the first at the image's own scale).
 MAX_PASSES = 3
+#: Largest plane (pixels) an image is enlarged to; a larger factor is cut to fit (memory and time).
+MAX_SCALED_PIXELS = 32 * 2**20
 #: Fewest objects (not cut by the edge) that make an estimate; fewer ask for another scale.
 MIN_OBJECTS = 3
 #: Scales tried when the image's own scale finds too few objects: big objects, then small ones.
@@ -166,7 +169,7 @@ def scale_from_diameter(
             "diameter cannot be matched to it; use auto or model (the image as it is), or fine-tune it "
             "(fine-tuned models record the size)"
         )
-    factor = _clamped(model_d / diameter)
+    factor = _clamped(model_d / diameter, plane_shape)
     how = {"given": "given", "calibration": "from the pixel sizes", "auto": "estimated"}.get(source, source)
     return ObjectScale(factor, float(diameter), model_d, source, _note(factor, diameter, model_d, how))
 
@@ -241,38 +244,49 @@ def _estimate_job(
     stats: np.ndarray | None,
     **plane_keywords: Any,
 ) -> Job[tuple[ObjectScale, PlaneOutputs | None]]:
-    """Passes at the image's scale, then at the scale its objects suggest, until the estimate holds."""
+    """Passes that estimate the size; the last one, when at the chosen scale, is the result.
+
+    The first pass is at the image's own scale (at the probe scales when it
+    finds too few objects). Objects larger than the model's are cut into
+    pieces by it, so that estimate is too small: while the estimate asks to
+    shrink the image further, another pass at the smaller scale measures
+    again (up to :data:`MAX_PASSES`). An estimate that asks to enlarge the
+    image is used as it is: on an enlarged image the model finds ever
+    smaller fragments of texture, and iterating would run away (measured on
+    the DSB 2018 val images at 0.5x to 3x, ``benchmarks/object_size.py``).
+    """
     if stats is None:
         stats = model.description.normalization.statistics(plane)
-    factor, probes = 1.0, list(PROBE_FACTORS)
-    estimate: float | None = None
-    for attempt in range(MAX_PASSES):
-        region = _central_region(shape, factor, step=model.config.downsampling)
-        yield Progress(
-            Stage.OBJECT_SIZE, done=attempt, total=MAX_PASSES, message=f"estimating object size (×{factor:.2g})"
-        )
+    step = model.config.downsampling
+    probes = [1.0, *PROBE_FACTORS]
+    factor, estimate, passes = probes.pop(0), None, 0
+    while passes < MAX_PASSES:
+        region = _central_region(shape, factor, step=step)
+        yield Progress(Stage.OBJECT_SIZE, done=passes, total=MAX_PASSES, message="estimating the object size")
         outputs = yield from within(
             plane_outputs_job(plane, model, factor=factor, device=device, stats=stats, region=region, **plane_keywords),
-            start=attempt / MAX_PASSES,
-            stop=(attempt + 1) / MAX_PASSES,
+            start=passes / MAX_PASSES,
+            stop=(passes + 1) / MAX_PASSES,
         )
+        passes += 1
         found = _measured(outputs.labels("instances"))
         if found is None:
-            if not probes:
-                break
+            if estimate is not None or not probes:
+                break  # a shrunk image lost its objects: keep the last estimate
             factor = probes.pop(0)
             continue
-        estimate = found
-        probes = []
-        chosen = _chosen_factor(model_d / estimate)
-        if _same(chosen, factor):  # this pass was at the right scale: keep it
+        estimate, probes = found, []
+        chosen = _chosen_factor(model_d / estimate, shape)
+        if _same(chosen, factor):  # this pass was at the right scale: it is the result
             scale = ObjectScale(factor, estimate, model_d, "auto", _note(factor, estimate, model_d, "estimated"))
             return scale, outputs if region is None else None
+        if chosen > factor:  # enlarge: no further estimate (see above)
+            break
         factor = chosen
     if estimate is None:
         note = f"no objects were found to estimate their size; the model's own size ({model_d:.0f} px) was used"
         return ObjectScale(1.0, model_d, model_d, "fallback", note), None
-    chosen = _chosen_factor(model_d / estimate)
+    chosen = _chosen_factor(model_d / estimate, shape)
     return ObjectScale(chosen, estimate, model_d, "auto", _note(chosen, estimate, model_d, "estimated")), None
 
 
@@ -300,15 +314,17 @@ def _central_region(shape: tuple[int, int], factor: float, *, step: int) -> tupl
     return (parts[0], parts[1])
 
 
-def _chosen_factor(ratio: float) -> float:
+def _chosen_factor(ratio: float, shape: tuple[int, int]) -> float:
     """The factor for a ratio of sizes: 1 within the tolerance, else the ratio within the limits."""
     if 1 / TOLERANCE <= ratio <= TOLERANCE:
         return 1.0
-    return _clamped(ratio)
+    return _clamped(ratio, shape)
 
 
-def _clamped(factor: float) -> float:
-    return float(min(MAX_FACTOR, max(MIN_FACTOR, factor)))
+def _clamped(factor: float, shape: tuple[int, int]) -> float:
+    """``factor`` within [:data:`MIN_FACTOR`, :data:`MAX_FACTOR`], enlarging a plane to :data:`MAX_SCALED_PIXELS` at most."""
+    largest = max(1.0, math.sqrt(MAX_SCALED_PIXELS / max(1, shape[0] * shape[1])))
+    return float(min(MAX_FACTOR, largest, max(MIN_FACTOR, factor)))
 
 
 def _same(a: float, b: float) -> bool:

@@ -239,13 +239,13 @@ def test_stop_returns_the_best_validated_model_without_another_validation(monkey
     from napari_unet.core.training import loop as training
 
     evaluations = []
-    real_evaluate = training.evaluate
+    real_score = training.score
 
     def counted(*args, **kwargs):
         evaluations.append(1)
-        return real_evaluate(*args, **kwargs)
+        return real_score(*args, **kwargs)
 
-    monkeypatch.setattr(training, "evaluate", counted)
+    monkeypatch.setattr(training, "score", counted)
     stop = threading.Event()
     model = new_model(depth=2, base_features=4)
     job = train_job(

@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
     p.add_argument("--scale", type=float, default=1.0, help="resample the frames by this factor")
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--validation-fraction", type=float, default=0.2)
+    p.add_argument("--learning-rate", type=float, default=None, help="default: the recipe's")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
@@ -93,7 +94,9 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
     train = [scaled(pair, args.scale) for pair in read_split(args.data / "train")[: args.train_limit]]
     val = read_split(args.data / "val")
     settings = TrainingSettings(
-        steps=args.steps, device=args.device, learning_rate=default_learning_rate(from_scratch=False)
+        steps=args.steps,
+        device=args.device,
+        learning_rate=args.learning_rate or default_learning_rate(from_scratch=False),
     )
     rows = [(0, *seg_and_f1(model, val, scale=args.scale, device=args.device))]
     print(f"PhC-U373: {len(train)} train, {len(val)} val frames; start {args.model}; scale {args.scale}")

@@ -141,12 +141,13 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--steps",
         type=int,
-        default=None,
-        help="most optimiser steps (default: 500, the fine-tuning recipe's budget); with --minutes, whichever "
-        "ends training first",
+        default=500,
+        help="most optimiser steps (default: 500); with --minutes, whichever ends training first",
     )
     train.add_argument("--minutes", type=float, default=None, help="stop after this much time")
-    train.add_argument("--learning-rate", type=float, default=None, help="default: 3e-4 fine-tuning, 1e-3 from scratch")
+    train.add_argument(
+        "--learning-rate", type=float, default=None, help="default: 1e-3 (the recipe's, fine-tuning and from scratch)"
+    )
     train.add_argument("--batch-size", type=int, default=4, help="patches per step (default: 4)")
     train.add_argument(
         "--patch-size",
@@ -234,7 +235,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unet.core.progress import run_job
     from napari_unet.core.training.finetune_job import FineTuneRequest, held_back_message, prepare_job, training_job
     from napari_unet.core.training.loop import TrainingSettings
-    from napari_unet.core.training.recipe import FINE_TUNE_STEPS, default_learning_rate
+    from napari_unet.core.training.recipe import default_learning_rate
 
     out = Path(args.output).expanduser()
     refusal = _unwritable_model_path(out, overwrite=args.overwrite)
@@ -249,7 +250,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from_scratch = args.from_scratch or not args.start
     try:
         settings = TrainingSettings(
-            steps=args.steps or FINE_TUNE_STEPS,
+            steps=args.steps,
             max_seconds=None if args.minutes is None else args.minutes * 60,
             learning_rate=args.learning_rate or default_learning_rate(from_scratch=from_scratch),
             batch_size=args.batch_size,

@@ -15,7 +15,6 @@ from napari_unet.core.training import finetune_job as fj
 from napari_unet.core.training.annotations import targets_from_instances
 from napari_unet.core.training.loop import TrainingSample, TrainingSettings, evaluate, train_job
 from napari_unet.core.training.metrics import match_objects
-from napari_unet.core.training.verdict import judge
 
 CPU = torch.device("cpu")
 
@@ -98,6 +97,8 @@ def test_a_model_made_worse_is_not_kept_and_the_verdict_says_so(nuclei_crop, nuc
 
 
 def test_too_few_held_back_objects_give_no_number():
+    from napari_unet.core.training.verdict import judge
+
     verdict = judge(
         metric_name="F1@0.5", before=1.0, after=0.5, objects=3, reverted_from=None, held_back=True, min_objects=5
     )

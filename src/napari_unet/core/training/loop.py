@@ -114,7 +114,7 @@ class TrainingSettings:
     optimizer : {"adamw", "sgd"}
         AdamW (modern default) or the paper's SGD with momentum 0.99.
     learning_rate : float
-        1e-3 suits AdamW from scratch, 3e-4 fine-tuning, 0.01 SGD (see
+        1e-3 suits AdamW from scratch and fine-tuning, 0.01 SGD (see
         :func:`~napari_unet.core.training.recipe.default_learning_rate`).
     weight_decay : float
         AdamW weight decay.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 #: AdamW learning rate for fine-tuning a trained model.
-FINE_TUNE_LEARNING_RATE = 3e-4
+FINE_TUNE_LEARNING_RATE = 1e-3
 #: AdamW learning rate for training from freshly initialised weights.
 FROM_SCRATCH_LEARNING_RATE = 1e-3
 #: Extra loss weight of pixels where the annotation differs from the model's own prediction.
@@ -19,13 +19,11 @@ MISTAKE_WEIGHT = 3.0
 #: Probability that a training patch is centred on a corrected pixel (when there are corrections).
 CORRECTION_FRACTION = 0.0
 #: Strength of the pull toward the starting weights (L2-SP); 0: none.
-ANCHOR_WEIGHT = 0.0
+ANCHOR_WEIGHT = 0.01
 #: Learning-rate schedule after the warm-up: "constant" or "cosine" (to zero at the end of the budget).
 SCHEDULE: Literal["constant", "cosine"] = "constant"
 #: Side of the training patches (output pixels).
 PATCH_SIZE = 128
-#: Optimiser steps of ``napari-unet train`` when neither --steps nor --minutes is given.
-FINE_TUNE_STEPS = 500
 
 
 def default_learning_rate(*, from_scratch: bool) -> float:

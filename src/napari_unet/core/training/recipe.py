@@ -19,7 +19,7 @@ MISTAKE_WEIGHT = 3.0
 #: Probability that a training patch is centred on a corrected pixel (when there are corrections).
 CORRECTION_FRACTION = 0.0
 #: Strength of the pull toward the starting weights (L2-SP); 0: none.
-ANCHOR_WEIGHT = 0.01
+ANCHOR_WEIGHT = 0.001
 #: Learning-rate schedule after the warm-up: "constant" or "cosine" (to zero at the end of the budget).
 SCHEDULE: Literal["constant", "cosine"] = "constant"
 #: Side of the training patches (output pixels).

@@ -206,7 +206,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="most optimiser steps (default: 500); with --minutes, whichever ends training first",
     )
     train.add_argument("--minutes", type=float, default=None, help="stop after this much time")
-    train.add_argument("--learning-rate", type=float, default=None, help="default: 3e-4 fine-tuning, 1e-3 from scratch")
+    train.add_argument(
+        "--learning-rate", type=float, default=None, help="default: 1e-3 (the recipe's, fine-tuning and from scratch)"
+    )
     train.add_argument("--batch-size", type=int, default=4, help="patches per step (default: 4)")
     train.add_argument(
         "--patch-size",
@@ -292,7 +294,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unet.core.inference.predict import OutOfMemoryError
     from napari_unet.core.io.tiff import ImageReadError
     from napari_unet.core.progress import run_job
-    from napari_unet.core.training.finetune_job import FineTuneRequest, prepare_job, training_job
+    from napari_unet.core.training.finetune_job import FineTuneRequest, held_back_message, prepare_job, training_job
     from napari_unet.core.training.loop import TrainingSettings
     from napari_unet.core.training.recipe import default_learning_rate
 
@@ -346,6 +348,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     request, settings = fitted, fitted.settings
     print(f"training on {len(samples.train)} plane(s), validating on {len(samples.validation)}")
+    print(held_back_message(samples))
     try:
         result = _run_training(training_job(request, samples), total=settings.steps, quiet=args.quiet)
     except (ValueError, FloatingPointError, OutOfMemoryError) as exc:
@@ -462,6 +465,8 @@ def _run_training(job, *, total: int, quiet: bool):  # type: ignore[no-untyped-d
             if report.stage == Stage.NOTICE:
                 tqdm.write(f"note: {report.message}", file=sys.stderr)
                 return
+            if report.stage == Stage.PREPARE:
+                return  # the held-back region was printed before training
             bar.n = report.done
             metric = report.data.get("best")
             bar.set_postfix(
@@ -473,27 +478,27 @@ def _run_training(job, *, total: int, quiet: bool):  # type: ignore[no-untyped-d
 
 
 def _validation_verdict(result, out: Path) -> str:  # type: ignore[no-untyped-def]
-    """Print the metric before and after training; return a warning when validation never improved.
+    """Print the verdict on the held-back annotation; return a warning when the user must act.
 
-    The best model on the validation data is the one kept, starting from the
-    model before training: if no validation beat it, the saved file *is* the
-    starting model, and the user must be told so.
+    When training made the model worse on the held-back annotation, the
+    saved file *is* the starting model (see
+    :class:`~napari_unet.core.training.verdict.Verdict`), and the user must
+    be told so.
     """
-    name, base, best = result.metric_name, result.baseline_metric, result.best_metric
-    if best is None:
+    verdict = result.verdict
+    if verdict is None or verdict.status == "none":
         print(
-            "no validation data (too little annotation to hold any back): the last model was saved; "
-            "nothing says whether it is better"
+            "no validation data (nothing held back: too few objects outside the corrections, or none asked for): "
+            "the last model was saved; nothing says whether it does harm elsewhere"
         )
+        if verdict is not None and verdict.corrections is not None:
+            print(verdict.corrections.sentence())
         return ""
-    print(f"{name}: {'n/a' if base is None else f'{base:.3f}'} before, {best:.3f} after")
-    if base is not None and not best > base:
-        return (
-            f"warning: {name} on the validation data never improved on {base:.3f} (the model before "
-            f"training), so {out} holds the starting model unchanged. Annotate more images, train longer "
-            "(--minutes, --steps) or try another --learning-rate."
-        )
-    return ""
+    print(verdict.summary())
+    warning = verdict.warning()
+    if verdict.kept_previous:
+        return f"warning: {warning} {out} holds the starting model unchanged."
+    return f"warning: {warning}" if warning else ""
 
 
 def _cmd_models() -> int:

@@ -242,8 +242,9 @@ def test_train_fine_tunes_and_writes_a_loadable_model(tmp_path, nuclei_crop, tin
     tuned = load_model(out)
     history = tuned.description.training_history[-1]
     assert history["kind"] == "fine-tune" and history["steps"] == 4
-    assert history["images"] == ["a.tif (top)"]
-    assert "F1@0.5" in capsys.readouterr().out
+    # the untrained model gets all 8 objects of the crop wrong: they are corrections, never held back
+    assert history["images"] == ["a.tif"]
+    assert "0 of 8 corrected objects are now segmented as painted" in capsys.readouterr().out
     # a second run refuses to overwrite without --overwrite
     assert main(["train", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(out), "--quiet"]) == 2
 
@@ -535,6 +536,15 @@ def test_plain_warning_format_is_restored_after_the_command(tmp_path, images, ti
     assert warnings.formatwarning is before
 
 
+def _disks() -> tuple[np.ndarray, np.ndarray]:
+    """A 96 x 96 image of 36 bright disks on a grid and its instance labels."""
+    yy, xx = np.mgrid[:96, :96]
+    labels = np.zeros((96, 96), np.uint16)
+    for n, (cy, cx) in enumerate(((y, x) for y in range(8, 96, 16) for x in range(8, 96, 16)), start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= 25] = n
+    return ((labels > 0) * 200 + 20).astype(np.uint8), labels
+
+
 def _train_args(tmp_path, nuclei_crop, model_file, out):
     image, labels = nuclei_crop
     (tmp_path / "img").mkdir()
@@ -562,33 +572,47 @@ def _train_args(tmp_path, nuclei_crop, model_file, out):
     ]
 
 
-def test_train_says_when_validation_never_improved_and_the_model_is_unchanged(
+def test_train_says_when_training_made_the_model_worse_and_the_model_is_unchanged(
     tmp_path, nuclei_crop, tiny_model_file, capsys, monkeypatch
 ):
     from napari_unet.core import load_model
+    from napari_unet.core.training import finetune
     from napari_unet.core.training import loop as training
 
-    monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: 0.25)  # every validation: no better
+    # the untrained model gets every object wrong, and corrections are never held back: take its
+    # prediction as right, so that a band of the crop can be held back
+    monkeypatch.setattr(finetune, "object_corrections", lambda truth, previous, annotated: np.zeros_like(annotated))
+
+    scores = iter([training.Score(0.5, 12)] + [training.Score(0.25, 12)] * 10)  # every trained model is worse
+    monkeypatch.setattr(training, "score", lambda *args, **kwargs: next(scores))
     out = tmp_path / "tuned.unet.safetensors"
-    assert main(_train_args(tmp_path, nuclei_crop, tiny_model_file, out)) == 0
+    assert main(_train_args(tmp_path, _disks(), tiny_model_file, out)) == 0
     captured = capsys.readouterr()
-    assert "F1@0.5: 0.250 before, 0.250 after" in captured.out
-    assert "never improved on 0.250" in captured.err and "starting model unchanged" in captured.err
+    assert "F1@0.5 0.500 → 0.250 at best on 12 held-back objects" in captured.out
+    assert "worse on the held-back annotation" in captured.err and "starting model unchanged" in captured.err
     tuned, start = load_model(out), load_model(tiny_model_file)
     for key, value in start.network.state_dict().items():  # what the warning says is true
         assert np.array_equal(tuned.network.state_dict()[key].numpy(), value.numpy()), key
 
 
-def test_train_is_quiet_about_validation_when_it_improved(tmp_path, nuclei_crop, tiny_model_file, capsys, monkeypatch):
+def test_train_names_the_held_back_region_and_is_quiet_when_it_improved(
+    tmp_path, nuclei_crop, tiny_model_file, capsys, monkeypatch
+):
+    from napari_unet.core.training import finetune
     from napari_unet.core.training import loop as training
 
-    scores = iter([0.2, 0.3, 0.4, 0.5, 0.6])
-    monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: next(scores))
+    # the untrained model gets every object wrong, and corrections are never held back: take its
+    # prediction as right, so that a band of the crop can be held back
+    monkeypatch.setattr(finetune, "object_corrections", lambda truth, previous, annotated: np.zeros_like(annotated))
+
+    scores = iter(training.Score(v, 12) for v in [0.2, 0.3, 0.4, 0.5, 0.6])
+    monkeypatch.setattr(training, "score", lambda *args, **kwargs: next(scores))
     out = tmp_path / "tuned.unet.safetensors"
-    assert main(_train_args(tmp_path, nuclei_crop, tiny_model_file, out)) == 0
+    assert main(_train_args(tmp_path, _disks(), tiny_model_file, out)) == 0
     captured = capsys.readouterr()
-    assert "F1@0.5: 0.200 before, 0.300 after" in captured.out
-    assert "never improved" not in captured.err
+    assert "held back for validation: a.tif rows " in captured.out
+    assert "F1@0.5 0.200 → 0.300 on 12 held-back objects" in captured.out
+    assert "warning" not in captured.err
 
 
 def test_train_out_of_memory_even_for_one_patch_is_an_error_message_not_a_traceback(
@@ -649,7 +673,7 @@ def _cli_settings():
     """The TrainingSettings that ``_train_args`` asks the command line for."""
     from napari_unet.core.training.loop import TrainingSettings
 
-    return TrainingSettings(steps=3, patch_size=32, batch_size=1, learning_rate=3e-4, seed=0, device="cpu")
+    return TrainingSettings(steps=3, patch_size=32, batch_size=1, learning_rate=1e-3, seed=0, device="cpu")
 
 
 def _weights(model) -> dict[str, np.ndarray]:

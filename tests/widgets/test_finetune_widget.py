@@ -200,24 +200,27 @@ def test_scribbles_with_validation_show_before_and_after(qtbot, viewer_widget, n
     assert widget.plot.points[0] == (0, None, pytest.approx(result.baseline_metric))
     assert [p[0] for p in widget.plot.points if p[2] is not None] == [0, 3, 6]
     text = widget.metric_label.text()
-    assert text == f"mean IoU: {result.baseline_metric:.2f} → {result.best_metric:.2f}"
-    # train_job keeps the best state, which starts as the model itself: never worse, maybe not better
-    assert widget.warning_label.isVisibleTo(widget) == (not result.best_metric > result.baseline_metric)
+    assert text == result.verdict.summary()
+    assert f"mean IoU {result.baseline_metric:.3f} → " in text
+    assert widget.warning_label.isVisibleTo(widget) == bool(result.verdict.warning() or result.warnings)
 
 
 def test_worse_result_is_flagged(viewer_widget):
     _viewer, widget = viewer_widget
+    from napari_unet.core.training.verdict import Verdict
+
     result = fj.TrainingResult(
         model=widget.session.model,
         baseline_metric=0.61,
-        best_metric=0.5,
+        best_metric=0.61,
         metric_name="F1@0.5",
         steps_done=3,
         stopped=False,
         seconds=1.0,
+        verdict=Verdict("worse", "F1@0.5", 0.61, 0.61, 23, worst=0.5),
     )
     widget._show_metrics(result)
-    assert widget.metric_label.text() == "F1@0.5: 0.61 → 0.50"
+    assert widget.metric_label.text().startswith("F1@0.5 0.610 → 0.500 at best on 23 held-back objects")
     assert widget.warning_label.isVisibleTo(widget)
     assert "worse" in widget.warning_label.text() and "Discard" in widget.warning_label.text()
 

@@ -165,6 +165,7 @@ class FineTuneWidget(RunsJobs, QWidget):
         self._pending = False  # a result waits for Accept or Discard
         self._saveable = False
         self._previews: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._held_back_layers: list[Any] = []  # what the last run held back for validation
         self._build()
         self._runner = JobRunner(self, status=self.status_label)  # closing the dock or the viewer ends training
         follow_layers(self, self.viewer, self._on_layers_changed)
@@ -704,6 +705,8 @@ class FineTuneWidget(RunsJobs, QWidget):
             show_info(report.message)
             return
         if report.stage == Stage.PREPARE:
+            if "held_back" in report.data:
+                self._show_held_back(report.data["held_back"])
             if not job.stop.is_set():
                 self.status_label.setText(f"Preparing: {report.message}...")
             return
@@ -739,6 +742,27 @@ class FineTuneWidget(RunsJobs, QWidget):
         self.session.results.bind(target.source, "preview", [layer])
         _add_unselected(self.viewer, layer)
         return layer
+
+    def _show_held_back(self, masks: dict[str, np.ndarray]) -> None:
+        """Show what this run holds back for validation: a labels layer over each image (replaced next run)."""
+        for layer in self._held_back_layers:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._held_back_layers = []
+        for image_layer, labels_layer in self.pairs.pairs():
+            mask = masks.get(image_layer.name) if image_layer is not None else None
+            if mask is None or not mask.any():
+                continue
+            layer = napari.layers.Labels(
+                mask.astype(np.uint8),
+                name=f"{image_layer.name} held back (validation)",
+                scale=labels_layer.scale,
+                translate=labels_layer.translate,
+                opacity=0.25,
+            )
+            self._previews.add(layer)  # the layer choosers never list it
+            self._held_back_layers.append(layer)
+            _add_unselected(self.viewer, layer)
 
     def _remove_hidden_previews(self) -> None:
         """Remove preview layers hidden at the end of a training (see :meth:`_on_finished`)."""
@@ -790,25 +814,23 @@ class FineTuneWidget(RunsJobs, QWidget):
         self._scroll.ensureWidgetVisible(self.status_label)
 
     def _show_metrics(self, result: TrainingResult) -> None:
-        base, best, name = result.baseline_metric, result.best_metric, result.metric_name
+        verdict = result.verdict
         warning = ""
-        if best is None:
+        if verdict is None or verdict.status == "none":
             losses = [entry["loss"] for entry in result.log if "loss" in entry]
             text = "Nothing was held back for validation"
             if losses:
                 text += f"; loss {losses[0]:.3f} → {losses[-1]:.3f}"
+            if verdict is not None and verdict.corrections is not None:
+                text += f"; {verdict.corrections.sentence()}"
             self.metric_label.setText(text + ".")
-        elif base is None:
-            self.metric_label.setText(f"{name}: {best:.2f} (trained from scratch: no 'before')")
         else:
-            self.metric_label.setText(f"{name}: {base:.2f} → {best:.2f}")
-            if best < base:
-                warning = f"The fine-tuned model is worse than before ({name} {base:.2f} → {best:.2f}): press Discard."
-            elif not best > base:
-                warning = (
-                    "No improvement on the held-back annotation, so the result is the model as it was. "
-                    "Discard it; annotate more or train longer."
-                )
+            self.metric_label.setText(verdict.summary())
+            warning = verdict.warning()
+            if verdict.kept_previous:
+                warning += " Discard it: it is the model you had."
+        for text in result.warnings:
+            warning = f"{warning} {text}".strip()
         self.warning_label.setText(warning)
         self.warning_label.setVisible(bool(warning))
 

@@ -121,7 +121,9 @@ def _reports(job):
 
 
 def test_the_learning_rate_rule():
-    assert default_learning_rate(from_scratch=False) == TrainingSettings().learning_rate == 3e-4
+    # 1e-3 with the pull toward the starting weights made corrections stick (docs/performance.md)
+    assert default_learning_rate(from_scratch=False) == TrainingSettings().learning_rate == 1e-3
+    assert TrainingSettings().anchor_weight > 0
     assert default_learning_rate(from_scratch=True) == 1e-3
 
 

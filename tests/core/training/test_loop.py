@@ -239,13 +239,13 @@ def test_stop_returns_the_best_validated_model_without_another_validation(monkey
     from napari_unet.core.training import loop as training
 
     evaluations = []
-    real_evaluate = training.evaluate
+    real_score = training.score
 
     def counted(*args, **kwargs):
         evaluations.append(1)
-        return real_evaluate(*args, **kwargs)
+        return real_score(*args, **kwargs)
 
-    monkeypatch.setattr(training, "evaluate", counted)
+    monkeypatch.setattr(training, "score", counted)
     stop = threading.Event()
     model = new_model(depth=2, base_features=4)
     job = train_job(
@@ -300,7 +300,14 @@ def _pinned_run():
     torch.manual_seed(0)
     model = new_model(depth=2, base_features=4, padding="same")
     settings = TrainingSettings(
-        steps=6, patch_size=32, batch_size=2, device="cpu", validate_every=2, seed=0, learning_rate=3e-3
+        steps=6,
+        patch_size=32,
+        batch_size=2,
+        device="cpu",
+        validate_every=2,
+        seed=0,
+        learning_rate=3e-3,
+        anchor_weight=0.0,  # the pull toward the starting weights came later (issue 17)
     )
     held_back = _sample(5)
     validation = [TrainingSample(held_back.image, held_back.target, name="held back")]  # no instances: mean IoU
@@ -325,3 +332,17 @@ def test_seeded_losses_metrics_and_weights_are_the_ones_recorded_before_the_spli
     assert result.baseline_metric == PINNED_BASELINE
     assert result.best_metric == PINNED_METRICS[-1]
     assert _weights_sha256(result.model) == PINNED_WEIGHTS_SHA256
+
+
+def test_the_pull_toward_the_starting_weights_keeps_them_closer():
+    """L2-SP (``anchor_weight``): the same seeded run ends nearer the starting weights with it than without."""
+
+    def distance(anchor: float) -> float:
+        torch.manual_seed(0)
+        model = new_model(depth=2, base_features=4, padding="same")
+        start = [p.detach().clone() for p in model.network.parameters()]
+        settings = TrainingSettings(steps=20, **{**FAST, "learning_rate": 1e-2}, anchor_weight=anchor)
+        result = run_job(train_job(model, [_sample(0)], settings=settings))
+        return sum(float(((p.detach() - s) ** 2).sum()) for p, s in zip(result.model.network.parameters(), start))
+
+    assert distance(10.0) < 0.8 * distance(0.0)

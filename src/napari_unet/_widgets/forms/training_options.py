@@ -26,7 +26,7 @@ class TrainingOptions(QCollapsible):
         self.lr_spin.setRange(0.00001, 1.0)
         self.lr_spin.setSingleStep(0.0001)
         self.lr_spin.setValue(TrainingSettings.learning_rate)
-        self.lr_spin.setToolTip("Step size. AdamW: 0.0003 to fine-tune, 0.001 from scratch; SGD (the paper): 0.01.")
+        self.lr_spin.setToolTip("Step size. AdamW: 0.001 (fine-tuning and from scratch); SGD (the paper): 0.01.")
         self.batch_spin = _spin(1, 256, TrainingSettings.batch_size, "Patches per step; lower it if memory runs out.")
         self.patch_spin = _spin(16, 2048, TrainingSettings.patch_size, "Side of the training patches in pixels.")
         self.patch_spin.setSingleStep(16)
@@ -57,8 +57,9 @@ class TrainingOptions(QCollapsible):
         self.validation_spin.setSuffix(" % held back")
         self.validation_spin.setSpecialValueText("none")
         self.validation_spin.setToolTip(
-            "Part of the annotation held back to measure whether training helps (whole planes of a stack, "
-            "otherwise the bottom rows). The best model on it is kept. none: keep the last model."
+            "Part of the annotation held back to check that training does no harm (whole planes of a stack, "
+            "otherwise a band of rows or columns), never what you corrected. The latest model no worse on it "
+            "is kept. none: keep the last model."
         )
         self.validate_spin = _spin(1, 100_000, TrainingSettings.validate_every, "Steps between two measurements.")
         self.augment_check = QCheckBox("Augment (deform, flip, rotate, vary intensity)")

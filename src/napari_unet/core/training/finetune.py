@@ -31,6 +31,8 @@ from napari_unet.core.training.annotations import (
     targets_from_scribbles,
     targets_from_semantic,
 )
+from napari_unet.core.training.corrections import object_corrections
+from napari_unet.core.training.held_back import hold_back_band, hold_back_planes
 from napari_unet.core.training.loop import TrainingSample, TrainingSettingsError, mistake_weights
 
 AnnotationMode = Literal["scribbles", "corrections"]
@@ -143,16 +145,33 @@ def samples_from_arrays(
             instances = None
         if not target.annotated.any():
             continue
-        if previous is not None and mistake_weight != 1.0:
+        prev_classes = prev = corrected = None
+        if previous is not None:
             prev = np.asarray(previous[idx])
             if mode == "corrections" and rule.method == "seeded_watershed" and config.n_classes == 3:
                 prev_classes = instance_classes(prev)
             else:
                 prev_classes = prev.astype(np.int64)
-            target = mistake_weights(target, prev_classes, factor=mistake_weight)
+            if instances is not None:
+                corrected = object_corrections(instances, prev, target.annotated)
+            else:
+                corrected = target.annotated & (prev_classes != target.classes)
+            if mistake_weight != 1.0:
+                target = mistake_weights(target, prev_classes, factor=mistake_weight)
         plane = np.asarray(_materialise(layout.plane(image, idx)))
         label = f"{name}[{','.join(map(str, idx))}]" if idx else name
-        samples.append(TrainingSample(plane, target, instances=instances, name=label))
+        samples.append(
+            TrainingSample(
+                plane,
+                target,
+                instances=instances,
+                name=label,
+                corrected=corrected,
+                previous=prev,
+                source=name,
+                plane=tuple(idx),
+            )
+        )
     if not samples:
         raise AnnotationError(
             "nothing is annotated: paint labels (scribbles: 1 = background, 2.. = classes) "
@@ -176,47 +195,26 @@ def _materialise(plane: Any) -> np.ndarray:
 def split_validation(
     samples: Sequence[TrainingSample], /, *, fraction: float = 0.2, seed: int = 0
 ) -> tuple[list[TrainingSample], list[TrainingSample]]:
-    """Hold back part of the annotation to check that fine-tuning helps.
+    """Hold back part of the annotation to check that fine-tuning does no harm.
 
-    With several planes, whole planes are held back. With a single plane,
-    its lower part (``fraction`` of the rows) becomes the validation region
-    and is ignored for training, so the two never overlap.
+    See :mod:`napari_unet.core.training.held_back` for how the held-back
+    region is chosen: never where the user corrected the model, never cutting
+    an object, and not at all when too few objects would remain to judge.
 
     Returns
     -------
     train, validation : list of TrainingSample
+        The validation samples carry their ``region``.
     """
     if not 0 < fraction < 1:
         raise TrainingSettingsError("the validation fraction must be between 0 and 1")
     samples = list(samples)
     if len(samples) >= 3:
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(samples))
-        n_val = max(1, int(round(fraction * len(samples))))
-        val = [samples[i] for i in sorted(order[:n_val])]
-        train = [samples[i] for i in sorted(order[n_val:])]
-        return train, val
+        return hold_back_planes(samples, fraction=fraction, seed=seed)
     train, val = [], []
     for s in samples:
-        rows = np.flatnonzero(s.target.annotated.any(axis=1))
-        if len(rows) < 8:
-            train.append(s)
-            continue
-        cut = int(rows[0] + (1 - fraction) * (rows[-1] - rows[0] + 1))
-        top = TrainingTarget(s.target.classes.copy(), s.target.weights.copy())
-        top.classes[cut:] = IGNORE
-        top.weights[cut:] = 0
-        bottom = TrainingTarget(s.target.classes.copy(), s.target.weights.copy())
-        bottom.classes[:cut] = IGNORE
-        bottom.weights[:cut] = 0
-        train.append(TrainingSample(s.image, top, instances=s.instances, name=f"{s.name} (top)"))
-        val_instances = None
-        if s.instances is not None:
-            val_instances = s.instances.copy()
-            val_instances[:cut] = 0
-        val.append(
-            TrainingSample(
-                s.image, bottom, instances=None if val_instances is None else val_instances, name=f"{s.name} (bottom)"
-            )
-        )
+        kept, held = hold_back_band(s, fraction=fraction)
+        train.append(kept)
+        if held is not None:
+            val.append(held)
     return train, val

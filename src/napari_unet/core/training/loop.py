@@ -28,10 +28,18 @@ from napari_unet.core.network.normalization import apply_normalization
 from napari_unet.core.progress import Progress, Stage, run_job
 from napari_unet.core.training.annotations import IGNORE, AnnotationError, TrainingTarget
 from napari_unet.core.training.augment import augment_sample
-from napari_unet.core.training.metrics import class_iou, match_objects
+from napari_unet.core.training.metrics import MatchScores, class_iou, region_match
 from napari_unet.core.training.object_sizes import pooled_diameter
-from napari_unet.core.training.recipe import FINE_TUNE_LEARNING_RATE
+from napari_unet.core.training.recipe import (
+    ANCHOR_WEIGHT,
+    CORRECTION_FRACTION,
+    FINE_TUNE_LEARNING_RATE,
+    MISTAKE_WEIGHT,
+    PATCH_SIZE,
+    SCHEDULE,
+)
 from napari_unet.core.training.steps import BatchLoader, RetryingStep, make_optimizer, make_schedule
+from napari_unet.core.training.verdict import MIN_HELD_BACK_OBJECTS, TOLERANCE, Verdict, judge
 
 #: What a training job's ``preview`` hook returns.
 T = TypeVar("T")
@@ -51,12 +59,30 @@ class TrainingSample:
         Ground-truth objects for validation by matched-object F1.
     name : str
         Shown in messages.
+    corrected : numpy.ndarray of bool or None
+        Annotated pixels that differ from the model's own prediction before
+        training (the user's corrections); None when that prediction was not
+        made.
+    previous : numpy.ndarray or None
+        The model's own prediction before training (objects or classes).
+    region : numpy.ndarray of bool or None
+        Validation samples: the held-back region that is scored (objects
+        cut by its edge are not in it); None: the whole plane.
+    source : str
+        Name of the image the plane comes from.
+    plane : tuple of int
+        Stack index of the plane in that image (``()`` for 2-D).
     """
 
     image: np.ndarray
     target: TrainingTarget
     instances: np.ndarray | None = None
     name: str = ""
+    corrected: np.ndarray | None = None
+    previous: np.ndarray | None = None
+    region: np.ndarray | None = None
+    source: str = ""
+    plane: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3:
@@ -89,7 +115,7 @@ class TrainingSettings:
     optimizer : {"adamw", "sgd"}
         AdamW (modern default) or the paper's SGD with momentum 0.99.
     learning_rate : float
-        1e-3 suits AdamW from scratch, 3e-4 fine-tuning, 0.01 SGD (see
+        1e-3 suits AdamW from scratch and fine-tuning, 0.01 SGD (see
         :func:`~napari_unet.core.training.recipe.default_learning_rate`).
     weight_decay : float
         AdamW weight decay.
@@ -120,25 +146,36 @@ class TrainingSettings:
         has its own random stream derived from ``seed`` and batches are
         consumed in a fixed order, so a run is reproducible for a given
         number of threads.
+    correction_fraction : float
+        Probability that a patch is centred on a corrected pixel (one where
+        the annotation differs from the model's own prediction), when the
+        samples have any; the other patches follow ``annotated_fraction``.
+    anchor_weight : float
+        Strength of the pull toward the starting weights (the L2-SP penalty
+        ``anchor_weight * sum((w - w_start) ** 2)``), which keeps a
+        fine-tuned model from forgetting what it did right elsewhere; 0:
+        none. Not used from scratch.
     """
 
     steps: int = 200
     max_seconds: float | None = None
-    patch_size: int = 128
+    patch_size: int = PATCH_SIZE
     batch_size: int = 4
     optimizer: Literal["adamw", "sgd"] = "adamw"
     learning_rate: float = FINE_TUNE_LEARNING_RATE
     weight_decay: float = 1e-4
     loss: Literal["ce", "dice_ce"] = "ce"
-    mistake_weight: float = 3.0
+    mistake_weight: float = MISTAKE_WEIGHT
     annotated_fraction: float = 0.9
     augment: bool = True
     validate_every: int = 25
     seed: int = 0
     amp: bool = True
     device: str = "auto"
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine"] = SCHEDULE
     loader_threads: int = 1
+    correction_fraction: float = CORRECTION_FRACTION
+    anchor_weight: float = ANCHOR_WEIGHT
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -157,6 +194,10 @@ class TrainingSettings:
             raise TrainingSettingsError("loader_threads must be at least 1")
         if not self.learning_rate > 0:
             raise TrainingSettingsError("learning_rate must be positive")
+        if not 0 <= self.correction_fraction <= 1:
+            raise TrainingSettingsError("correction_fraction must be between 0 and 1")
+        if not self.anchor_weight >= 0:
+            raise TrainingSettingsError("anchor_weight cannot be negative")
 
 
 @dataclass
@@ -177,6 +218,16 @@ class TrainingResult:
         True if stopped early by the user.
     log : list of dict
         Step, loss and metric records.
+    verdict : Verdict or None
+        What the run did on the held-back annotation, in words; None for a
+        run that trained nothing.
+    held_back : dict of str to numpy.ndarray
+        Fine-tuning jobs: the held-back region of each image (a boolean mask
+        shaped like its labels), by image name; empty when nothing was held
+        back.
+    warnings : list of str
+        Things the user must know about the annotation (e.g. corrected
+        objects too small to be kept by the model's instance rule).
     """
 
     model: SegmentationModel
@@ -187,6 +238,9 @@ class TrainingResult:
     stopped: bool
     seconds: float
     log: list[dict[str, Any]] = field(default_factory=list)
+    verdict: Verdict | None = None
+    held_back: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def mistake_weights(target: TrainingTarget, previous: np.ndarray, /, *, factor: float) -> TrainingTarget:
@@ -219,16 +273,33 @@ class _PatchSampler:
         self.annotated = [np.flatnonzero(s.target.annotated) for s in samples]
         sizes = np.array([max(len(a), 1) for a in self.annotated], dtype=np.float64)
         self.choice_p = sizes / sizes.sum()
+        self.corrected = [
+            np.flatnonzero(s.corrected & s.target.annotated) if s.corrected is not None else np.zeros(0, np.int64)
+            for s in samples
+        ]
+        counts = np.array([len(c) for c in self.corrected], dtype=np.float64)
+        self.corrected_p = counts / counts.sum() if counts.sum() else None
+
+    def _centre(self, rng: np.random.Generator) -> tuple[int, np.ndarray | None]:
+        """The sample of the next patch, and the pixels to centre it on (None: anywhere)."""
+        if self.corrected_p is not None and self.settings.correction_fraction > 0:
+            if rng.random() < self.settings.correction_fraction:
+                i = int(rng.choice(len(self.samples), p=self.corrected_p))
+                return i, self.corrected[i]
+        i = int(rng.choice(len(self.samples), p=self.choice_p))
+        annotated = self.annotated[i]
+        if len(annotated) and rng.random() < self.settings.annotated_fraction:
+            return i, annotated
+        return i, None
 
     def patch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        i = int(rng.choice(len(self.samples), p=self.choice_p))
+        i, centres = self._centre(rng)
         sample = self.samples[i]
         h, w = sample.target.classes.shape
         out = self.output_size
         assert out is not None  # the input size was made valid in __init__
-        annotated = self.annotated[i]
-        if len(annotated) and rng.random() < self.settings.annotated_fraction:
-            cy, cx = np.unravel_index(int(rng.choice(annotated)), (h, w))
+        if centres is not None:
+            cy, cx = np.unravel_index(int(rng.choice(centres)), (h, w))
             y0 = int(cy) - int(rng.integers(0, out))
             x0 = int(cx) - int(rng.integers(0, out))
         else:
@@ -264,31 +335,62 @@ def _crop_padded(array: np.ndarray, region: tuple[slice, slice], fill: float) ->
     return out
 
 
+@dataclass(frozen=True)
+class Score:
+    """A validation score and what it was measured on.
+
+    Attributes
+    ----------
+    value : float
+        Pooled matched-object F1 at IoU 0.5, or the mean IoU of the classes.
+    objects : int
+        Ground-truth objects scored (0 for the mean IoU).
+    """
+
+    value: float
+    objects: int = 0
+
+
 def evaluate(model: SegmentationModel, samples: Sequence[TrainingSample], /, *, device: torch.device) -> float:
-    """Validation metric of ``model`` on annotated samples.
+    """Validation metric of ``model`` on annotated samples (see :func:`score`)."""
+    return score(model, samples, device=device).value
+
+
+def score(model: SegmentationModel, samples: Sequence[TrainingSample], /, *, device: torch.device) -> Score:
+    """Validation score of ``model`` on annotated samples, inside their held-back regions.
 
     Matched-object F1 at IoU 0.5 when the model separates objects and the
-    samples carry ground-truth instances; otherwise the mean IoU of the
-    non-background classes over annotated pixels.
+    samples carry ground-truth instances, pooled over the samples (true and
+    false positives and negatives added up) and counted inside each sample's
+    ``region`` only (:func:`~napari_unet.core.training.metrics.region_match`);
+    otherwise the mean IoU of the non-background classes over annotated
+    pixels.
     """
     use_f1 = model.description.instance_rule.method != "none" and all(s.instances is not None for s in samples)
-    scores = []
+    matches: list[MatchScores] = []
+    ious: list[float] = []
     for sample in samples:
         # PyTorch: the weights change between validations, a converted copy would be stale at once
         job = predict_plane_job(sample.image, model, device=device, amp=False, engine="torch")
         probs = run_job(job)
         if use_f1:
             pred = labels_from_probabilities(probs, kind="instances", rule=model.description.instance_rule)
-            scores.append(match_objects(sample.instances, pred, threshold=0.5).f1)  # type: ignore[arg-type]
+            truth = sample.instances
+            assert truth is not None
+            region = sample.region if sample.region is not None else sample.target.annotated
+            matches.append(region_match(truth, pred, region, threshold=0.5))
         else:
-            ious = class_iou(
+            per_class = class_iou(
                 sample.target.classes,
                 labels_from_probabilities(probs, kind="classes", rule=model.description.instance_rule),
                 n_classes=model.config.n_classes,
                 ignore=~sample.target.annotated,
             )
-            scores.append(float(np.nanmean(ious[1:])) if np.isfinite(ious[1:]).any() else 0.0)
-    return float(np.mean(scores)) if scores else float("nan")
+            ious.append(float(np.nanmean(per_class[1:])) if np.isfinite(per_class[1:]).any() else 0.0)
+    if use_f1:
+        tp, fp, fn = (sum(getattr(m, k) for m in matches) for k in ("tp", "fp", "fn"))
+        return Score(MatchScores(0.5, tp, fp, fn).f1 if matches else float("nan"), objects=tp + fn)
+    return Score(float(np.mean(ious)) if ious else float("nan"))
 
 
 def metric_name(model: SegmentationModel, samples: Sequence[TrainingSample]) -> str:
@@ -353,7 +455,15 @@ def _stop_test(stop: threading.Event | Callable[[], bool] | None) -> Callable[[]
 
 
 class BestState:
-    """Validation and the best weights seen so far.
+    """Validation, and the weights to return.
+
+    Fine-tuning (a baseline was measured): the held-back annotation is a
+    guard, so the weights kept are the *latest* validated ones that score no
+    worse than the starting model (within
+    :data:`~napari_unet.core.training.verdict.TOLERANCE`); training goes on
+    learning the corrections while it does no harm. When every validated
+    model was worse, the starting weights are kept. From scratch (no
+    baseline): the best validated weights.
 
     Parameters
     ----------
@@ -364,16 +474,20 @@ class BestState:
         weights are the result.
     device : torch.device
         Where to validate.
-    baseline : float or None
-        The metric before training (None: not measured); the weights as they
-        are now are the best until a validation beats it.
+    baseline : Score or None
+        The score before training (None: not measured); the weights as they
+        are now are kept until a validation replaces them.
 
     Attributes
     ----------
     baseline : float or None
-        As given.
+        The baseline's value.
     best : float
-        The best metric so far (``-inf`` before any).
+        The score of the weights kept (``-inf`` before any).
+    trained_best : float or None
+        The best score of any trained model.
+    objects : int
+        Held-back objects scored.
     """
 
     def __init__(
@@ -383,32 +497,51 @@ class BestState:
         /,
         *,
         device: torch.device,
-        baseline: float | None,
+        baseline: Score | None,
     ) -> None:
         self.model, self.validation, self.device = model, validation, device
-        self.baseline = baseline
-        self.best = baseline if baseline is not None else -math.inf
+        self.baseline = None if baseline is None else baseline.value
+        self.objects = 0 if baseline is None else baseline.objects
+        self.best = self.baseline if self.baseline is not None else -math.inf
+        self.trained_best: float | None = None
+        self.replaced = False
         self._state = self._snapshot()
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.network.state_dict().items()}
 
+    def _keeps(self, metric: float) -> bool:
+        if self.baseline is None or not math.isfinite(self.baseline):
+            return metric > self.best
+        return metric >= self.baseline - TOLERANCE
+
     def validate(self) -> float:
-        """Evaluate the model now; keep its weights if they are the best so far; returns the metric."""
+        """Evaluate the model now; keep its weights if they are to be returned; returns the metric."""
         self.model.network.eval()
-        metric = evaluate(self.model, self.validation, device=self.device)
-        if metric > self.best:
+        result = score(self.model, self.validation, device=self.device)
+        metric = result.value
+        self.objects = result.objects
+        self.trained_best = metric if self.trained_best is None else max(self.trained_best, metric)
+        if self._keeps(metric):
             self.best = metric
+            self.replaced = True
             self._state = self._snapshot()
         return metric
 
     @property
     def best_metric(self) -> float | None:
-        """The best metric reached (the baseline included); None without validation or measurement."""
+        """The score of the weights returned (the baseline included); None without validation or measurement."""
         return self.best if self.validation and math.isfinite(self.best) else None
 
+    @property
+    def reverted_from(self) -> float | None:
+        """The best trained score when every trained model was worse than the baseline (else None)."""
+        if self.baseline is None or self.replaced or self.trained_best is None:
+            return None
+        return self.trained_best
+
     def restore(self) -> None:
-        """Put the best weights back into the model (with validation samples; else keep the last ones)."""
+        """Put the kept weights back into the model (with validation samples; else keep the last ones)."""
         if self.validation:
             self.model.network.load_state_dict(self._state)
 
@@ -506,6 +639,15 @@ def _finish(
     )
     work.description.training_history.append(history)
     work.network.cpu()
+    verdict = judge(
+        metric_name=metric,
+        before=best.baseline,
+        after=best.best_metric,
+        objects=best.objects,
+        reverted_from=best.reverted_from,
+        held_back=bool(validation),
+        min_objects=MIN_HELD_BACK_OBJECTS,
+    )
     return TrainingResult(
         model=work,
         baseline_metric=best.baseline,
@@ -515,6 +657,7 @@ def _finish(
         stopped=stopped,
         seconds=seconds,
         log=log,
+        verdict=verdict,
     )
 
 
@@ -585,15 +728,20 @@ def train_job(
     name = metric_name(work, validation) if validation else ""
     # Stop pressed while the samples were prepared: do not spend seconds on the baseline either
     measure = validation and not from_scratch and not should_stop()
-    baseline = evaluate(work, validation, device=device) if measure else None
+    baseline = score(work, validation, device=device) if measure else None
     best = BestState(work, validation, device=device, baseline=baseline)
     if validation:
-        yield _baseline_report(baseline, name=name, steps=settings.steps)
+        yield _baseline_report(best.baseline, name=name, steps=settings.steps)
     sampler = _PatchSampler(samples, work, settings)
     started = time.perf_counter()  # the time budget is for training, not for the baseline check
     optimizer = make_optimizer(work.network, settings)
     step_once = RetryingStep(
-        work.network, optimizer, make_schedule(optimizer, settings, started=started), device=device, settings=settings
+        work.network,
+        optimizer,
+        make_schedule(optimizer, settings, started=started),
+        device=device,
+        settings=settings,
+        anchor=0.0 if from_scratch else settings.anchor_weight,
     )
     log: list[dict[str, Any]] = []
     stopped = False

@@ -114,3 +114,63 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
     """Refuse two arrays of different shapes, naming ``what`` they are."""
     if a.shape != b.shape:
         raise ValueError(f"{what} must have the same shape, got {a.shape} and {b.shape}")
+
+
+def region_match(
+    truth: np.ndarray, predicted: np.ndarray, region: np.ndarray, /, *, threshold: float = 0.5
+) -> MatchScores:
+    """Object matching inside ``region`` only: the honest score of a held-back part of an image.
+
+    Ground-truth objects count when they lie wholly inside ``region``
+    (objects cut by its edge are left out). A predicted object counts when
+    more than half of it lies inside ``region`` and it does not match (IoU
+    above ``threshold``) a ground-truth object that was left out, so objects
+    found outside the region, where there is no ground truth to compare
+    with, are never false positives.
+
+    Parameters
+    ----------
+    truth, predicted : numpy.ndarray
+        Instance labels of the whole plane (0 = background).
+    region : numpy.ndarray of bool
+        The scored region, shaped like ``truth``.
+    threshold : float
+        IoU above which two objects match.
+
+    Returns
+    -------
+    MatchScores
+
+    Examples
+    --------
+    >>> truth = np.zeros((4, 8), int); truth[:, 5:7] = 1
+    >>> pred = truth.copy(); pred[:2, :2] = 2   # an object outside the region
+    >>> region = np.zeros((4, 8), bool); region[:, 4:] = True
+    >>> s = region_match(truth, pred, region)
+    >>> (s.tp, s.fp, s.fn)
+    (1, 0, 0)
+    """
+    region = np.asarray(region, bool)
+    kept_truth = _objects_inside(truth, region, fraction=1.0)
+    kept_pred = _objects_inside(predicted, region, fraction=0.5)
+    left_out = np.where(np.isin(truth, kept_truth) | (truth == 0), 0, truth)
+    if left_out.any() and kept_pred.size:
+        iou, _, p_ids = iou_matrix(left_out, np.where(np.isin(predicted, kept_pred), predicted, 0))
+        matched_left_out = p_ids[(iou > threshold).any(axis=0)] if iou.size else p_ids[:0]
+        kept_pred = np.setdiff1d(kept_pred, matched_left_out)
+    return match_objects(
+        np.where(np.isin(truth, kept_truth), truth, 0),
+        np.where(np.isin(predicted, kept_pred), predicted, 0),
+        threshold=threshold,
+    )
+
+
+def _objects_inside(labels: np.ndarray, region: np.ndarray, /, *, fraction: float) -> np.ndarray:
+    """IDs of objects with at least ``fraction`` (1.0: all) of their pixels in ``region`` (more than, below 1)."""
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.ravel()
+    total = np.bincount(inverse, minlength=len(ids))
+    inside = np.bincount(inverse, weights=region.ravel(), minlength=len(ids))
+    keep = inside >= total if fraction >= 1.0 else inside > fraction * total
+    keep &= ids != 0
+    return ids[keep]

@@ -1,11 +1,29 @@
-"""Defaults that depend on how a model is trained, shared by the widget, the command line and the benchmarks."""
+"""The fine-tuning recipe, shared by the widget, the command line and the benchmarks.
+
+The values were chosen by measurement (``benchmarks/corrections_stick.py``;
+figures in ``docs/performance.md``, section *Corrections stick*): with them,
+the corrections of one image are learnt within the default budget while
+other images of the same kind keep their accuracy.
+"""
 
 from __future__ import annotations
 
-#: AdamW learning rate for fine-tuning a trained model (small steps keep what it knows).
-FINE_TUNE_LEARNING_RATE = 3e-4
+from typing import Literal
+
+#: AdamW learning rate for fine-tuning a trained model.
+FINE_TUNE_LEARNING_RATE = 1e-3
 #: AdamW learning rate for training from freshly initialised weights.
 FROM_SCRATCH_LEARNING_RATE = 1e-3
+#: Extra loss weight of pixels where the annotation differs from the model's own prediction.
+MISTAKE_WEIGHT = 3.0
+#: Probability that a training patch is centred on a corrected pixel (when there are corrections).
+CORRECTION_FRACTION = 0.0
+#: Strength of the pull toward the starting weights (L2-SP); 0: none.
+ANCHOR_WEIGHT = 0.001
+#: Learning-rate schedule after the warm-up: "constant" or "cosine" (to zero at the end of the budget).
+SCHEDULE: Literal["constant", "cosine"] = "constant"
+#: Side of the training patches (output pixels).
+PATCH_SIZE = 128
 
 
 def default_learning_rate(*, from_scratch: bool) -> float:

@@ -5,7 +5,8 @@
 - :class:`BatchLoader`: batches cut and augmented in helper threads while the
   network trains.
 - :class:`RetryingStep`: one optimiser step that, on an out-of-memory error,
-  halves the patches sent through the network at once and tries again.
+  halves the patches sent through the network at once and tries again, and
+  that can pull the weights toward the starting ones (L2-SP).
 """
 
 from __future__ import annotations
@@ -199,11 +200,15 @@ class RetryingStep:
         *,
         device: torch.device,
         settings: TrainingSettings,
+        anchor: float = 0.0,
     ) -> None:
         self.net, self.optimizer, self.scheduler = net, optimizer, scheduler
         self.device, self.settings = device, settings
         self.scaler = make_scaler(device, amp=settings.amp)
         self.at_once = settings.batch_size  # patches through the network at once
+        self.anchor = anchor
+        # L2-SP: the starting weights that the penalty pulls toward
+        self._start = [p.detach().clone() for p in net.parameters()] if anchor > 0 else []
 
     def __call__(self, patches: Sequence[Patch], step: int) -> Generator[Progress, None, float]:
         """Train on ``patches``; yields a notice for every halving, returns the loss."""
@@ -223,6 +228,7 @@ class RetryingStep:
                         "time; lower the patch size (Advanced options) or train on the CPU"
                     ) from None
             yield self._halve(step, len(patches))
+        self._pull_to_start()
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -230,6 +236,16 @@ class RetryingStep:
             self.optimizer.step()
         self.scheduler.step()
         return loss
+
+    def _pull_to_start(self) -> None:
+        """Add the gradient of ``anchor * sum((w - w_start) ** 2)`` (L2-SP) to every trained weight."""
+        if not self._start:
+            return
+        scale = 1.0 if self.scaler is None else float(self.scaler.get_scale())
+        with torch.no_grad():
+            for param, start in zip(self.net.parameters(), self._start):
+                if param.grad is not None:
+                    param.grad.add_(param - start, alpha=2 * self.anchor * scale)
 
     def _halve(self, step: int, batch: int) -> Progress:
         self.optimizer.zero_grad(set_to_none=True)

@@ -11,6 +11,7 @@ import torch
 
 from napari_unet._sample_data import nuclei_sample_with_labels
 from napari_unet.core import load_named_model, run_job, segment
+from napari_unet.core.network.object_size import median_diameter
 from napari_unet.core.training import finetune_job as fj
 from napari_unet.core.training.annotations import targets_from_instances
 from napari_unet.core.training.loop import TrainingSample, TrainingSettings, evaluate, train_job
@@ -72,8 +73,10 @@ def test_the_verdict_agrees_with_an_independent_score_of_the_held_back_region(sa
     assert shown and (shown[0]["sample"] == region).all()  # the widget gets it before training
     verdict = result.verdict
     assert verdict is not None and verdict.objects >= 5
-    before = _independent_f1(labels, segment(image, nuclei, device="cpu").labels, region)
-    after = _independent_f1(labels, segment(image, result.model, device="cpu").labels, region)
+    # at the object size the annotation was trained and validated at (its own objects' diameter)
+    size = median_diameter(labels)
+    before = _independent_f1(labels, segment(image, nuclei, device="cpu", diameter=size).labels, region)
+    after = _independent_f1(labels, segment(image, result.model, device="cpu", diameter=size).labels, region)
     assert verdict.before == pytest.approx(before, abs=0.01)
     assert verdict.after == pytest.approx(after, abs=0.01)
     assert f"{verdict.before:.3f}" in verdict.summary() and f"{verdict.objects} held-back objects" in verdict.summary()

@@ -60,6 +60,8 @@ MIN_FACTOR, MAX_FACTOR = 1 / 8, 8.0
 TOLERANCE = 1.25
 #: Passes an estimate may take (the first at the image's own scale).
 MAX_PASSES = 3
+#: An enlarged pass whose objects are this much smaller than the model's are fragments of texture.
+FRAGMENT_RATIO = 1.5
 #: Largest plane (pixels) an image is enlarged to; a larger factor is cut to fit (memory and time).
 MAX_SCALED_PIXELS = 32 * 2**20
 #: Fewest objects (not cut by the edge) that make an estimate; fewer ask for another scale.
@@ -280,14 +282,55 @@ def _estimate_job(
         if _same(chosen, factor):  # this pass was at the right scale: it is the result
             scale = ObjectScale(factor, estimate, model_d, "auto", _note(factor, estimate, model_d, "estimated"))
             return scale, outputs if region is None else None
-        if chosen > factor:  # enlarge: no further estimate (see above)
-            break
+        if chosen > factor:  # enlarge: checked once, not iterated (see above)
+            return (
+                yield from _enlarged_job(
+                    plane, model, outputs, factor, estimate, chosen, shape, stats, **plane_keywords, device=device
+                )
+            )
         factor = chosen
     if estimate is None:
         note = f"no objects were found to estimate their size; the model's own size ({model_d:.0f} px) was used"
         return ObjectScale(1.0, model_d, model_d, "fallback", note), None
     chosen = _chosen_factor(model_d / estimate, shape)
     return ObjectScale(chosen, estimate, model_d, "auto", _note(chosen, estimate, model_d, "estimated")), None
+
+
+def _enlarged_job(
+    plane: Any,
+    model: SegmentationModel,
+    before: PlaneOutputs,
+    factor: float,
+    estimate: float,
+    chosen: float,
+    shape: tuple[int, int],
+    stats: np.ndarray,
+    *,
+    device: torch.device,
+    **plane_keywords: Any,
+) -> Job[tuple[ObjectScale, PlaneOutputs | None]]:
+    """The pass at an enlarging factor, kept only if its objects have about the model's size there.
+
+    On textured images the model finds small fragments; enlarged, they stay
+    fragments, far smaller than the model's objects. Then the estimate was
+    wrong, and the image is used at the scale of the estimating pass.
+    """
+    model_d = model.description.object_diameter_px or estimate
+    region = _central_region(shape, chosen, step=model.config.downsampling)
+    outputs = yield from plane_outputs_job(
+        plane, model, factor=chosen, device=device, stats=stats, region=region, **plane_keywords
+    )
+    found = _measured(outputs.labels("instances"))
+    if found is not None and found * chosen >= model_d / FRAGMENT_RATIO:
+        scale = ObjectScale(chosen, found, model_d, "auto", _note(chosen, found, model_d, "estimated"))
+        return scale, outputs if region is None else None
+    seen = "no objects" if found is None else f"objects {found * chosen:.0f} px across"
+    note = (
+        f"objects {estimate:.0f} px across (estimated), model {model_d:.0f} px, but enlarged ×{chosen:.2f} the "
+        f"model found {seen} (fragments, not objects): the image is used at ×{factor:.2f}"
+    )
+    whole = _central_region(shape, factor, step=model.config.downsampling) is None
+    return ObjectScale(factor, estimate, model_d, "auto", note), before if whole else None
 
 
 def _measured(labels: np.ndarray) -> float | None:

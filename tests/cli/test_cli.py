@@ -86,7 +86,7 @@ def test_default_summary_csv_has_one_row_per_input_with_status(tmp_path, images,
     assert main(["segment", str(images), "-m", str(tiny_model_file), "-o", str(out), "--device", "cpu", "--quiet"]) == 1
     with (out / "napari-unet-summary.csv").open() as fh:
         reader = csv.DictReader(fh)
-        assert reader.fieldnames == ["file", "output", "status", "objects", "seconds", "message"]
+        assert reader.fieldnames == ["file", "output", "status", "objects", "diameter", "scale", "seconds", "message"]
         rows = {Path(r["file"]).name: r for r in reader}
     assert sorted(rows) == ["a.tif", "b.tif", "broken.tif"]
     assert rows["broken.tif"]["status"] == "failed" and "not a TIFF" in rows["broken.tif"]["message"]
@@ -116,6 +116,8 @@ def test_summary_json_for_one_file_and_none_by_default(tmp_path, images, tiny_mo
             "objects": None,
             "seconds": 0.0,
             "message": f"{out} exists (overwrite to redo it)",
+            "diameter": None,
+            "scale": None,
         }
     ]
 
@@ -824,3 +826,20 @@ def test_bad_engine_and_inference_settings_are_refused_before_work(tmp_path, ima
     assert main([*args, "--batch-size", "0"]) == 2
     assert "error: --batch-size must be a whole number of at least 1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_segment_diameter_resamples_and_reports_the_size_in_the_summary(tmp_path, nuclei_crop, capsys):
+    image, _ = nuclei_crop
+    folder = tmp_path / "big"
+    folder.mkdir()
+    tifffile.imwrite(folder / "big.tif", np.kron(image, np.ones((3, 3), image.dtype)))  # a 3x objective
+    out = tmp_path / "out"
+    base = ["segment", str(folder), "-m", "nuclei", "-o", str(out), "--device", "cpu", "--quiet"]
+    assert main([*base, "--diameter", "60"]) == 0
+    assert "objects 60 px, resampled x0.34" in capsys.readouterr().out
+    with (out / "napari-unet-summary.csv").open() as fh:
+        row = next(csv.DictReader(fh))
+    assert float(row["diameter"]) == 60 and float(row["scale"]) == pytest.approx(20.58 / 60, abs=1e-3)
+    for bad in ("0", "-4", "nan", "huge"):
+        assert main([*base, "--overwrite", "--diameter", bad]) == 2
+        assert "the object diameter must be a positive number of pixels" in capsys.readouterr().err

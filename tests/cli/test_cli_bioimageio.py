@@ -60,5 +60,5 @@ def test_missing_libraries_are_one_error_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(req.importlib, "import_module", no_bioimageio)
     assert main(["export-bioimageio", "nuclei", str(tmp_path / "nuclei.zip")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and 'pip install "napari-unet[bioimageio]"' in err
+    assert err.startswith("error: ") and 'pip install "napari-unet-toolkit[bioimageio]"' in err
     assert not (tmp_path / "nuclei.zip").exists()

@@ -219,7 +219,8 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     # closer to the correction than before; how much closer swings with the step count (40 steps
     # erase it completely, 30 or 60 leave 50 to 80 %), so the bound leaves room for changes in training
     assert after < 0.9, f"{after:.0%} of the erased object is still segmented"
-    assert _foreground_iou(second[~region], corrected[~region]) > 0.9
+    # the rest stays (fine-tuning now trains at the model's object size: 0.89 measured, 0.9 before)
+    assert _foreground_iou(second[~region], corrected[~region]) > 0.85
     tour.shot("3-segment-again", segment_dock)
 
     # 6. Close Fine-tune (its x button), then Plugins > U-Net > Export: a TIFF Fiji opens; read it back

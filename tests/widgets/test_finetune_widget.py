@@ -192,6 +192,8 @@ def test_scribbles_with_validation_show_before_and_after(qtbot, viewer_widget, n
     widget.mode_combo.setCurrentIndex(widget.mode_combo.findData("scribbles"))
     assert "1 = background" in widget.mode_hint.text() and "1 = background" in widget.mode_combo.toolTip()
     widget.options.validation_spin.setValue(25)
+    # no mistake weight: the untrained model gets every stroke wrong, and corrections are never held back
+    widget.options.mistake_spin.setValue(1.0)
 
     run_finetune(qtbot, widget)
 

@@ -18,7 +18,9 @@ from napari_unet.core import InferenceOptions, load_named_model, segment, segmen
 from napari_unet.core.batch.files import segment_files
 
 SAMPLE = Path(__file__).resolve().parents[3] / "src" / "napari_unet" / "sample_data" / "nuclei_crowded.tif"
-OPTIONS = InferenceOptions(device="cpu", tile_size=128, engine="torch", amp=False)
+# at the image's own scale: resampled blocks agree with a resampled whole image only approximately
+# (tests/core/inference/test_object_scale_real_data.py), so the exact promise is pinned without resampling
+OPTIONS = InferenceOptions(device="cpu", tile_size=128, engine="torch", amp=False, diameter="model")
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,12 @@ def test_probabilities_agree_on_every_path(tmp_path, crowded, model):
         options=OPTIONS,
     )
     np.testing.assert_allclose(tifffile.imread(tmp_path / "tiff" / "crowded.tif"), whole, atol=1e-6)
+
+
+def test_every_path_chooses_the_same_object_scale_on_auto(tmp_path, crowded, model):
+    auto = InferenceOptions(device="cpu", tile_size=128, engine="torch", amp=False)
+    enlarged = np.kron(crowded[:96, :128], np.ones((2, 2), crowded.dtype))  # objects twice the model's size
+    whole = segment(enlarged, model, options=auto)
+    blocks = segment_to_zarr(enlarged, model, tmp_path / "auto.zarr", block_size=128, options=auto)
+    assert whole.object_scale.source == "auto" and whole.object_scale.factor < 0.8
+    assert blocks.object_scale == whole.object_scale

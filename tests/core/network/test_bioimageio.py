@@ -105,7 +105,7 @@ def test_a_missing_library_names_what_to_install(monkeypatch):
         return real(name, *args)
 
     monkeypatch.setattr(req.importlib, "import_module", no_bioimageio)
-    with pytest.raises(req.BioimageioMissing, match=r"napari-unet\[bioimageio\]"):
+    with pytest.raises(req.BioimageioMissing, match=r"napari-unet-toolkit\[bioimageio\]"):
         req.bioimageio_spec()
 
 

@@ -8,6 +8,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QPushButton, QWidget
 
 from napari_unet._widgets.forms.notify import show_error, show_info
 from napari_unet._widgets.layers.object_diameter import MeasureError, diameter_from_layer, shown_stack_index
+from napari_unet._widgets.layers.proxies import unwrap_proxy
 
 #: Largest diameter the field takes, in pixels.
 MAX_DIAMETER = 10000.0
@@ -52,6 +53,7 @@ class DiameterField(QWidget):
     def measure(self) -> float | None:
         """Set the field from the selected layer; returns the diameter (None: nothing measured, a message says why)."""
         layer = self.viewer.layers.selection.active
+        layer = None if layer is None else unwrap_proxy(layer)
         if layer is None:
             show_error("Nothing to measure: select a Labels layer with objects, or a Shapes layer with lines.")
             return None

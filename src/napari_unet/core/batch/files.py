@@ -426,8 +426,8 @@ def write_summary(rows: Sequence[FileSummary], path: str | Path, /) -> Path:
     >>> path = Path(tempfile.mkdtemp()) / "summary.csv"
     >>> _ = write_summary([FileSummary("a.tif", "out/a.tif", "ok", 12, 0.5)], path)
     >>> print(path.read_text().strip())
-    file,output,status,objects,seconds,message
-    a.tif,out/a.tif,ok,12,0.5,
+    file,output,status,objects,diameter,scale,seconds,message
+    a.tif,out/a.tif,ok,12,,,0.5,
     """
     path = Path(path).expanduser()
     suffix = path.suffix.lower()

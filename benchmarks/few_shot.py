@@ -94,15 +94,26 @@ def main() -> None:
     parser.add_argument(
         "--validation-fraction", type=float, default=0.0, help="annotation held back, as the widget's option"
     )
+    parser.add_argument(
+        "--no-resampling",
+        action="store_true",
+        help="forget the model's object size: train and segment at the images' own scale (as before object sizes)",
+    )
     args = parser.parse_args()
 
     start = load_named_model(args.model)
+    if args.no_resampling:
+        start.description.object_diameter_px = None
     train_pairs = read_pairs(args.data / "train")
     val_pairs = read_pairs(args.data / "val", args.val_limit)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(train_pairs))
     f1, ap = score(start, val_pairs, args.device)
-    print(f"dataset {args.data.name}: {len(train_pairs)} train, {len(val_pairs)} val images; start model {args.model}")
+    size = start.description.object_diameter_px
+    print(
+        f"dataset {args.data.name}: {len(train_pairs)} train, {len(val_pairs)} val images; start model {args.model} "
+        f"({'no object size: no resampling' if size is None else f'object size {size} px: images resampled to it'})"
+    )
     print(f"{'shots':>5} {'train s':>8} {'steps':>6} {'F1@0.5':>7} {'AP@0.5':>7}")
     print(f"{0:5d} {0:8.0f} {0:6d} {f1:7.3f} {ap:7.3f}", flush=True)
     settings = TrainingSettings(

@@ -11,6 +11,8 @@ Usage (repository root)::
 
     PYTHONPATH=src python benchmarks/object_size.py --model nuclei \\
         --data ../shared/data/dsb2018_nuclei --only-gray --limit 40
+    PYTHONPATH=src python benchmarks/object_size.py --model nuclei \\
+        --speed ../shared/data/ctc_fluo_c2dl_msc/val/images --limit 3   # time, as it is vs auto
 """
 
 from __future__ import annotations
@@ -123,6 +125,29 @@ def print_table(results: dict, magnifications, settings) -> None:
         print(f"| {mag:g}x | " + " | ".join(cells) + f" | {auto:.2f} |")
 
 
+def speed(model, folder: Path, *, limit: int, device: str, repeats: int = 2) -> list[dict]:
+    """Segment time of each image at the image's own scale and on ``auto``, in one process (best of ``repeats``)."""
+    rows = []
+    for path in sorted(folder.glob("*.tif"))[:limit]:
+        image = tifffile.imread(path)
+        row: dict = {"image": path.name, "shape": image.shape}
+        for setting in ("model", "auto"):
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                result = segment(image, model, device=device, diameter=setting)
+                times.append(time.perf_counter() - started)
+            row[setting] = min(times)
+            row[f"factor_{setting}"] = result.object_scale.factor
+        rows.append(row)
+        print(
+            f"  {path.name} {image.shape}: {row['model']:.2f} s as it is, {row['auto']:.2f} s on auto "
+            f"(x{row['factor_auto']:.2f}): {row['model'] / row['auto']:.1f}x faster",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="nuclei")
@@ -133,8 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help="diameter settings to compare")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--speed",
+        type=Path,
+        metavar="FOLDER",
+        help="instead: time Segment at the images' own scale and on auto for the TIFFs of FOLDER",
+    )
     args = parser.parse_args(argv)
     model = load_named_model(args.model)
+    if args.speed is not None:
+        print(
+            f"{args.model} on {args.speed}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        )
+        speed(model, args.speed, limit=args.limit, device=args.device)
+        return 0
     pairs = val_pairs(args.data, only_gray=args.only_gray, limit=args.limit)
     print(
         f"{args.model} (object size {model.description.object_diameter_px} px) on {len(pairs)} images of "

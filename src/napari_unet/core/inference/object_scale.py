@@ -60,6 +60,12 @@ MIN_FACTOR, MAX_FACTOR = 1 / 8, 8.0
 TOLERANCE = 1.25
 #: Passes an estimate may take (the first at the image's own scale).
 MAX_PASSES = 3
+#: The coarse look for objects much larger than the model's, and how much larger they must look.
+COARSE_FACTOR, LARGER = 1 / 3, 2.0
+#: The coarse look is taken only when the first pass asks for no resampling (factor 1): small objects are
+#: not fragments, and at a third of their size the model merges them (at 0.5x, allowing it up to a
+#: factor of 1.5 lowered AP@0.5 from 0.658 to 0.598).
+COARSE_BELOW = 1.0
 #: An enlarged pass whose objects are this much smaller than the model's are fragments of texture.
 FRAGMENT_RATIO = 1.5
 #: Largest plane (pixels) an image is enlarged to; a larger factor is cut to fit (memory and time).
@@ -279,6 +285,10 @@ def _estimate_job(
             continue
         estimate, probes = found, []
         chosen = _chosen_factor(model_d / estimate, shape)
+        if passes == 1 and factor == 1.0 and chosen <= COARSE_BELOW:  # model-sized, or fragments of larger ones?
+            larger = yield from _coarse_check_job(plane, model, estimate, shape, stats, device=device, **plane_keywords)
+            if larger is not None:
+                return larger
         if _same(chosen, factor):  # this pass was at the right scale: it is the result
             scale = ObjectScale(factor, estimate, model_d, "auto", _note(factor, estimate, model_d, "estimated"))
             return scale, outputs if region is None else None
@@ -294,6 +304,49 @@ def _estimate_job(
         return ObjectScale(1.0, model_d, model_d, "fallback", note), None
     chosen = _chosen_factor(model_d / estimate, shape)
     return ObjectScale(chosen, estimate, model_d, "auto", _note(chosen, estimate, model_d, "estimated")), None
+
+
+def _coarse_check_job(
+    plane: Any,
+    model: SegmentationModel,
+    estimate: float,
+    shape: tuple[int, int],
+    stats: np.ndarray,
+    *,
+    device: torch.device,
+    **plane_keywords: Any,
+) -> Job[tuple[ObjectScale, PlaneOutputs | None] | None]:
+    """Objects far larger than the model's look, at the image's scale, like many model-sized fragments.
+
+    A look at :data:`COARSE_FACTOR` (a ninth of the work) finds them whole: when
+    its objects are at least :data:`LARGER` times the first estimate, a pass at
+    the scale they ask for is kept if its objects have about the model's size
+    there. None: the first estimate stands.
+    """
+    model_d = model.description.object_diameter_px or estimate
+    step = model.config.downsampling
+    coarse = yield from plane_outputs_job(
+        plane,
+        model,
+        factor=COARSE_FACTOR,
+        device=device,
+        stats=stats,
+        region=_central_region(shape, COARSE_FACTOR, step=step),
+        **plane_keywords,
+    )
+    found = _measured(coarse.labels("instances"))
+    if found is None or found < LARGER * estimate:
+        return None
+    chosen = _chosen_factor(model_d / found, shape)
+    region = _central_region(shape, chosen, step=step)
+    outputs = yield from plane_outputs_job(
+        plane, model, factor=chosen, device=device, stats=stats, region=region, **plane_keywords
+    )
+    again = _measured(outputs.labels("instances"))
+    if again is None or not model_d / FRAGMENT_RATIO <= again * chosen <= model_d * FRAGMENT_RATIO:
+        return None
+    scale = ObjectScale(chosen, again, model_d, "auto", _note(chosen, again, model_d, "estimated"))
+    return scale, outputs if region is None else None
 
 
 def _enlarged_job(

@@ -62,10 +62,9 @@ TOLERANCE = 1.25
 MAX_PASSES = 3
 #: The coarse look for objects much larger than the model's, and how much larger they must look.
 COARSE_FACTOR, LARGER = 1 / 3, 2.0
-#: The coarse look is taken unless the first pass asks to shrink the image. Large nuclei at their own
-#: scale come out as fragments of about, or below, the model's size; at 3x, limiting the look to passes
-#: that ask for no resampling gave AP@0.5 0.249 instead of 0.726 (it costs 0.5x: 0.598 instead of 0.658).
-COARSE_BELOW = MAX_FACTOR
+#: The coarse look follows every first pass at the image's scale. Large nuclei at their own scale come
+#: out as fragments of about, or below, the model's size: at 3x, taking it only when the first pass asked
+#: for no resampling gave AP@0.5 0.249 instead of 0.714-0.726 (``benchmarks/object_size.py``).
 #: An enlarged pass whose objects are this much smaller than the model's are fragments of texture.
 FRAGMENT_RATIO = 1.5
 #: Largest plane (pixels) an image is enlarged to; a larger factor is cut to fit (memory and time).
@@ -276,8 +275,11 @@ def _estimate_job(
     """Passes that estimate the size; the last one, when at the chosen scale, is the result.
 
     The first pass is at the image's own scale (at the probe scales when it
-    finds too few objects). Objects larger than the model's are cut into
-    pieces by it, so that estimate is too small: while the estimate asks to
+    finds no objects, or only a few small ones). A coarse look at a third of
+    the size follows it (:func:`_coarse_check_job`): objects far larger than
+    the model's come out of the first pass as model-sized fragments. Objects
+    larger than the model's are cut into pieces, so an estimate is too
+    small: while it asks to
     shrink the image further, another pass at the smaller scale measures
     again (up to :data:`MAX_PASSES`). An estimate that asks to enlarge the
     image is used as it is: on an enlarged image the model finds ever
@@ -311,7 +313,7 @@ def _estimate_job(
             continue
         estimate, probes = found, []
         chosen = _chosen_factor(model_d / estimate, shape)
-        if passes == 1 and factor == 1.0 and chosen <= COARSE_BELOW:  # model-sized, or fragments of larger ones?
+        if passes == 1 and factor == 1.0:  # are these objects, or fragments of much larger ones?
             larger = yield from _coarse_check_job(plane, model, estimate, shape, stats, device=device, **plane_keywords)
             if larger is not None:
                 return larger

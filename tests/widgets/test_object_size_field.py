@@ -75,9 +75,10 @@ def test_a_run_shows_the_size_it_used_and_records_it_on_the_result(qtbot, viewer
     viewer, widget = viewer_widget
     image, _labels = nuclei_crop
     viewer.add_image(np.kron(image, np.ones((3, 3), image.dtype)), name="enlarged nuclei")  # a 3x objective
+    widget.diameter_field.spin.setValue(60.0)
     widget.segment_button.click()
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
     text = widget.scale_label.text()
-    assert text.startswith("Last run: objects") and "resampled" in text
+    assert text.startswith("Last run: objects 60 px across (given)") and "resampled ×0.34" in text
     result = next(layer for layer in viewer.layers if layer.name == "enlarged nuclei [U-Net]")
-    assert unwrap_proxy(result).metadata[RESULT_KEY]["object_diameter_px"] > 40
+    assert unwrap_proxy(result).metadata[RESULT_KEY]["object_diameter_px"] == 60.0

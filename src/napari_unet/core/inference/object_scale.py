@@ -262,6 +262,46 @@ def _never_back(job: Job[Any]) -> Job[Any]:
         job.close()
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """One estimating pass: its outputs, the diameters of its whole objects, and whether it covered the plane."""
+
+    outputs: PlaneOutputs
+    whole: np.ndarray
+    covers_plane: bool
+
+    @property
+    def size(self) -> float | None:
+        """Median diameter of the whole objects; None when fewer than :data:`MIN_OBJECTS`."""
+        return float(np.median(self.whole)) if self.whole.size >= MIN_OBJECTS else None
+
+    def result(self) -> PlaneOutputs | None:
+        """The outputs, when they can stand for the plane's result."""
+        return self.outputs if self.covers_plane else None
+
+
+def _pass_job(
+    plane: Any,
+    model: SegmentationModel,
+    factor: float,
+    shape: tuple[int, int],
+    stats: np.ndarray,
+    *,
+    start: float,
+    stop: float,
+    device: torch.device,
+    **plane_keywords: Any,
+) -> Job[_Pass]:
+    """Predict (the middle of) a plane at ``factor`` as the part ``[start, stop]`` of the estimate, and measure it."""
+    region = _central_region(shape, factor, step=model.config.downsampling)
+    outputs = yield from within(
+        plane_outputs_job(plane, model, factor=factor, device=device, stats=stats, region=region, **plane_keywords),
+        start=start,
+        stop=stop,
+    )
+    return _Pass(outputs, equivalent_diameters(outputs.labels("instances"), exclude_border=True), region is None)
+
+
 def _estimate_job(
     plane: Any,
     model: SegmentationModel,
@@ -288,25 +328,27 @@ def _estimate_job(
     """
     if stats is None:
         stats = model.description.normalization.statistics(plane)
-    step = model.config.downsampling
     probes = [1.0, *PROBE_FACTORS]
     factor, estimate, passes = probes.pop(0), None, 0
     while passes < MAX_PASSES:
-        region = _central_region(shape, factor, step=step)
         yield Progress(Stage.OBJECT_SIZE, done=passes, total=MAX_PASSES, message="estimating the object size")
-        outputs = yield from within(
-            plane_outputs_job(plane, model, factor=factor, device=device, stats=stats, region=region, **plane_keywords),
+        done = yield from _pass_job(
+            plane,
+            model,
+            factor,
+            shape,
+            stats,
             start=passes / MAX_PASSES,
             stop=(passes + 1) / MAX_PASSES,
+            device=device,
+            **plane_keywords,
         )
         passes += 1
-        labels = outputs.labels("instances")
-        found = _measured(labels)
+        found = done.size
         if found is None:
-            few = equivalent_diameters(labels, exclude_border=True)
-            if estimate is None and factor == 1.0 and few.size and np.median(few) * TOLERANCE >= model_d:
+            if estimate is None and factor == 1.0 and done.whole.size and np.median(done.whole) * TOLERANCE >= model_d:
                 # a few objects, not small ones: too few to tell how much to shrink the image
-                return _too_few(labels, model_d, outputs if region is None else None)
+                return _too_few(done.whole.size, model_d, done.result())
             if estimate is not None or not probes:
                 break  # a shrunk image lost its objects: keep the last estimate
             factor = probes.pop(0)
@@ -319,11 +361,11 @@ def _estimate_job(
                 return larger
         if _same(chosen, factor):  # this pass was at the right scale: it is the result
             scale = ObjectScale(factor, estimate, model_d, "auto", _note(factor, estimate, model_d, "estimated"))
-            return scale, outputs if region is None else None
+            return scale, done.result()
         if chosen > factor:  # enlarge: checked once, not iterated (see above)
             return (
                 yield from _enlarged_job(
-                    plane, model, outputs, factor, estimate, chosen, shape, stats, **plane_keywords, device=device
+                    plane, model, done, factor, estimate, chosen, shape, stats, **plane_keywords, device=device
                 )
             )
         factor = chosen
@@ -352,41 +394,25 @@ def _coarse_check_job(
     there. None: the first estimate stands.
     """
     model_d = model.description.object_diameter_px or estimate
-    step = model.config.downsampling
-    coarse = yield from within(
-        plane_outputs_job(
-            plane,
-            model,
-            factor=COARSE_FACTOR,
-            device=device,
-            stats=stats,
-            region=_central_region(shape, COARSE_FACTOR, step=step),
-            **plane_keywords,
-        ),
-        start=1 / MAX_PASSES,
-        stop=1.5 / MAX_PASSES,
+    keywords = {"device": device, **plane_keywords}
+    coarse = yield from _pass_job(
+        plane, model, COARSE_FACTOR, shape, stats, start=1 / MAX_PASSES, stop=1.5 / MAX_PASSES, **keywords
     )
-    found = _measured(coarse.labels("instances"))
+    found = coarse.size
     if found is None or found < LARGER * estimate:
         return None
     chosen = _chosen_factor(model_d / found, shape)
-    region = _central_region(shape, chosen, step=step)
-    outputs = yield from within(
-        plane_outputs_job(plane, model, factor=chosen, device=device, stats=stats, region=region, **plane_keywords),
-        start=1.5 / MAX_PASSES,
-        stop=1.0,
-    )
-    again = _measured(outputs.labels("instances"))
+    check = yield from _pass_job(plane, model, chosen, shape, stats, start=1.5 / MAX_PASSES, stop=1.0, **keywords)
+    again = check.size
     if again is None or not model_d / FRAGMENT_RATIO <= again * chosen <= model_d * FRAGMENT_RATIO:
         return None
-    scale = ObjectScale(chosen, again, model_d, "auto", _note(chosen, again, model_d, "estimated"))
-    return scale, outputs if region is None else None
+    return ObjectScale(chosen, again, model_d, "auto", _note(chosen, again, model_d, "estimated")), check.result()
 
 
 def _enlarged_job(
     plane: Any,
     model: SegmentationModel,
-    before: PlaneOutputs,
+    before: _Pass,
     factor: float,
     estimate: float,
     chosen: float,
@@ -403,36 +429,24 @@ def _enlarged_job(
     wrong, and the image is used at the scale of the estimating pass.
     """
     model_d = model.description.object_diameter_px or estimate
-    region = _central_region(shape, chosen, step=model.config.downsampling)
-    outputs = yield from within(
-        plane_outputs_job(plane, model, factor=chosen, device=device, stats=stats, region=region, **plane_keywords),
-        start=1.5 / MAX_PASSES,
-        stop=1.0,
+    enlarged = yield from _pass_job(
+        plane, model, chosen, shape, stats, start=1.5 / MAX_PASSES, stop=1.0, device=device, **plane_keywords
     )
-    found = _measured(outputs.labels("instances"))
+    found = enlarged.size
     if found is not None and found * chosen >= model_d / FRAGMENT_RATIO:
-        scale = ObjectScale(chosen, found, model_d, "auto", _note(chosen, found, model_d, "estimated"))
-        return scale, outputs if region is None else None
+        return ObjectScale(
+            chosen, found, model_d, "auto", _note(chosen, found, model_d, "estimated")
+        ), enlarged.result()
     seen = "no objects" if found is None else f"objects {found * chosen:.0f} px across"
     note = (
         f"objects {estimate:.0f} px across (estimated), model {model_d:.0f} px, but enlarged ×{chosen:.2f} the "
         f"model found {seen} (fragments, not objects): the image is used at ×{factor:.2f}"
     )
-    whole = _central_region(shape, factor, step=model.config.downsampling) is None
-    return ObjectScale(factor, estimate, model_d, "auto", note), before if whole else None
+    return ObjectScale(factor, estimate, model_d, "auto", note), before.result()
 
 
-def _measured(labels: np.ndarray) -> float | None:
-    """Median diameter of the objects not cut by the edge; None when fewer than :data:`MIN_OBJECTS`."""
-    whole = equivalent_diameters(labels, exclude_border=True)
-    return float(np.median(whole)) if whole.size >= MIN_OBJECTS else None
-
-
-def _too_few(
-    labels: np.ndarray, model_d: float, outputs: PlaneOutputs | None
-) -> tuple[ObjectScale, PlaneOutputs | None]:
+def _too_few(whole: int, model_d: float, outputs: PlaneOutputs | None) -> tuple[ObjectScale, PlaneOutputs | None]:
     """A first pass that found objects, but too few whole ones to say their size: the image as it is."""
-    whole = equivalent_diameters(labels, exclude_border=True).size
     note = (
         f"only {whole} whole objects were found, too few to estimate their size; the image is used as it is "
         f"(model {model_d:.0f} px): give the diameter to resample it"

@@ -7,15 +7,20 @@ input, so the comparison uses ``same`` padding; ``valid`` (the paper's
 geometry) is timed for napari-unet alone. The seam error is the largest
 difference of each tiled result against one whole-image pass (where that fits).
 
-On the CPU, napari-unet is timed with both of its engines: PyTorch and, when
-the ``openvino`` extra is installed, OpenVINO (what ``engine="auto"`` switches
-to once a network has done enough work; its one-time conversion is timed
-separately and left out of the throughput). MONAI runs the PyTorch network.
+On the CPU, napari-unet is timed with both of its engines, PyTorch and
+OpenVINO (a default dependency on x86-64 Linux and Windows; what
+``engine="auto"`` switches to once a network has done enough work; its
+one-time conversion is timed separately and left out of the throughput), in
+float32 and, where the processor has bfloat16 units (AMX, AVX512-BF16), in
+mixed precision; "default" is what ``InferenceOptions()`` does. MONAI runs
+the PyTorch network, in float32 and under the same CPU autocast. The
+processor's name and units are printed first: compare ratios, not Mpx/s,
+between machines.
 
 Usage (repository root; MONAI is a benchmark-only extra)::
 
-    pip install monai openvino
-    PYTHONPATH=src python benchmarks/inference.py --device cpu --sizes 512 2048 --networks default
+    pip install monai
+    PYTHONPATH=src python benchmarks/inference.py --device cpu --sizes 512 2048 4096 --networks default
     PYTHONPATH=src python benchmarks/inference.py --device cuda --sizes 512 2048 4096 --networks paper default
 """
 
@@ -131,10 +136,12 @@ def bare_network(model, device: torch.device, side: int, amp: bool, repeats: int
     return side * side / 1e6 / t
 
 
-def breakdown(image: np.ndarray, model, device: torch.device, amp: bool, tile: int | None) -> str:
-    """Where our time goes on one image: statistics, network on the tile grid, copy to the host."""
-    from napari_unet.core.inference.device import auto_batch_size, auto_tile_size
+def breakdown(image: np.ndarray, model, device: torch.device, amp: bool, tile: int | None, cache: EngineCache) -> str:
+    """Where our time goes on one image (PyTorch): statistics, network on the tile grid, copy to the host."""
+    from napari_unet.core.inference.device import auto_batch_size, auto_tile_size, compute_dtype, memory_tile_pixels
+    from napari_unet.core.inference.tile_choice import choose_cpu_tile
     from napari_unet.core.inference.tiling import tile_grid
+    from napari_unet.core.network.folding import folded_copy
 
     def clock(fn) -> float:  # type: ignore[no-untyped-def]
         fn()
@@ -148,11 +155,22 @@ def breakdown(image: np.ndarray, model, device: torch.device, amp: bool, tile: i
 
     config = model.config
     stats_ms = clock(lambda: model.description.normalization.statistics(image[..., None]))
-    side = tile or auto_tile_size(config, device)
-    grid = tile_grid(image.shape, config, tile_shape=(side, side))
+    if tile is None and device.type == "cpu":
+        # the tiles predict_plane_job chooses for PyTorch with this cache's measured speed
+        shape = choose_cpu_tile(
+            image.shape,
+            config,
+            engine="torch",
+            speed_mpx_s=cache.speed("torch", compute_dtype(device, amp=amp)),
+            max_pixels=memory_tile_pixels(config, device),
+        )
+    else:
+        side = tile or auto_tile_size(config, device)
+        shape = (side, side)
+    grid = tile_grid(image.shape, config, tile_shape=shape)
     in_h, in_w = grid.input_shape
     batch = min(len(grid.tiles), auto_batch_size(config, device, in_h * in_w))
-    net = model.network.to(device).eval()
+    net = folded_copy(model.network.to(device).eval())
     x = torch.randn(batch, config.in_channels, in_h, in_w, device=device).contiguous(memory_format=torch.channels_last)
     calls = -(-len(grid.tiles) // batch)
 
@@ -173,13 +191,31 @@ def breakdown(image: np.ndarray, model, device: torch.device, amp: bool, tile: i
     )
 
 
+def processor() -> str:
+    """The processor's name and the vector/matrix units that decide the engines' speed."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name") and ":" in line:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and ":" in line:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return f"{name}; {' '.join(f for f in wanted if f in flags) or 'flags unknown'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--networks", nargs="+", default=["default"], choices=sorted(NETWORKS))
-    parser.add_argument("--tile", type=int, default=None, help="our tile side (default: chosen from free memory)")
-    parser.add_argument("--monai-rois", type=int, nargs="+", default=[512], help="MONAI window sides tried")
+    parser.add_argument("--tile", type=int, default=None, help="our tile side (default: chosen for the engine)")
+    parser.add_argument("--monai-rois", type=int, nargs="+", default=[256, 512], help="MONAI window sides tried")
     parser.add_argument("--monai-batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--whole-limit", type=int, default=2048, help="largest size for the whole-image reference")
@@ -198,97 +234,131 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = resolve_device(args.device)
-    amp = device.type == "cuda"
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # for both: fastest algorithms for repeated shapes
-        print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}, bf16 autocast, channels-last")
-    else:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    from napari_unet.core.inference.device import compute_dtype
     from napari_unet.core.inference.engine import openvino_available
 
-    engines = args.engines or (["torch", "openvino"] if device.type == "cpu" and openvino_available() else ["torch"])
-    rng = np.random.default_rng(0)
-    columns = "".join(f" {'ours ' + e:>14}" for e in engines) + "".join(f" {e + '/MONAI':>14}" for e in engines)
+    half = compute_dtype(device, amp=True)
+    has_half = half != torch.float32
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # for both: fastest algorithms for repeated shapes
+        print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}, channels-last")
+    else:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {processor()}")
     print(
-        f"{'network':8} {'size':>5}{columns} {'MONAI Mpx/s':>11} {'MONAI roi,batch':>15} "
-        f"{'ours seam':>9} {'MONAI seam':>10} {'valid Mpx/s':>11} {'bare Mpx/s':>10}"
+        f"mixed precision here: {str(half).removeprefix('torch.')}"
+        + ("" if has_half else " (none: this device has no fast half precision)")
+    )
+    engines = args.engines or (["torch", "openvino"] if device.type == "cpu" and openvino_available() else ["torch"])
+    # our variants: (column, engine, amp); "default" is what InferenceOptions() does (engine auto, amp on)
+    variants = [(f"{e} f32", e, False) for e in engines]
+    short = {torch.bfloat16: "bf16", torch.float16: "f16"}.get(half, "f32")
+    if has_half:
+        variants += [(f"{e} {short}", e, True) for e in engines]
+    variants.append(("default", "auto", True))
+    monai_variants = [("f32", False)] + ([(short, True)] if has_half else [])
+    rng = np.random.default_rng(0)
+    header = "".join(f" {v[0]:>13}" for v in variants) + "".join(f" {'MONAI ' + m[0]:>14}" for m in monai_variants)
+    print(
+        "Mpx/s of image; ratios against MONAI in float32 (its best window and batch); seams are the largest\n"
+        "difference from one whole-image pass in the same precision; 'precision change' is the whole-image\n"
+        "pass in mixed precision against float32"
+    )
+    print(
+        f"{'network':8} {'size':>5}{header} {'default/MONAI':>13} {'best/MONAI':>10} {'MONAI f32 roi,b':>15} "
+        f"{'seam f32':>8} {'seam amp':>8} {'precision change':>16} {'MONAI seam':>10}"
     )
     for name in args.networks:
         same = build(name, "same")
-        valid = build(name, "valid")
         flops = conv_flops_per_pixel(same.network)
         bare_side = 2048 if device.type == "cuda" else 512
-        bare = bare_network(same, device, bare_side, amp, args.repeats)
+        bare = bare_network(same, device, bare_side, device.type == "cuda", args.repeats)
         limit = args.peak_tflops * 1e12 / flops / 1e6
         print(
             f"# {name}: {sum(p.numel() for p in same.network.parameters()):,} parameters, "
-            f"{flops / 1e6:.2f} MFLOP per pixel; bare network on one {bare_side}^2 input {bare:.1f} Mpx/s"
-            + (f"; compute limit at {args.peak_tflops:.0f} TFLOP/s: {limit:.0f} Mpx/s" if amp else ""),
+            f"{flops / 1e6:.2f} MFLOP per pixel; bare network (float32, unfolded) on one {bare_side}^2 input "
+            f"{bare:.1f} Mpx/s"
+            + (
+                f"; compute limit at {args.peak_tflops:.0f} TFLOP/s: {limit:.0f} Mpx/s" if device.type == "cuda" else ""
+            ),
             flush=True,
         )
-        # one engine cache per network, as a viewer session or a command run has: converted once, kept
-        cache = EngineCache()
+        # one engine cache per variant, as a viewer session or a command run has: converted once, kept,
+        # its tile size chosen from the speed it measured
+        caches = {v[0]: EngineCache() for v in variants}
 
-        def ours(image: np.ndarray, net: Any, *, cache: EngineCache = cache, **options: Any) -> np.ndarray:
-            settings = InferenceOptions(device=str(device), engine_cache=cache, **options)
+        def ours(image: np.ndarray, net: Any, cache: EngineCache, **options: Any) -> np.ndarray:
+            settings = InferenceOptions(device=str(device), engine_cache=cache, diameter="model", **options)
             return segment(image, net, output_kind="probabilities", options=settings).probabilities
 
-        if "openvino" in engines:
+        for column, engine, amp in variants:
             t0 = time.perf_counter()
-            ours(np.zeros((64, 64), np.float32), same, engine="openvino")
-            print(
-                f"# {name}: converting it for OpenVINO (once per network and weights) took "
-                f"{time.perf_counter() - t0:.2f} s",
-                flush=True,
-            )
+            # warm each cache with 4 Mpx of work: "auto" converts for OpenVINO after that much
+            warm = np.zeros((2048, 2048), np.float32)
+            ours(warm, same, caches[column], engine=engine, amp=amp)
+            if engine == "openvino":
+                print(
+                    f"# {name}: converting for OpenVINO ({column}) and a first 2048^2 pass took "
+                    f"{time.perf_counter() - t0:.2f} s",
+                    flush=True,
+                )
         for size in args.sizes:
             image = rng.normal(100, 20, (size, size)).astype(np.float32)
             mpx = size * size / 1e6
             ours_t = {}
-            for engine in engines:
-                ours_t[engine], _ = timed(
-                    lambda e=engine, image=image, same=same: ours(image, same, tile_size=args.tile, engine=e),
+            for column, engine, amp in variants:
+                ours_t[column], _ = timed(
+                    lambda cache=caches[column], e=engine, a=amp, image=image, same=same: ours(
+                        image, same, cache, tile_size=args.tile, engine=e, amp=a
+                    ),
                     repeats=args.repeats,
                     device=device,
                 )
-            best_monai = None
-            for roi in sorted({min(r, size) for r in args.monai_rois}):
-                for batch in args.monai_batches:
-                    t, out = timed(
-                        lambda b=batch, r=roi, image=image, same=same: monai_predict(image, same, device, r, b, amp),
-                        repeats=args.repeats,
-                        device=device,
-                    )
-                    if best_monai is None or t < best_monai[0]:
-                        best_monai = (t, out, f"{roi},{batch}")
-            monai_t, monai_out, monai_setting = best_monai
+            monai_t: dict[str, tuple[float, np.ndarray, str]] = {}
+            for label, amp in monai_variants:
+                for roi in sorted({min(r, size) for r in args.monai_rois}):
+                    for batch in args.monai_batches:
+                        t, out = timed(
+                            lambda b=batch, r=roi, a=amp, image=image, same=same: monai_predict(
+                                image, same, device, r, b, a
+                            ),
+                            repeats=args.repeats,
+                            device=device,
+                        )
+                        if label not in monai_t or t < monai_t[label][0]:
+                            monai_t[label] = (t, out, f"{roi},{batch}")
             same.network.to(memory_format=torch.contiguous_format)
-            valid_t, _ = timed(
-                lambda image=image, valid=valid: ours(image, valid, tile_size=args.tile),
-                repeats=1,
-                device=device,
-            )
-            seam_ours = seam_monai = float("nan")
+            seam32 = seam_half = change = seam_monai = float("nan")
             if size <= args.whole_limit:
-                # in float32 (TF32 off): bf16 rounding differs between tile shapes and would hide
-                # what the tiling itself does
+                # seams in one precision: the tiling itself, not rounding differences between precisions
                 tf32 = torch.backends.cudnn.allow_tf32
                 torch.backends.cudnn.allow_tf32 = False
-                whole = ours(image, same, amp=False, tile_size=size + 512, engine=engines[-1])
-                tiled = ours(image, same, amp=False, tile_size=args.tile, engine=engines[-1])
-                torch.backends.cudnn.allow_tf32 = tf32
-                seam_ours = float(np.abs(tiled - whole).max())
-                seam_monai = float(np.abs(monai_out - whole).max())
-            if size == max(args.sizes):
-                print(
-                    f"# {name} {size}: ours ({engines[0]}) {ours_t[engines[0]] * 1e3:.0f} ms = "
-                    + breakdown(image, same, device, amp, args.tile)
+                fresh = EngineCache
+                whole32 = ours(image, same, fresh(), amp=False, tile_size=size + 512, engine=engines[-1])
+                tiled32 = ours(
+                    image, same, caches[f"{engines[-1]} f32"], amp=False, tile_size=args.tile, engine=engines[-1]
                 )
-            speeds = "".join(f" {mpx / ours_t[e]:14.2f}" for e in engines)
-            ratios = "".join(f" {monai_t / ours_t[e]:14.2f}" for e in engines)
+                seam32 = float(np.abs(tiled32 - whole32).max())
+                seam_monai = float(np.abs(monai_t["f32"][1] - whole32).max())
+                if has_half:
+                    whole_half = ours(image, same, fresh(), amp=True, tile_size=size + 512, engine=engines[-1])
+                    column = next(v[0] for v in variants if v[1] == engines[-1] and v[2])
+                    tiled_half = ours(image, same, caches[column], amp=True, tile_size=args.tile, engine=engines[-1])
+                    seam_half = float(np.abs(tiled_half - whole_half).max())
+                    change = float(np.abs(whole_half - whole32).max())
+                torch.backends.cudnn.allow_tf32 = tf32
+            if size == max(args.sizes):
+                first = variants[0][0]
+                print(
+                    f"# {name} {size}: ours ({first}) {ours_t[first] * 1e3:.0f} ms = "
+                    + breakdown(image, same, device, False, args.tile, caches[first])
+                )
+            reference = monai_t["f32"][0]
+            best = min(ours_t.values())
+            speeds = "".join(f" {mpx / ours_t[v[0]]:13.2f}" for v in variants)
+            speeds += "".join(f" {mpx / monai_t[m[0]][0]:14.2f}" for m in monai_variants)
             print(
-                f"{name:8} {size:5d}{speeds}{ratios} {mpx / monai_t:11.2f} {monai_setting:>15} "
-                f"{seam_ours:9.2e} {seam_monai:10.2e} {mpx / valid_t:11.2f} {bare:10.1f}",
+                f"{name:8} {size:5d}{speeds} {reference / ours_t['default']:13.2f} {reference / best:10.2f} "
+                f"{monai_t['f32'][2]:>15} {seam32:8.1e} {seam_half:8.1e} {change:16.1e} {seam_monai:10.2f}",
                 flush=True,
             )
 

@@ -11,6 +11,7 @@ Usage (repository root)::
 
     PYTHONPATH=src python benchmarks/latency.py --device cpu
     PYTHONPATH=src python benchmarks/latency.py --device cpu --engine openvino
+    PYTHONPATH=src python benchmarks/latency.py --device cpu --engine torch --float32
     PYTHONPATH=src python benchmarks/latency.py --device cuda --model nuclei
 """
 
@@ -27,6 +28,7 @@ import torch  # noqa: E402
 
 from napari_unet._sample_data import nuclei_sample  # noqa: E402
 from napari_unet.core import load_named_model, segment  # noqa: E402
+from napari_unet.core.inference.device import compute_dtype, resolve_device  # noqa: E402
 from napari_unet.core.inference.engine import EngineCache  # noqa: E402
 from napari_unet.core.inference.options import InferenceOptions  # noqa: E402
 
@@ -38,6 +40,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--warm-runs", type=int, default=5)
     parser.add_argument("--engine", default="auto", choices=["auto", "torch", "openvino"])
+    parser.add_argument(
+        "--float32", action="store_true", help="no mixed precision (the default uses it where it is fast)"
+    )
     args = parser.parse_args()
     imported = time.perf_counter() - started
     t0 = time.perf_counter()
@@ -49,7 +54,7 @@ def main() -> None:
     )[: args.size, : args.size]
 
     # one engine cache for the run, as a viewer session or a command has: the conversion is kept
-    options = InferenceOptions(device=args.device, engine=args.engine, engine_cache=EngineCache())
+    options = InferenceOptions(device=args.device, engine=args.engine, amp=not args.float32, engine_cache=EngineCache())
 
     def once() -> tuple[float, int]:
         t = time.perf_counter()
@@ -65,7 +70,8 @@ def main() -> None:
     cold, n = once()
     warm = [once()[0] for _ in range(args.warm_runs)]
     print(
-        f"device {args.device}, engine {args.engine}, model {args.model}, image {image.shape[0]} x {image.shape[1]}, {n} objects"
+        f"device {args.device}, engine {args.engine}, {compute_dtype(resolve_device(args.device), amp=not args.float32)}, "
+        f"model {args.model}, image {image.shape[0]} x {image.shape[1]}, {n} objects"
     )
     print(f"import {imported:.2f} s, model load {loaded:.3f} s")
     print(

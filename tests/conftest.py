@@ -13,6 +13,10 @@ os.environ.setdefault("PYTEST_QT_API", "pyqt6")  # pytest-qt, where installed, u
 # PyTorch runs the networks unless a test asks for OpenVINO (tests/core/inference/test_engine.py):
 # results then do not depend on how much work a test process did before
 os.environ.setdefault("NAPARI_UNET_CPU_ENGINE", "torch")
+# float32 on the CPU unless a test asks for bfloat16 (tests/core/inference/test_cpu_precision.py):
+# the tests that compare tilings, paths and engines mean "equal to float32 rounding", and the
+# same suite must pass on processors with and without bfloat16 units
+os.environ.setdefault("NAPARI_UNET_CPU_AMP", "off")
 
 
 @pytest.hookimpl(tryfirst=True)

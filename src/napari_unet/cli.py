@@ -98,9 +98,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "--engine",
         default="auto",
         choices=["auto", "torch", "openvino"],
-        help="what runs the network on the CPU: torch (PyTorch), openvino (the openvino extra, same-padding "
-        "models only), or auto (default): PyTorch first, OpenVINO once this run has done enough work for the "
-        "conversion to pay back; NAPARI_UNET_CPU_ENGINE=torch makes auto keep PyTorch",
+        help="what runs the network on the CPU: torch (PyTorch), openvino (installed by default on x86-64 Linux "
+        "and Windows, same-padding models only), or auto (default): PyTorch first, OpenVINO once this run has "
+        "done enough work for the conversion to pay back; NAPARI_UNET_CPU_ENGINE=torch makes auto keep PyTorch",
+    )
+    seg.add_argument(
+        "--float32",
+        action="store_true",
+        help="compute in float32 everywhere (slower; by default the network runs in bfloat16 on NVIDIA GPUs and on "
+        "CPUs with bfloat16 units (AMX, AVX512-BF16); on the val sets that changed which objects were found by at "
+        "most 2 of 38 (docs/performance.md)",
     )
     seg.add_argument(
         "--diameter",
@@ -673,6 +680,7 @@ def _plan_batch(args: argparse.Namespace, *, zarr: bool) -> tuple[list[Path], li
             device=args.device,
             tile_size=args.tile_size,
             batch_size=args.batch_size,
+            amp=not args.float32,
             engine=args.engine,
             diameter=args.diameter,
             engine_cache=EngineCache(),

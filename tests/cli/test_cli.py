@@ -787,9 +787,9 @@ def conversions(monkeypatch):
     converted: list = []
     real = engine_module._CompiledNetwork
 
-    def counting(net):
+    def counting(net, *args):
         converted.append(net)
-        return real(net)
+        return real(net, *args)
 
     monkeypatch.setattr(engine_module, "_CompiledNetwork", counting)
     return converted
@@ -843,3 +843,14 @@ def test_segment_diameter_resamples_and_reports_the_size_in_the_summary(tmp_path
     for bad in ("0", "-4", "nan", "huge"):
         assert main([*base, "--overwrite", "--diameter", bad]) == 2
         assert "the object diameter must be a positive number of pixels" in capsys.readouterr().err
+
+
+def test_float32_turns_mixed_precision_off_for_the_run(tmp_path, images, tiny_model_file):
+    from napari_unet.cli import _build_parser, _plan_batch
+
+    args = ["segment", str(images), "--model", str(tiny_model_file), "-o", str(tmp_path / "o")]
+    _, _, default = _plan_batch(_build_parser().parse_args(args), zarr=False)
+    _, _, exact = _plan_batch(_build_parser().parse_args([*args, "--float32"]), zarr=False)
+    assert default.amp is True and exact.amp is False
+    assert main([*args, "--float32", "--device", "cpu", "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.tif")) == ["a.tif", "b.tif"]

@@ -221,9 +221,12 @@ class SegmentWidget(RunsJobs, QWidget):
         self.stitch_spin.setSpecialValueText("off")
         self.stitch_spin.setPrefix("IoU ≥ ")
         self.stitch_spin.setToolTip(_STITCH_TIP)
-        self.amp_check = QCheckBox("Mixed precision on CUDA")
+        self.amp_check = QCheckBox("Mixed precision (faster)")
         self.amp_check.setChecked(True)
-        self.amp_check.setToolTip("Faster and leaner on NVIDIA GPUs; no effect on the CPU.")
+        self.amp_check.setToolTip(
+            "bfloat16 on NVIDIA GPUs and on CPUs with bfloat16 units (AMX, AVX512-BF16): 2-3x faster, "
+            "probabilities within a few percent. Off: float32 everywhere."
+        )
 
         self.outline_check = QCheckBox("Show outlines")
         self.outline_check.setToolTip(_OUTLINE_TIP)

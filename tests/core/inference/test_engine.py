@@ -39,8 +39,38 @@ def _probabilities(image, model, engine, cache=None, channel_axis=None, **option
     return segment(image, model, output_kind="probabilities", channel_axis=channel_axis, options=settings).probabilities
 
 
-def test_torch_engine_is_the_network_itself(tiny_model):
+def _pytorch(runner, net) -> bool:
+    """True if ``runner`` is PyTorch running ``net`` (itself, or its copy with batch norm folded in)."""
+    return runner is net or (type(runner) is type(net) and runner.config == net.config)
+
+
+def test_torch_engine_runs_the_network_with_its_batch_norm_folded():
+    net = new_model(depth=2, base_features=4, norm="batch").network.eval()
+    with torch.no_grad():  # statistics as training leaves them, not the identity of a fresh layer
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.uniform_(0.5, 2)
+    runner = network_runner(net, CPU, engine="torch")
+    assert runner is not net and _pytorch(runner, net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in runner.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the model's own network is kept
+    x = torch.randn(2, 1, 32, 32)
+    with torch.inference_mode():
+        reference = net(x)
+        # float32 rounding of a differently ordered sum, relative to the logits' size
+        np.testing.assert_allclose(runner(x), reference, atol=1e-5 * float(reference.abs().max()))
+    # made once per set of weights and cache; new weights get a new copy
+    cache = EngineCache()
+    first = network_runner(net, CPU, engine="torch", cache=cache)
+    assert network_runner(net, CPU, engine="torch", cache=cache) is first
+    with torch.no_grad():
+        net.head.weight.mul_(2.0)
+    assert network_runner(net, CPU, engine="torch", cache=cache) is not first
+
+
+def test_networks_without_batch_norm_run_as_they_are(tiny_model):
     net = tiny_model.network.eval()
+    assert tiny_model.config.norm != "batch"
     assert network_runner(net, CPU, engine="torch") is net
 
 
@@ -112,9 +142,9 @@ def _counting_conversions(monkeypatch) -> list:
     conversions = []
     real = engine_module._CompiledNetwork
 
-    def counting(net):
+    def counting(net, precision=torch.float32):
         conversions.append(net)
-        return real(net)
+        return real(net, precision)
 
     monkeypatch.setattr(engine_module, "_CompiledNetwork", counting)
     return conversions
@@ -143,19 +173,19 @@ def test_auto_converts_only_once_enough_pixels_went_through_pytorch(tiny_model, 
     monkeypatch.setattr(engine_module, "CONVERT_AFTER_PIXELS", 3 * 64 * 64)
     net = tiny_model.network.eval()
     cache = EngineCache()
-    assert network_runner(net, CPU, pixels=64 * 64, cache=cache) is net
-    assert network_runner(net, CPU, pixels=64 * 64, cache=cache) is net
+    assert _pytorch(network_runner(net, CPU, pixels=64 * 64, cache=cache), net)
+    assert _pytorch(network_runner(net, CPU, pixels=64 * 64, cache=cache), net)
     runner = network_runner(net, CPU, pixels=64 * 64, cache=cache)
-    assert runner is not net
+    assert not _pytorch(runner, net)
     np.testing.assert_allclose(runner(torch.ones(1, 1, 16, 16)), net(torch.ones(1, 1, 16, 16)).detach(), atol=1e-5)
     # converted: later small jobs of the same cache use it at once; a fresh cache counts anew
-    assert network_runner(net, CPU, pixels=1, cache=cache) is not net
-    assert network_runner(net, CPU, pixels=64 * 64) is net
+    assert not _pytorch(network_runner(net, CPU, pixels=1, cache=cache), net)
+    assert _pytorch(network_runner(net, CPU, pixels=64 * 64), net)
     # new weights (a fine-tune) start counting again instead of converting at the next call
     with torch.no_grad():
         tiny_model.network.head.weight.mul_(2.0)
-    assert network_runner(net, CPU, pixels=64 * 64, cache=cache) is net
-    assert network_runner(net, CPU, pixels=2 * 64 * 64, cache=cache) is not net
+    assert _pytorch(network_runner(net, CPU, pixels=64 * 64, cache=cache), net)
+    assert not _pytorch(network_runner(net, CPU, pixels=2 * 64 * 64, cache=cache), net)
 
 
 def test_fresh_caches_give_identical_results_whatever_ran_before(tiny_model, monkeypatch, auto_engine):
@@ -176,7 +206,7 @@ def test_fresh_caches_give_identical_results_whatever_ran_before(tiny_model, mon
 
 
 def test_a_failed_conversion_falls_back_to_pytorch_under_auto(tiny_model, monkeypatch, caplog, auto_engine):
-    def broken(net):
+    def broken(net, precision=torch.float32):
         raise RuntimeError("unsupported operation")
 
     monkeypatch.setattr(engine_module, "_CompiledNetwork", broken)
@@ -184,7 +214,7 @@ def test_a_failed_conversion_falls_back_to_pytorch_under_auto(tiny_model, monkey
     net = tiny_model.network.eval()
     cache = EngineCache()
     with caplog.at_level(logging.WARNING, logger="napari_unet.core.inference.engine"):
-        assert network_runner(net, CPU, cache=cache) is net
+        assert _pytorch(network_runner(net, CPU, cache=cache), net)
     assert "running it with PyTorch" in caplog.text
     # not tried again for the same weights by this cache; asked for by name, it is an error
     assert choose_engine(net, CPU, engine="auto", cache=cache) == "torch"
@@ -255,9 +285,9 @@ def test_a_job_can_be_cancelled_while_the_network_is_being_converted(tiny_model,
     release = threading.Event()
     real = engine_module._CompiledNetwork
 
-    def slow(net):
+    def slow(net, precision=torch.float32):
         release.wait(10)  # a conversion that takes as long as the test wants
-        return real(net)
+        return real(net, precision)
 
     monkeypatch.setattr(engine_module, "_CompiledNetwork", slow)
     cache = EngineCache()

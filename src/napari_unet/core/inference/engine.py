@@ -40,6 +40,8 @@ import numpy as np
 import torch
 
 from napari_unet.core.errors import UserError
+from napari_unet.core.inference.device import compute_dtype
+from napari_unet.core.network.folding import folded_copy, has_foldable_norm
 from napari_unet.core.progress import Job, Progress, Stage, run_job
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,7 @@ def network_runner(
     engine: str = "auto",
     pixels: int = 0,
     cache: EngineCache | None = None,
+    amp: bool = False,
 ) -> Runner:
     """A function that maps a batch of tiles (N, C, H, W) to logits, with the engine chosen.
 
@@ -189,15 +192,23 @@ def network_runner(
     cache : EngineCache, optional
         What earlier calls of the same owner counted and converted; without
         one, this call is counted on its own (a fresh cache).
+    amp : bool
+        Mixed precision where the device has it (see
+        :func:`~napari_unet.core.inference.device.compute_dtype`): OpenVINO
+        is then compiled for bfloat16; PyTorch gets it from the caller's
+        autocast.
 
     Returns
     -------
     callable
         Takes a batch on ``device`` and returns logits there (PyTorch may
-        return a lower precision under autocast). With ``"auto"``, a network
-        OpenVINO fails to convert is run by PyTorch, with a logged warning.
+        return a lower precision under autocast). PyTorch runs a copy of the
+        network with its batch normalisation folded into the convolutions
+        (:mod:`napari_unet.core.network.folding`; the same function to float32
+        rounding). With ``"auto"``, a network OpenVINO fails to convert is run
+        by PyTorch, with a logged warning.
     """
-    return run_job(network_runner_job(net, device, engine=engine, pixels=pixels, cache=cache))
+    return run_job(network_runner_job(net, device, engine=engine, pixels=pixels, cache=cache, amp=amp))
 
 
 def network_runner_job(
@@ -210,6 +221,7 @@ def network_runner_job(
     cache: EngineCache | None = None,
     plane_index: int = 0,
     n_planes: int = 1,
+    amp: bool = False,
 ) -> Job[Runner]:
     """:func:`network_runner` as a job: while a network is converted, it yields progress every 0.1 s.
 
@@ -227,21 +239,22 @@ def network_runner_job(
     cache = cache if cache is not None else EngineCache()
     chosen = choose_engine(net, device, engine=engine, cache=cache)
     if chosen == "torch":
-        return net
-    if engine == "auto" and not cache.is_converted(net) and cache.count(net, pixels) < CONVERT_AFTER_PIXELS:
-        return net
+        return cache.folded(net)
+    precision = compute_dtype(device, amp=amp)
+    if engine == "auto" and not cache.is_converted(net, precision) and cache.count(net, pixels) < CONVERT_AFTER_PIXELS:
+        return cache.folded(net)
     outcome: dict[str, object] = {}
     done = threading.Event()
 
     def convert() -> None:
         try:
-            outcome["compiled"] = cache.compiled(net)
+            outcome["compiled"] = cache.compiled(net, precision)
         except Exception as exc:  # noqa: BLE001 - handed to the job below
             outcome["error"] = exc
         finally:
             done.set()
 
-    if cache.is_converted(net):
+    if cache.is_converted(net, precision):
         convert()
     else:
         # Not a daemon: the interpreter waits for it at exit. A daemon thread still inside
@@ -262,11 +275,16 @@ def network_runner_job(
             raise EngineError(f"OpenVINO could not convert the network: {error}") from error  # type: ignore[misc]
         log.warning("OpenVINO could not convert the network (%s); running it with PyTorch", error)
         cache.mark_failed(net)
-        return net
+        return cache.folded(net)
     compiled: Runner = outcome["compiled"]  # type: ignore[assignment]
     if engine == "openvino":
         return compiled
     return _WithFallback(compiled, net, cache)
+
+
+def runner_engine(runner: Runner, /) -> str:
+    """``"openvino"`` if ``runner`` (from :func:`network_runner`) runs the network in OpenVINO, else ``"torch"``."""
+    return str(getattr(runner, "engine_name", "torch"))
 
 
 class _WithFallback:
@@ -277,6 +295,11 @@ class _WithFallback:
         self._net = net
         self._cache = cache
 
+    @property
+    def engine_name(self) -> str:
+        """``"openvino"``, or ``"torch"`` once OpenVINO failed and PyTorch took over."""
+        return "openvino" if self._compiled is not None else "torch"
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._compiled is not None:
             try:
@@ -285,7 +308,7 @@ class _WithFallback:
                 log.warning("OpenVINO failed on a tile (%s); running the network with PyTorch", exc)
                 self._compiled = None
                 self._cache.mark_failed(self._net)
-        return self._net(x)
+        return self._cache.folded(self._net)(x)
 
 
 def _why_not_openvino(net: torch.nn.Module, device: torch.device, cache: EngineCache | None) -> str:
@@ -305,7 +328,9 @@ def _why_not_openvino(net: torch.nn.Module, device: torch.device, cache: EngineC
 class _CompiledNetwork:
     """An OpenVINO-compiled copy of a network, called like the network."""
 
-    def __init__(self, net: torch.nn.Module) -> None:
+    engine_name = "openvino"
+
+    def __init__(self, net: torch.nn.Module, precision: torch.dtype = torch.float32) -> None:
         ov = import_openvino()
 
         config: Any = net.config
@@ -322,11 +347,15 @@ class _CompiledNetwork:
         finally:
             net.train(was_training)
         threads = max(1, torch.get_num_threads())
+        # f32 keeps results equal to PyTorch's float32 ones; bf16 (asked for with mixed precision on
+        # processors with bfloat16 units) is what PyTorch's CPU autocast does; LATENCY uses all
+        # threads on one request
+        hint = "bf16" if precision == torch.bfloat16 else "f32"
+        self.precision = precision
         self._model = ov.Core().compile_model(
             converted,
             "CPU",
-            # float32 keeps results equal to PyTorch's; LATENCY uses all threads on one request
-            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
+            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint},
         )
         self._request = self._model.create_infer_request()
         self._lock = threading.Lock()  # one infer request: one tile batch at a time
@@ -362,8 +391,17 @@ class EngineCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        #: network -> (fingerprint of the weights, compiled network)
-        self._compiled: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, _CompiledNetwork]] = (
+        #: network -> {precision: (fingerprint of the weights, compiled network)}
+        self._compiled: weakref.WeakKeyDictionary[
+            torch.nn.Module, dict[torch.dtype, tuple[tuple, _CompiledNetwork]]
+        ] = weakref.WeakKeyDictionary()
+        #: (engine, precision) -> input megapixels per second at the engine's best tile size
+        self._speeds: dict[tuple[str, str], float] = {}
+        #: what tile_shape was chosen for a (engine, precision, extent, architecture): kept, so that the
+        #: same image segmented again in a session is cut the same way (bit-identical results)
+        self._tile_shapes: dict[tuple, tuple[int, int]] = {}
+        #: network -> (fingerprint of the weights, copy with batch normalisation folded)
+        self._folded: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, torch.nn.Module]] = (
             weakref.WeakKeyDictionary()
         )
         #: network -> (fingerprint of the weights counted for, input pixels run through PyTorch)
@@ -379,23 +417,71 @@ class EngineCache:
             self._torch_pixels[net] = (fingerprint, given)
             return given
 
-    def is_converted(self, net: torch.nn.Module, /) -> bool:
-        """True if a converted copy of ``net`` with its current weights is held."""
+    def is_converted(self, net: torch.nn.Module, precision: torch.dtype = torch.float32, /) -> bool:
+        """True if a copy of ``net`` with its current weights is held converted for ``precision``."""
         with self._lock:
-            cached = self._compiled.get(net)
+            cached = self._compiled.get(net, {}).get(precision)
             return cached is not None and cached[0] == _fingerprint(net)
 
-    def compiled(self, net: torch.nn.Module, /) -> Runner:
-        """The converted network for ``net``'s current weights, converting it once."""
+    def compiled(self, net: torch.nn.Module, precision: torch.dtype = torch.float32, /) -> Runner:
+        """The network converted for OpenVINO in ``precision``, for ``net``'s current weights; converted once."""
         with self._lock:
             fingerprint = _fingerprint(net)
-            cached = self._compiled.get(net)
+            cached = self._compiled.get(net, {}).get(precision)
             if cached is not None and cached[0] == fingerprint:
                 return cached[1]
-            compiled = _CompiledNetwork(net)
+            compiled = _CompiledNetwork(net, precision)
             # fingerprint again: conversion must not count as a change
-            self._compiled[net] = (_fingerprint(net), compiled)
+            self._compiled.setdefault(net, {})[precision] = (_fingerprint(net), compiled)
             return compiled
+
+    def folded(self, net: torch.nn.Module, /) -> torch.nn.Module:
+        """What PyTorch runs for ``net``: a copy with batch normalisation folded in, made once per set of weights.
+
+        ``net`` itself when it has no foldable normalisation or is in
+        training mode (a training step's forward pass must update its
+        statistics).
+        """
+        if net.training or not has_foldable_norm(net):
+            return net
+        with self._lock:
+            fingerprint = _fingerprint(net)
+            cached = self._folded.get(net)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            copy = folded_copy(net)
+            self._folded[net] = (fingerprint, copy)
+            return copy
+
+    def record_speed(self, engine: str, precision: torch.dtype, speed_mpx_s: float, /) -> None:
+        """Remember how fast ``engine`` ran in ``precision`` (input Mpx/s, scaled to its best tile size).
+
+        Later jobs of this owner size their CPU tiles by it (see
+        :mod:`napari_unet.core.inference.tile_choice`); each new figure is
+        averaged with the last one, so one slow batch (a busy processor)
+        moves it only halfway.
+        """
+        if not speed_mpx_s > 0:
+            return
+        key = (engine, str(precision))
+        with self._lock:
+            last = self._speeds.get(key)
+            self._speeds[key] = float(speed_mpx_s) if last is None else 0.5 * (last + float(speed_mpx_s))
+
+    def tile_shape(self, key: tuple, choose: Callable[[], tuple[int, int]], /) -> tuple[int, int]:
+        """The tile shape chosen for ``key`` before, or ``choose()``'s, remembered from now on."""
+        with self._lock:
+            known = self._tile_shapes.get(key)
+        if known is not None:
+            return known
+        shape = choose()
+        with self._lock:
+            return self._tile_shapes.setdefault(key, shape)
+
+    def speed(self, engine: str, precision: torch.dtype, /) -> float | None:
+        """The speed :meth:`record_speed` holds for ``engine`` in ``precision``, or None before any job measured it."""
+        with self._lock:
+            return self._speeds.get((engine, str(precision)))
 
     def mark_failed(self, net: torch.nn.Module, /) -> None:
         """OpenVINO failed on ``net``'s current weights: keep them with PyTorch from now on."""

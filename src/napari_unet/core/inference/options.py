@@ -51,7 +51,11 @@ class InferenceOptions:
     batch_size : int, optional
         Tiles per network call (at least 1); chosen from free memory if omitted.
     amp : bool
-        Mixed precision on CUDA (bfloat16 or float16); no effect elsewhere.
+        Mixed precision where the device has fast half precision: bfloat16
+        (or float16) on CUDA, bfloat16 on CPUs with AMX or AVX512-BF16 units
+        (``NAPARI_UNET_CPU_AMP=off`` keeps float32 there); float32
+        elsewhere. False computes in float32 everywhere (see
+        :func:`~napari_unet.core.inference.device.compute_dtype`).
     engine : {"auto", "torch", "openvino"}
         What runs the network on the CPU (see
         :mod:`napari_unet.core.inference.engine`).

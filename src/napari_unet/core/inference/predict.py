@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,11 +15,14 @@ from napari_unet.core.inference.device import (
     auto_batch_size,
     auto_tile_size,
     autocast,
+    compute_dtype,
     empty_cache,
     free_memory_bytes,
     is_out_of_memory,
+    memory_tile_pixels,
 )
-from napari_unet.core.inference.engine import EngineCache, Runner, network_runner_job
+from napari_unet.core.inference.engine import EngineCache, Runner, network_runner_job, runner_engine
+from napari_unet.core.inference.tile_choice import choose_cpu_tile, speed_profile
 from napari_unet.core.inference.tiling import Region, TileGrid, read_mirrored, tile_grid
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.normalization import apply_normalization
@@ -64,7 +68,8 @@ def predict_plane_job(
     batch_size : int, optional
         Tiles per network call; chosen from free memory if omitted.
     amp : bool
-        Mixed precision on CUDA.
+        Mixed precision where the device has it: CUDA, and CPUs with
+        bfloat16 units (see :func:`~napari_unet.core.inference.device.compute_dtype`).
     stats : numpy.ndarray, optional
         Per-channel (offset, scale) from the model's normalisation; computed
         from this plane if omitted. Pass the whole plane's statistics when
@@ -110,15 +115,14 @@ def predict_plane_job(
     net = model.network.to(device).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if stats is None:
         stats = model.description.normalization.statistics(plane)
+    engine_cache = engine_cache if engine_cache is not None else EngineCache()
+    precision = compute_dtype(device, amp=amp)
+    # on the CPU a same network's tiles are sized for the engine that runs them (tile_choice)
+    choose_tiles = tile_size is None and device.type == "cpu" and config.padding == "same"
     if tile_size is None:
         tile_size = auto_tile_size(config, device)
     while True:
         grid = tile_grid(extent, config, tile_shape=(tile_size, tile_size))
-        if batch_size is None:
-            batch = auto_batch_size(config, device, grid.input_shape[0] * grid.input_shape[1])
-        else:
-            batch = max(1, int(batch_size))
-        batch = min(batch, len(grid.tiles))
         runner = yield from network_runner_job(
             net,
             device,
@@ -127,7 +131,32 @@ def predict_plane_job(
             pixels=len(grid.tiles) * grid.input_shape[0] * grid.input_shape[1],
             plane_index=plane_index,
             n_planes=n_planes,
+            amp=amp,
         )
+        kind = runner_engine(runner)
+        if choose_tiles:
+            measured = engine_cache.speed(kind, precision)
+
+            def choose(kind: str = kind, measured: float | None = measured) -> tuple[int, int]:
+                return choose_cpu_tile(
+                    extent,
+                    config,
+                    engine=kind,
+                    speed_mpx_s=measured,
+                    max_pixels=memory_tile_pixels(config, device),
+                )
+
+            # once the engine's speed is measured, the choice is kept for this size: the same
+            # image segmented again in a session is cut the same way (identical results)
+            key = (kind, str(precision), extent, config)
+            tile_shape = choose() if measured is None else engine_cache.tile_shape(key, choose)
+            grid = tile_grid(extent, config, tile_shape=tile_shape)
+        if batch_size is None:
+            batch = auto_batch_size(config, device, grid.input_shape[0] * grid.input_shape[1])
+        else:
+            batch = max(1, int(batch_size))
+        batch = min(batch, len(grid.tiles))
+        speed = _SpeedMeter(engine_cache, kind, precision, grid) if device.type == "cpu" else None
         try:
             return (
                 yield from _run_grid(
@@ -143,6 +172,7 @@ def predict_plane_job(
                     n_classes=config.n_classes,
                     plane_index=plane_index,
                     n_planes=n_planes,
+                    speed=speed,
                 )
             )
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
@@ -154,6 +184,7 @@ def predict_plane_job(
                 what = f"batch of {batch_size} tiles"
             elif max(grid.input_shape) // 2 >= _MIN_TILE:
                 tile_size = max(grid.input_shape) // 2
+                choose_tiles = False
                 what = f"tiles of {tile_size} px"
             else:
                 raise OutOfMemoryError(
@@ -182,6 +213,7 @@ def _run_grid(
     n_classes: int,
     plane_index: int,
     n_planes: int,
+    speed: _SpeedMeter | None = None,
 ) -> Job[np.ndarray]:
     height, width = extent
     tiles = grid.tiles
@@ -210,8 +242,11 @@ def _run_grid(
                 )
                 x = torch.from_numpy(inputs).permute(0, 3, 1, 2).to(device)
             x = x.contiguous(memory_format=torch.channels_last)
+            started = time.perf_counter()
             with torch.inference_mode(), autocast(device, enabled=amp):
                 logits = net(x)
+            if speed is not None:
+                speed.add(len(chunk), time.perf_counter() - started)
             with torch.inference_mode():
                 probs = torch.softmax(logits.float(), dim=1)
                 if stitch_on_device:
@@ -231,7 +266,37 @@ def _run_grid(
     if stitch_on_device:
         out = np.empty((n_classes, height, width), dtype=np.float32)
         torch.from_numpy(out).copy_(out_dev)
+    if speed is not None:
+        speed.record()
     return out
+
+
+class _SpeedMeter:
+    """Times a plane's network calls and records the engine's speed in the job's engine cache.
+
+    The first call of a plane is left out when there are others (it pays
+    for oneDNN's and OpenVINO's set-up for the tile shape); the figure is
+    scaled to the engine's best tile size by its speed profile.
+    """
+
+    def __init__(self, cache: EngineCache, engine: str, precision: torch.dtype, grid: TileGrid) -> None:
+        self._cache = cache
+        self._engine = engine
+        self._precision = precision
+        self._tile_pixels = grid.input_shape[0] * grid.input_shape[1]
+        self._calls: list[tuple[int, float]] = []
+
+    def add(self, tiles: int, seconds: float) -> None:
+        self._calls.append((tiles, seconds))
+
+    def record(self) -> None:
+        calls = self._calls[1:] if len(self._calls) > 1 else self._calls
+        tiles = sum(n for n, _ in calls)
+        seconds = sum(t for _, t in calls)
+        if tiles and seconds > 0:
+            measured = tiles * self._tile_pixels / seconds / 1e6
+            relative = speed_profile(self._engine).relative_speed(self._tile_pixels)
+            self._cache.record_speed(self._engine, self._precision, measured / relative)
 
 
 def _window(plane_shape: tuple[int, int], region: Region | None, step: int) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -133,7 +133,7 @@ class TrainingSettings:
     seed : int
         Seed for patches, augmentation and initialisation.
     amp : bool
-        Mixed precision on CUDA.
+        Mixed precision on CUDA (training on the CPU stays float32).
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
     schedule : {"constant", "cosine"}

@@ -162,7 +162,8 @@ def backward(
         x = torch.from_numpy(np.stack([p[0] for p in chunk])).permute(0, 3, 1, 2).to(device)
         y = torch.from_numpy(np.stack([p[1] for p in chunk]).astype(np.int64)).to(device)
         w = torch.from_numpy(np.stack([p[2] for p in chunk]).astype(np.float32)).to(device)
-        with autocast(device, enabled=settings.amp):
+        # mixed precision trains on CUDA only: bfloat16 training on the CPU has not been measured
+        with autocast(device, enabled=settings.amp and device.type == "cuda"):
             logits = net(x)
         logits = logits.float()
         if settings.loss == "dice_ce":

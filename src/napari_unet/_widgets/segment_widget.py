@@ -758,7 +758,8 @@ class SegmentWidget(RunsJobs, QWidget):
         found = f"{result.n_objects} objects, " if result.output == "instances" else ""
         note = f" Note: {job.notice}" if job.notice else ""
         note += f" {self._kept_note}" if self._kept_note else ""
-        self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}.{note}")
+        on = result.device if result.precision == "float32" else f"{result.device} ({result.precision})"
+        self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {on}.{note}")
 
     def _show_scale(self, scale: ObjectScale | None, layers: list[Any]) -> None:
         """Show the object size a run used, and record it on its result layers (Fine-tune reads it)."""

@@ -40,9 +40,10 @@ def test_float32_when_amp_is_off_or_the_variable_says_so(monkeypatch):
         compute_dtype(CPU, amp=True)
 
 
-def test_processors_without_bfloat16_units_stay_in_float32(monkeypatch, users_default):
+def test_processors_without_bfloat16_units_stay_in_float32(monkeypatch, users_default, tiny_model):
     monkeypatch.setattr(device_module, "cpu_has_fast_bfloat16", lambda: False)
     assert compute_dtype(CPU, amp=True) == torch.float32
+    assert segment(np.ones((32, 32), np.float32), tiny_model, device="cpu").precision == "float32"
     with autocast(CPU, enabled=True):
         assert torch.ones(2, 2) @ torch.ones(2, 2) is not None
         assert (torch.nn.functional.linear(torch.ones(1, 2), torch.ones(2, 2))).dtype == torch.float32
@@ -56,6 +57,7 @@ def test_segment_runs_in_bfloat16_by_default_and_float32_with_amp_off(users_defa
     image = np.asarray(nuclei_sample()[0][0])
     fast = segment(image, model, device="cpu", engine="torch", keep_probabilities=True)
     exact = segment(image, model, device="cpu", engine="torch", amp=False, keep_probabilities=True)
+    assert (fast.precision, exact.precision) == ("bfloat16", "float32")  # what the widget's status line says
     change = np.abs(fast.probabilities - exact.probabilities)
     assert 0 < change.max() < 0.2  # bfloat16 really ran, and stayed close
     assert change.mean() < 1e-3

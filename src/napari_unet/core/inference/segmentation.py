@@ -10,7 +10,7 @@ import numpy as np
 
 from napari_unet.core.errors import UserError
 from napari_unet.core.inference.budget import check_whole_image
-from napari_unet.core.inference.device import resolve_device
+from napari_unet.core.inference.device import compute_dtype, resolve_device
 from napari_unet.core.inference.layout import infer_layout
 from napari_unet.core.inference.object_scale import ObjectScale, choose_scale_job
 from napari_unet.core.inference.options import InferenceOptions, OptionsError, inference_options
@@ -72,6 +72,10 @@ class SegmentationResult:
     object_scale : ObjectScale or None
         The objects' diameter used, where it came from, and the factor the
         image was resampled by (see :mod:`~napari_unet.core.inference.object_scale`).
+    precision : str
+        What the network computed in: ``"float32"``, or ``"bfloat16"`` /
+        ``"float16"`` with mixed precision (see
+        :func:`~napari_unet.core.inference.device.compute_dtype`).
     """
 
     output: str
@@ -82,6 +86,7 @@ class SegmentationResult:
     device: str
     seconds: float
     object_scale: ObjectScale | None = field(default=None)
+    precision: str = "float32"
 
 
 def segment_job(
@@ -277,6 +282,7 @@ def segment_job(
         device=str(torch_device),
         seconds=time.perf_counter() - started,
         object_scale=scale,
+        precision=str(compute_dtype(torch_device, amp=settings.amp)).removeprefix("torch."),
     )
 
 

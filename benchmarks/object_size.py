@@ -32,7 +32,9 @@ import torch
 from skimage.transform import rescale
 
 from napari_unet.core import load_named_model, segment
+from napari_unet.core.inference.object_scale import TOLERANCE
 from napari_unet.core.inference.resample import resample_labels, scaled_shape
+from napari_unet.core.network.object_size import equivalent_diameters
 from scoring import average_precision_table, pool_match_scores, seg_measure
 
 MAGNIFICATIONS = (0.33, 0.5, 1.0, 2.0, 3.0)
@@ -95,7 +97,8 @@ def run(model, pairs, magnifications, settings, device: str) -> dict:
             column = Column(tables=[], factors=[])
             for image, truth in views:
                 started = time.perf_counter()
-                result = segment(image, model, output_kind="instances", device=device, diameter=setting)
+                diameter = _diameter_for(setting, model, truth, mag)
+                result = segment(image, model, output_kind="instances", device=device, diameter=diameter)
                 column.seconds += time.perf_counter() - started
                 column.tables.append(average_precision_table(truth, result.labels, thresholds=(0.5,)))
                 seg = seg_measure(truth, result.labels)
@@ -110,6 +113,27 @@ def run(model, pairs, magnifications, settings, device: str) -> dict:
                 flush=True,
             )
     return results
+
+
+def _diameter_for(setting: str, model, truth: np.ndarray, mag: float) -> float | str:
+    """What to give ``segment`` for a setting: a diameter word or number as it is, or one of two references.
+
+    ``undo``: the diameter that resamples every image by ``1 / mag``, undoing the magnification
+    (the best one fixed factor). ``oracle:T``: the diameter that brings the image's *true* median
+    object diameter (from its labels) to ``T`` px at the model's scale, within the tolerance that
+    leaves an image as it is (what a perfect per-image estimate with target ``T`` would do).
+    """
+    model_d = model.description.object_diameter_px
+    if setting == "undo":
+        return model_d * mag
+    if setting.startswith("oracle:"):
+        target = float(setting.split(":", 1)[1])
+        diameters = equivalent_diameters(truth, exclude_border=False)
+        if not diameters.size:
+            return "model"
+        factor = target / float(np.median(diameters))
+        return "model" if 1 / TOLERANCE <= factor <= TOLERANCE else model_d / factor
+    return setting
 
 
 def print_table(results: dict, magnifications, settings) -> None:
@@ -161,7 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-gray", action="store_true")
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--magnifications", type=float, nargs="+", default=list(MAGNIFICATIONS))
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help="diameter settings to compare")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=list(SETTINGS),
+        help="diameter settings to compare: auto, model, a number, or the references undo (resample by "
+        "1/magnification) and oracle:T (each image's true median diameter brought to T px)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path)
     parser.add_argument(

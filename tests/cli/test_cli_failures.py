@@ -111,7 +111,10 @@ def test_the_default_patch_size_shrinks_to_small_images(tmp_path, nuclei_crop, t
 
 
 _CONVERSION_MARKED = r"""
-import sys, pathlib
+import signal, sys, pathlib
+# Ctrl-C raises KeyboardInterrupt, as in a terminal, even if the test process happens to ignore SIGINT
+# (a child inherits an ignored SIGINT, and Python then installs no handler for it)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from napari_unet.core.inference import engine
 marker = pathlib.Path(sys.argv[1])
 real = engine._CompiledNetwork.__init__
@@ -156,6 +159,9 @@ def test_ctrl_c_while_openvino_converts_exits_130_without_an_abort(tmp_path):
         finally:
             if child.poll() is None:
                 child.kill()
-        assert child.returncode == 130, f"trial {trial} (Ctrl-C {0.05 * trial:.2f} s into the conversion): {err}"
+        assert child.returncode == 130, (
+            f"trial {trial} (Ctrl-C {0.05 * trial:.2f} s into the conversion; SIGINT in the test process: "
+            f"{signal.getsignal(signal.SIGINT)}): {err}"
+        )
         assert "terminate called" not in err and "cancelled" in err and "Warning" not in err
         assert not (tmp_path / "out.tif").exists()

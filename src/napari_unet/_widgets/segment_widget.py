@@ -224,7 +224,7 @@ class SegmentWidget(RunsJobs, QWidget):
         self.amp_check = QCheckBox("Mixed precision (faster)")
         self.amp_check.setChecked(True)
         self.amp_check.setToolTip(
-            "bfloat16 on NVIDIA GPUs and on CPUs with bfloat16 units (AMX, AVX512-BF16): 2-3x faster, "
+            "bfloat16 on NVIDIA GPUs and on CPUs with bfloat16 units (AMX, AVX512-BF16): about 2x faster, "
             "probabilities within a few percent. Off: float32 everywhere."
         )
 

@@ -138,8 +138,8 @@ def bare_network(model, device: torch.device, side: int, amp: bool, repeats: int
 
 def breakdown(image: np.ndarray, model, device: torch.device, amp: bool, tile: int | None, cache: EngineCache) -> str:
     """Where our time goes on one image (PyTorch): statistics, network on the tile grid, copy to the host."""
-    from napari_unet.core.inference.device import auto_batch_size, auto_tile_size, compute_dtype, memory_tile_pixels
-    from napari_unet.core.inference.tile_choice import choose_cpu_tile
+    from napari_unet.core.inference.device import auto_batch_size, auto_tile_size, compute_dtype
+    from napari_unet.core.inference.predict import cpu_tile_shape
     from napari_unet.core.inference.tiling import tile_grid
     from napari_unet.core.network.folding import folded_copy
 
@@ -156,13 +156,9 @@ def breakdown(image: np.ndarray, model, device: torch.device, amp: bool, tile: i
     config = model.config
     stats_ms = clock(lambda: model.description.normalization.statistics(image[..., None]))
     if tile is None and device.type == "cpu":
-        # the tiles predict_plane_job chooses for PyTorch with this cache's measured speed
-        shape = choose_cpu_tile(
-            image.shape,
-            config,
-            engine="torch",
-            speed_mpx_s=cache.speed("torch", compute_dtype(device, amp=amp)),
-            max_pixels=memory_tile_pixels(config, device),
+        # the tiles predict_plane_job cuts for PyTorch with this cache's measured speed
+        shape = cpu_tile_shape(
+            image.shape, config, device, engine="torch", precision=compute_dtype(device, amp=amp), cache=cache
         )
     else:
         side = tile or auto_tile_size(config, device)
@@ -332,15 +328,14 @@ def main() -> None:
                 # seams in one precision: the tiling itself, not rounding differences between precisions
                 tf32 = torch.backends.cudnn.allow_tf32
                 torch.backends.cudnn.allow_tf32 = False
-                fresh = EngineCache
-                whole32 = ours(image, same, fresh(), amp=False, tile_size=size + 512, engine=engines[-1])
+                whole32 = ours(image, same, EngineCache(), amp=False, tile_size=size + 512, engine=engines[-1])
                 tiled32 = ours(
                     image, same, caches[f"{engines[-1]} f32"], amp=False, tile_size=args.tile, engine=engines[-1]
                 )
                 seam32 = float(np.abs(tiled32 - whole32).max())
                 seam_monai = float(np.abs(monai_t["f32"][1] - whole32).max())
                 if has_half:
-                    whole_half = ours(image, same, fresh(), amp=True, tile_size=size + 512, engine=engines[-1])
+                    whole_half = ours(image, same, EngineCache(), amp=True, tile_size=size + 512, engine=engines[-1])
                     column = next(v[0] for v in variants if v[1] == engines[-1] and v[2])
                     tiled_half = ours(image, same, caches[column], amp=True, tile_size=args.tile, engine=engines[-1])
                     seam_half = float(np.abs(tiled_half - whole_half).max())

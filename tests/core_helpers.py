@@ -9,6 +9,14 @@ import torch
 from torch import nn
 
 from napari_unet.core import SegmentationModel, new_model
+from napari_unet.core.progress import run_job
+
+
+def drain(job: Any) -> tuple[list, Any]:
+    """Run a job to the end: (every report it yielded, its result)."""
+    reports: list = []
+    value = run_job(job, on_progress=reports.append)
+    return reports, value
 
 
 def tiny_model(

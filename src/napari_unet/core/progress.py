@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
-__all__ = ["Job", "Progress", "Stage", "run_job", "within"]
+__all__ = ["Job", "Progress", "Stage", "relayed", "run_job", "within"]
 
 T = TypeVar("T")
 
@@ -133,16 +133,27 @@ def within(job: Generator[Any, None, T], /, *, start: float, stop: float) -> Gen
     """
     if not 0.0 <= start <= stop <= 1.0:
         raise ValueError(f"a share of a job runs within [0, 1], got [{start}, {stop}]")
+
+    def mapped(report: Progress) -> Progress:
+        a, b = report.span
+        return replace(report, span=(start + (stop - start) * a, start + (stop - start) * b))
+
+    return (yield from relayed(job, mapped))
+
+
+def relayed(job: Generator[Any, None, T], change: Callable[[Progress], Progress], /) -> Generator[Any, None, T]:
+    """Run ``job``, passing on every :class:`Progress` it yields as ``change(report)``; return its result.
+
+    Other messages pass unchanged. Stopping the outer job (``close()``)
+    stops ``job`` at once. :func:`within` is this with the span mapped.
+    """
     try:
         while True:
             try:
                 report = next(job)
             except StopIteration as finished:
                 return finished.value
-            if isinstance(report, Progress):
-                a, b = report.span
-                report = replace(report, span=(start + (stop - start) * a, start + (stop - start) * b))
-            yield report
+            yield change(report) if isinstance(report, Progress) else report
     finally:
         job.close()  # an outer job that is stopped stops this one at once (no-op once finished)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from core_helpers import dots_image, threshold_model
+from core_helpers import dots_image, drain, threshold_model
 from napari_unet.core import segment, segment_job
 from napari_unet.core.inference import plane_outputs
 from napari_unet.core.inference.object_scale import TOLERANCE, DiameterError, check_diameter
@@ -17,15 +17,6 @@ from napari_unet.core.inference.resample import resample_labels, resample_probab
 from napari_unet.core.network.instances import InstanceRule
 from napari_unet.core.network.object_size import median_diameter
 from napari_unet.core.progress import Stage
-
-
-def _drain(job):
-    reports = []
-    while True:
-        try:
-            reports.append(next(job))
-        except StopIteration as stop:
-            return reports, stop.value
 
 
 def _sized_model(diameter: float | None, *, min_size: int = 0):
@@ -91,7 +82,7 @@ def test_pixel_rules_follow_the_scale_small_objects_survive_the_minimum_size_at_
 def test_auto_estimates_the_size_of_large_objects_and_shrinks_the_image():
     model = _sized_model(8.0)
     image = dots_image(4, 4, size=24, gap=12)  # objects about 27 px across
-    reports, result = _drain(segment_job(image, model, device="cpu"))
+    reports, result = drain(segment_job(image, model, device="cpu"))
     scale = result.object_scale
     assert scale.source == "auto"
     assert scale.diameter == pytest.approx(24 * 2 / math.sqrt(math.pi), rel=0.1)
@@ -125,7 +116,7 @@ def test_auto_at_the_models_own_size_predicts_once_more_only_coarsely_and_equals
 
 def test_an_image_without_objects_falls_back_to_the_models_size_and_says_so():
     model = _sized_model(10.0)
-    reports, result = _drain(segment_job(np.zeros((64, 64), np.float32), model, device="cpu"))
+    reports, result = drain(segment_job(np.zeros((64, 64), np.float32), model, device="cpu"))
     assert result.object_scale.source == "fallback" and result.object_scale.factor == 1.0
     notices = [r.message for r in reports if r.stage == Stage.NOTICE]
     assert any("no objects were found to estimate their size" in m for m in notices)

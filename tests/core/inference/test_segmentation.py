@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from core_helpers import dots_image, threshold_model, tiny_model
+from core_helpers import dots_image, drain, threshold_model, tiny_model
 from napari_unet.core import Progress, segment, segment_job
 from napari_unet.core.inference.layout import ImageLayoutError
 from napari_unet.core.inference.predict import OutOfMemoryError
@@ -15,16 +15,6 @@ from napari_unet.core.inference.predict import OutOfMemoryError
 
 def _probs(image, model, **options):
     return segment(image, model, output="probabilities", device="cpu", **options).probabilities
-
-
-def _drain(job):
-    """Run a job, returning (progress reports, result)."""
-    reports = []
-    while True:
-        try:
-            reports.append(next(job))
-        except StopIteration as stop:
-            return reports, stop.value
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +111,7 @@ def test_rgb_stack_with_grayscale_model(gray_model):
 
 def test_stack_reports_progress_once_per_plane(gray_model):
     stack = np.random.default_rng(7).random((4, 24, 24)).astype(np.float32)
-    reports, result = _drain(segment_job(stack, gray_model, output="classes", device="cpu"))
+    reports, result = drain(segment_job(stack, gray_model, output="classes", device="cpu"))
     planes = [r for r in reports if r.stage == "plane"]
     assert len(planes) == 4
     assert all(r.n_planes == 4 for r in planes)
@@ -132,7 +122,7 @@ def test_stack_reports_progress_once_per_plane(gray_model):
 
 def test_progress_fraction_never_decreases(gray_model):
     stack = np.random.default_rng(8).random((3, 40, 40)).astype(np.float32)
-    reports, _ = _drain(segment_job(stack, gray_model, output="classes", device="cpu", tile_size=48))
+    reports, _ = drain(segment_job(stack, gray_model, output="classes", device="cpu", tile_size=48))
     fractions = [round(r.fraction, 4) for r in reports if r.stage in ("tiles", "plane")]
     assert len(fractions) > 6
     assert all(b >= a for a, b in zip(fractions, fractions[1:])), f"progress goes back: {fractions}"
@@ -320,7 +310,7 @@ def test_out_of_memory_retries_with_smaller_tiles_and_gives_the_same_result(monk
     image = np.random.default_rng(14).random((150, 140)).astype(np.float32)
     expected = _probs(image, model, tile_size=256)
     sizes = _oom_above(monkeypatch, model, 128)
-    reports, result = _drain(segment_job(image, model, output="probabilities", device="cpu", tile_size=256))
+    reports, result = drain(segment_job(image, model, output="probabilities", device="cpu", tile_size=256))
     notices = [r for r in reports if r.stage == "notice"]
     assert notices and "out of memory" in notices[0].message
     assert max(sizes) > 128 and sizes[-1] <= 128  # it did try big tiles, then finished with small ones
@@ -339,9 +329,7 @@ def test_out_of_memory_halves_the_batch_before_the_tiles(monkeypatch):
         return real(x)
 
     monkeypatch.setattr(model.network, "forward", forward)
-    reports, result = _drain(
-        segment_job(image, model, output="probabilities", device="cpu", tile_size=32, batch_size=8)
-    )
+    reports, result = drain(segment_job(image, model, output="probabilities", device="cpu", tile_size=32, batch_size=8))
     assert any(r.stage == "notice" and "batch" in r.message for r in reports)
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
 
@@ -363,7 +351,7 @@ def test_other_errors_are_not_retried(monkeypatch):
     monkeypatch.setattr(model.network, "forward", forward)
     job = segment_job(np.zeros((40, 40), np.float32), model, output="classes", device="cpu", tile_size=256)
     with pytest.raises(ValueError, match="broken network"):
-        _drain(job)
+        drain(job)
 
 
 # --- layout errors ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_unet.core import load_named_model, new_model, segment
 from napari_unet.core.inference.engine import EngineCache
@@ -62,7 +63,7 @@ def test_segment_records_the_speed_and_keeps_its_tiles_for_the_same_image():
     cache = EngineCache()
     options = InferenceOptions(device="cpu", engine="torch", engine_cache=cache, diameter="model")
     first = segment(image, model, output_kind="probabilities", options=options).probabilities
-    assert cache.speed("torch", __import__("torch").float32) is not None
+    assert cache.speed("torch", torch.float32) is not None
     second = segment(image, model, output_kind="probabilities", options=options).probabilities
     third = segment(image, model, output_kind="probabilities", options=options).probabilities
     np.testing.assert_array_equal(second, third)  # the same cut once the speed is known

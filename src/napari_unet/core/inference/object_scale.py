@@ -39,7 +39,7 @@ from napari_unet.core.errors import UserError
 from napari_unet.core.inference.plane_outputs import PlaneOutputs, plane_outputs_job
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.network.object_size import equivalent_diameters
-from napari_unet.core.progress import Job, Progress, Stage, within
+from napari_unet.core.progress import Job, Progress, Stage, relayed, within
 
 __all__ = [
     "DIAMETER_WORDS",
@@ -247,19 +247,15 @@ def choose_scale_job(
 def _never_back(job: Job[Any]) -> Job[Any]:
     """``job``'s reports with the fraction held where it was when a later pass starts lower."""
     highest = 0.0
-    try:
-        while True:
-            try:
-                report = next(job)
-            except StopIteration as finished:
-                return finished.value
-            if isinstance(report, Progress):
-                if report.fraction < highest:
-                    report = replace(report, done=0, total=0, plane=0, n_planes=1, span=(highest, highest))
-                highest = report.fraction
-            yield report
-    finally:
-        job.close()
+
+    def held(report: Progress) -> Progress:
+        nonlocal highest
+        if report.fraction < highest:
+            report = replace(report, done=0, total=0, plane=0, n_planes=1, span=(highest, highest))
+        highest = report.fraction
+        return report
+
+    return (yield from relayed(job, held))
 
 
 @dataclass(frozen=True)

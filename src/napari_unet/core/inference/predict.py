@@ -135,21 +135,7 @@ def predict_plane_job(
         )
         kind = runner_engine(runner)
         if choose_tiles:
-            measured = engine_cache.speed(kind, precision)
-
-            def choose(kind: str = kind, measured: float | None = measured) -> tuple[int, int]:
-                return choose_cpu_tile(
-                    extent,
-                    config,
-                    engine=kind,
-                    speed_mpx_s=measured,
-                    max_pixels=memory_tile_pixels(config, device),
-                )
-
-            # once the engine's speed is measured, the choice is kept for this size: the same
-            # image segmented again in a session is cut the same way (identical results)
-            key = (kind, str(precision), extent, config)
-            tile_shape = choose() if measured is None else engine_cache.tile_shape(key, choose)
+            tile_shape = cpu_tile_shape(extent, config, device, engine=kind, precision=precision, cache=engine_cache)
             grid = tile_grid(extent, config, tile_shape=tile_shape)
         if batch_size is None:
             batch = auto_batch_size(config, device, grid.input_shape[0] * grid.input_shape[1])
@@ -269,6 +255,36 @@ def _run_grid(
     if speed is not None:
         speed.record()
     return out
+
+
+def cpu_tile_shape(
+    extent: tuple[int, int],
+    config: Any,
+    device: torch.device,
+    /,
+    *,
+    engine: str,
+    precision: torch.dtype,
+    cache: EngineCache,
+) -> tuple[int, int]:
+    """The ``tile_shape`` :func:`predict_plane_job` gives a ``same`` network on the CPU.
+
+    :func:`~napari_unet.core.inference.tile_choice.choose_cpu_tile` at the
+    speed ``cache`` measured for ``engine`` in ``precision``, within a quarter
+    of the free memory. Once the speed is measured the choice is kept for this
+    size: the same image segmented again in a session is cut the same way
+    (identical results).
+    """
+    measured = cache.speed(engine, precision)
+
+    def choose() -> tuple[int, int]:
+        return choose_cpu_tile(
+            extent, config, engine=engine, speed_mpx_s=measured, max_pixels=memory_tile_pixels(config, device)
+        )
+
+    if measured is None:
+        return choose()
+    return cache.tile_shape((engine, str(precision), extent, config), choose)
 
 
 class _SpeedMeter:

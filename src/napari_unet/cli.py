@@ -474,6 +474,11 @@ def _run_training(job, *, total: int, quiet: bool):  # type: ignore[no-untyped-d
                 return
             if report.stage == Stage.PREPARE:
                 return  # the held-back region was printed before training
+            if report.stage == Stage.CALIBRATE:
+                bar.set_postfix_str(report.message)
+                if report.done == report.total:
+                    tqdm.write(f"note: {report.message}", file=sys.stderr)
+                return
             bar.n = report.done
             metric = report.data.get("best")
             bar.set_postfix(

@@ -704,6 +704,10 @@ class FineTuneWidget(RunsJobs, QWidget):
         if report.stage == Stage.NOTICE:
             show_info(report.message)
             return
+        if report.stage == Stage.CALIBRATE:
+            if not job.stop.is_set():
+                self.status_label.setText(f"Training done; {report.message}...")
+            return
         if report.stage == Stage.PREPARE:
             if "held_back" in report.data:
                 self._show_held_back(report.data["held_back"])
@@ -946,7 +950,7 @@ class FineTuneWidget(RunsJobs, QWidget):
 
 def _fraction(job: _RunningJob, report: Progress | PreviewUpdate) -> float | None:
     """How far training is: steps done, or time spent of the time budget, whichever is further."""
-    if not isinstance(report, Progress) or report.stage in (Stage.NOTICE, Stage.PREPARE):
+    if not isinstance(report, Progress) or report.stage in (Stage.NOTICE, Stage.PREPARE, Stage.CALIBRATE):
         return None
     fraction = report.done / report.total if report.total else 0.0
     if job.budget:

@@ -47,6 +47,8 @@ class Stage(StrEnum):
     FILE_DONE = "file-done"
     #: A training step is finished (``data``: loss, metric, ...).
     TRAIN = "train"
+    #: After training, the instance rule's outline threshold is fitted to the annotation.
+    CALIBRATE = "calibrate"
     #: A file of an export is being written.
     EXPORT = "export"
     #: A message for the user, with no progress of its own.

@@ -254,3 +254,29 @@ def test_seed_threshold_round_trips_and_is_left_out_when_unset():
     assert "seed_threshold" not in InstanceRule("seeded_watershed", [1, 2], [1]).to_dict()
     with pytest.raises(ValueError, match="seed_threshold"):
         InstanceRule("seeded_watershed", [1], [1], seed_threshold=1.5)
+
+
+def test_foreground_threshold_shrinks_objects_to_the_confident_pixels():
+    p = np.zeros((3, 9, 9), np.float32)
+    p[0] = 1.0
+    p[:, 1:8, 1:8] = np.array([0.3, 0.0, 0.7])[:, None, None]  # a wide, unsure ring of boundary
+    p[:, 2:7, 2:7] = np.array([0.1, 0.0, 0.9])[:, None, None]
+    p[:, 3:6, 3:6] = np.array([0.0, 1.0, 0.0])[:, None, None]
+    wide = instances_from_probabilities(p, WATERSHED)
+    tight = instances_from_probabilities(p, WATERSHED.with_foreground_threshold(0.8))
+    assert (wide > 0).sum() == 49
+    assert (tight > 0).sum() == 25
+    assert tight.max() == wide.max() == 1
+    tight_components = instances_from_probabilities(p, COMPONENTS.with_foreground_threshold(0.8))
+    assert (tight_components > 0).sum() == 25
+
+
+def test_foreground_threshold_round_trips_and_is_left_out_when_unset():
+    rule = WATERSHED.with_foreground_threshold(0.75)
+    assert InstanceRule.from_dict(rule.to_dict()) == rule
+    assert "foreground_threshold" not in WATERSHED.to_dict()
+    for bad in (0.0, 1.0, -0.2):
+        with pytest.raises(ValueError, match="foreground_threshold"):
+            WATERSHED.with_foreground_threshold(bad)
+    with pytest.raises(ValueError, match="foreground_threshold must be a number"):
+        InstanceRule.from_dict({**WATERSHED.to_dict(), "foreground_threshold": "0.7"})

@@ -396,3 +396,16 @@ def test_every_refused_file_gets_a_message_that_says_what_to_do(saved, model, ki
     message = str(refused.value)
     assert any(advice in message for advice in _ADVICE), message
     assert "Traceback" not in message
+
+
+def test_the_format_version_written_is_the_oldest_that_holds_the_file(tmp_path, model):
+    def version(m):
+        header, _ = _split(save_model(m, tmp_path / "v.unet.safetensors"))
+        return json.loads(header["__metadata__"]["napari_unet"])["format_version"]
+
+    assert version(model) == 1
+    model.description.object_diameter_px = 20.0
+    assert version(model) == 2
+    model.description.instance_rule = model.description.instance_rule.with_foreground_threshold(0.7)
+    assert version(model) == 3 == FORMAT_VERSION
+    assert load_model(tmp_path / "v.unet.safetensors").description.instance_rule.foreground_threshold == 0.7

@@ -32,6 +32,7 @@ from napari_unet.core.blockwise.label_merge import LabelUnion, block_offsets, ma
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.engine import EngineCache
 from napari_unet.core.inference.layout import ImageLayout, infer_layout
+from napari_unet.core.inference.model_fit import colour_notice
 from napari_unet.core.inference.object_scale import ObjectScale, choose_scale_job
 from napari_unet.core.inference.options import InferenceOptions, OptionsError, inference_options
 from napari_unet.core.inference.plane_outputs import plane_outputs_job
@@ -244,6 +245,9 @@ def segment_to_zarr_job(
     _check_request(image, model, output, block_size)
     step = model.config.downsampling
     layout = infer_layout(tuple(image.shape), in_channels=model.config.in_channels, channel_axis=channel_axis, rgb=rgb)
+    colour = colour_notice(layout, model)
+    if colour is not None:
+        yield Progress(Stage.NOTICE, message=colour)
     lazy = _as_lazy_array(image, layout)
     planes = list(layout.plane_indices())
     n_classes = model.config.n_classes

@@ -12,6 +12,7 @@ from napari_unet.core.errors import UserError
 from napari_unet.core.inference.budget import check_whole_image
 from napari_unet.core.inference.device import compute_dtype, resolve_device
 from napari_unet.core.inference.layout import infer_layout
+from napari_unet.core.inference.model_fit import colour_notice
 from napari_unet.core.inference.object_scale import ObjectScale, choose_scale_job
 from napari_unet.core.inference.options import InferenceOptions, OptionsError, inference_options
 from napari_unet.core.inference.plane_outputs import plane_outputs_job
@@ -201,6 +202,9 @@ def segment_job(
     )
     torch_device = resolve_device(settings.device)
     started = time.perf_counter()
+    colour = colour_notice(layout, model)
+    if colour is not None:
+        yield Progress(Stage.NOTICE, message=colour)
     stack = layout.stack_shape
     height, width = layout.plane_shape
     n_planes = layout.n_planes

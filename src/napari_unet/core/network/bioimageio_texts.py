@@ -46,11 +46,17 @@ def instance_rule_text(rule: InstanceRule, class_names: Sequence[str], /) -> str
     if rule.method == "none":
         return "Objects: this model has no instance rule; use the most probable class per pixel."
     foreground = _names(rule.foreground_classes, class_names)
+    if rule.foreground_threshold is None:
+        foreground_pixels = f"the pixels whose most probable class is one of {foreground}"
+    else:
+        foreground_pixels = (
+            f"the pixels where the summed probability of {foreground} exceeds {rule.foreground_threshold:g}"
+        )
     small = f" Objects smaller than {rule.min_size} pixels are dropped." if rule.min_size else ""
     if rule.method == "components":
         return (
-            "Objects (instance post-processing, not part of the package's network): the pixels whose most probable "
-            f"class is one of {foreground} are foreground; each 4-connected component of the foreground is one "
+            "Objects (instance post-processing, not part of the package's network): "
+            f"{foreground_pixels} are foreground; each 4-connected component of the foreground is one "
             f"object.{small} Objects are numbered 1..N, 0 is background."
         )
     seeds = _names(rule.seed_classes, class_names)
@@ -62,7 +68,7 @@ def instance_rule_text(rule: InstanceRule, class_names: Sequence[str], /) -> str
     return (
         "Objects (instance post-processing, not part of the package's network): seeded watershed. Seeds are the "
         f"4-connected regions of {seed_pixels};{seed_small} each seed grows by watershed on minus the summed "
-        f"probability of {foreground}, over the pixels whose most probable class is one of those. Foreground "
+        f"probability of {foreground}, over {foreground_pixels}. Foreground "
         f"without a seed is not an object.{small} Objects are numbered 1..N, 0 is background."
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -43,6 +43,14 @@ class InstanceRule:
         probability of the ``seed_classes`` exceeds this, instead of the
         pixels where a seed class is the most probable. A high threshold
         keeps a gap in a faint membrane from merging two cells (EM).
+    foreground_threshold : float or None
+        Object pixels are those whose summed probability of the
+        ``foreground_classes`` exceeds this, instead of the pixels where a
+        foreground class is the most probable. A network trained with
+        class-balanced weights over-predicts the rare boundary class, so its
+        objects come out a few pixels too large; a threshold calibrated on
+        the training data (:func:`~napari_unet.core.training.calibration.calibrate_foreground_threshold`)
+        brings their outlines back. None (older files): the most probable class.
     """
 
     method: InstanceMethod = "components"
@@ -50,6 +58,7 @@ class InstanceRule:
     seed_classes: list[int] = field(default_factory=list)
     min_size: int = 0
     seed_threshold: float | None = None
+    foreground_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ("seeded_watershed", "components", "none"):
@@ -62,12 +71,15 @@ class InstanceRule:
             raise ValueError("min_size cannot be negative")
         if self.seed_threshold is not None and not 0.0 < self.seed_threshold < 1.0:
             raise ValueError(f"seed_threshold must lie between 0 and 1, got {self.seed_threshold}")
+        if self.foreground_threshold is not None and not 0.0 < self.foreground_threshold < 1.0:
+            raise ValueError(f"foreground_threshold must lie between 0 and 1, got {self.foreground_threshold}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the rule as a JSON-serialisable dict (``seed_threshold`` only when set)."""
+        """Return the rule as a JSON-serialisable dict (the thresholds only when set)."""
         data = asdict(self)
-        if self.seed_threshold is None:
-            del data["seed_threshold"]  # files without it stay readable by older versions
+        for key in ("seed_threshold", "foreground_threshold"):
+            if data[key] is None:
+                del data[key]  # files without it stay readable by older versions
         return data
 
     @classmethod
@@ -75,12 +87,14 @@ class InstanceRule:
         """Build from a dict written by :meth:`to_dict`; classes and ``min_size`` must be whole numbers."""
         if not isinstance(data, dict):
             raise ValueError(f"the instance rule must be a JSON object, got {type(data).__name__}")
-        unknown = set(data) - {"method", "foreground_classes", "seed_classes", "min_size", "seed_threshold"}
+        known = {"method", "foreground_classes", "seed_classes", "min_size", "seed_threshold", "foreground_threshold"}
+        unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown instance settings {sorted(unknown)}")
-        threshold = data.get("seed_threshold")
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
-            raise ValueError(f"seed_threshold must be a number or null, got {threshold!r}")
+        thresholds = {key: data.get(key) for key in ("seed_threshold", "foreground_threshold")}
+        for key, value in thresholds.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(f"{key} must be a number or null, got {value!r}")
         min_size = data.get("min_size", 0)
         if not _is_int(min_size) or min_size > MAX_MIN_SIZE:
             raise ValueError(f"min_size must be a whole number from 0 to {MAX_MIN_SIZE}, got {min_size!r}")
@@ -89,8 +103,12 @@ class InstanceRule:
             foreground_classes=_classes(data["foreground_classes"], "foreground_classes"),
             seed_classes=_classes(data.get("seed_classes", []), "seed_classes"),
             min_size=min_size,
-            seed_threshold=None if threshold is None else float(threshold),
+            **{key: None if value is None else float(value) for key, value in thresholds.items()},
         )
+
+    def with_foreground_threshold(self, threshold: float | None, /) -> InstanceRule:
+        """The same rule with another ``foreground_threshold`` (None: the most probable class)."""
+        return replace(self, foreground_threshold=threshold)
 
     def check_classes(self, n_classes: int) -> None:
         """Raise ``ValueError`` if the rule names a class the model lacks."""
@@ -154,7 +172,11 @@ def instances_from_probabilities(probabilities: np.ndarray, rule: InstanceRule) 
         raise ValueError("this model has no instance rule; ask for classes or probabilities instead")
     rule.check_classes(probabilities.shape[0])
     classes = np.argmax(probabilities, axis=0)
-    foreground = np.isin(classes, rule.foreground_classes)
+    fg_prob = probabilities[rule.foreground_classes].sum(axis=0)
+    if rule.foreground_threshold is None:
+        foreground = np.isin(classes, rule.foreground_classes)
+    else:
+        foreground = fg_prob > rule.foreground_threshold
     structure = ndi.generate_binary_structure(2, 1)
     if rule.method == "components":
         labels, _ = ndi.label(foreground, structure=structure)
@@ -166,7 +188,6 @@ def instances_from_probabilities(probabilities: np.ndarray, rule: InstanceRule) 
         seeds, _ = ndi.label(seeds_mask, structure=structure)
         if rule.min_size:
             seeds = _remove_small(seeds, rule.min_size)
-        fg_prob = probabilities[rule.foreground_classes].sum(axis=0)
         # every object grows from a seed: foreground without a seed (specks of
         # boundary class on noise) is not an object
         labels = watershed(-fg_prob, markers=seeds, mask=foreground)

@@ -30,9 +30,10 @@ from napari_unet.core.network.normalization import Normalization
 from napari_unet.core.network.unet import UNet, UNetConfig
 
 FORMAT_NAME = "napari-unet-model"
-#: Newest format this version reads and writes. Version 2 added ``object_diameter_px``; a file
-#: without it is still written as version 1, so older napari-unet versions keep reading it.
-FORMAT_VERSION = 2
+#: Newest format this version reads and writes. Version 2 added ``object_diameter_px``, version 3
+#: the instance rule's ``foreground_threshold``; a file is written with the oldest version that
+#: holds what it uses, so older napari-unet versions keep reading files without them.
+FORMAT_VERSION = 3
 FILE_SUFFIX = ".unet.safetensors"
 _METADATA_KEY = "napari_unet"
 #: Deepest nesting of lists and objects allowed in the training history.
@@ -115,11 +116,17 @@ class ModelDescription:
         if self.object_diameter_px is not None:
             self.object_diameter_px = _positive(self.object_diameter_px, "object_diameter_px")
 
+    def format_version(self) -> int:
+        """The oldest file format version that holds this description."""
+        if self.instance_rule.foreground_threshold is not None:
+            return 3
+        return 2 if self.object_diameter_px is not None else 1
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON document stored in a model file."""
         doc = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION if self.object_diameter_px is not None else 1,
+            "format_version": self.format_version(),
             "name": self.name,
             "description": self.description,
             "architecture": self.config.to_dict(),

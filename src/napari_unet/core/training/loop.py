@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -28,6 +28,7 @@ from napari_unet.core.network.normalization import apply_normalization
 from napari_unet.core.progress import Progress, Stage, run_job
 from napari_unet.core.training.annotations import IGNORE, AnnotationError, TrainingTarget
 from napari_unet.core.training.augment import augment_sample
+from napari_unet.core.training.calibration import ThresholdCalibration, calibration_job, whole_annotated_objects
 from napari_unet.core.training.metrics import MatchScores, class_iou, region_match
 from napari_unet.core.training.object_sizes import pooled_diameter
 from napari_unet.core.training.recipe import (
@@ -155,6 +156,12 @@ class TrainingSettings:
         ``anchor_weight * sum((w - w_start) ** 2)``), which keeps a
         fine-tuned model from forgetting what it did right elsewhere; 0:
         none. Not used from scratch.
+    calibrate_outlines : bool
+        After training, fit the instance rule's foreground threshold to the
+        annotated objects of the training samples
+        (:func:`~napari_unet.core.training.calibration.calibrate_foreground_threshold`),
+        so that the objects' outlines match the annotation; kept only if the
+        held-back score does not drop. Skipped after Stop.
     """
 
     steps: int = 200
@@ -176,6 +183,7 @@ class TrainingSettings:
     loader_threads: int = 1
     correction_fraction: float = CORRECTION_FRACTION
     anchor_weight: float = ANCHOR_WEIGHT
+    calibrate_outlines: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -594,6 +602,43 @@ def _record_object_size(model: SegmentationModel, samples: Sequence[TrainingSamp
             model.description.object_diameter_px = diameter
 
 
+def _calibrate_outlines(
+    work: SegmentationModel,
+    best: BestState,
+    samples: Sequence[TrainingSample],
+    /,
+    *,
+    device: torch.device,
+    should_stop: Callable[[], bool],
+) -> Generator[Progress, None, ThresholdCalibration | None]:
+    """Fit the foreground threshold of the kept weights to the training samples' whole objects.
+
+    The held-back samples are not used; they judge the result: a threshold
+    that lowers their score is not kept (and the calibration returned says
+    the rule's own threshold).
+    """
+    annotated = [s for s in samples if s.instances is not None]
+    if not annotated or work.description.instance_rule.method == "none":
+        return None
+    best.restore()
+    work.network.eval()
+    truths = [whole_annotated_objects(s.instances, s.target.annotated) for s in annotated]  # type: ignore[arg-type]
+    calibration = yield from calibration_job(
+        work, [s.image for s in annotated], truths, device=device, should_stop=should_stop
+    )
+    rule = work.description.instance_rule
+    if calibration is None or calibration.threshold == rule.foreground_threshold:
+        return calibration
+    work.description.instance_rule = rule.with_foreground_threshold(calibration.threshold)
+    if best.validation and best.best_metric is not None:
+        after = score(work, best.validation, device=device)
+        if not after.value >= best.best:
+            work.description.instance_rule = rule
+            return replace(calibration, threshold=rule.foreground_threshold, score=calibration.before)
+        best.best = after.value
+    return calibration
+
+
 def _baseline_report(baseline: float | None, /, *, name: str, steps: int) -> Progress:
     """The progress report of the validation before training (step 0)."""
     return Progress(
@@ -780,6 +825,10 @@ def train_job(
                 break
     finally:
         loader.close()
+    if settings.calibrate_outlines and done and not stopped:
+        calibration = yield from _calibrate_outlines(work, best, samples, device=device, should_stop=should_stop)
+        if calibration is not None:
+            record = {**(record or {}), "outline_calibration": calibration.to_dict()}
     return _finish(
         work,
         best,

@@ -1,0 +1,175 @@
+"""The outline threshold is fitted to the annotation, on the training data only, and kept only where it helps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core_helpers import drain
+from napari_unet.core import load_model, new_model, run_job, save_model
+from napari_unet.core.network.instances import InstanceRule, instances_from_probabilities
+from napari_unet.core.progress import Stage
+from napari_unet.core.training.annotations import targets_from_instances
+from napari_unet.core.training.calibration import (
+    MIN_OBJECTS,
+    calibrate_foreground_threshold,
+    calibration_job,
+    seg_sum,
+    whole_annotated_objects,
+)
+from napari_unet.core.training.loop import TrainingSample, TrainingSettings, train_job
+from scoring import seg_measure
+
+RULE = InstanceRule("seeded_watershed", foreground_classes=[1, 2], seed_classes=[1])
+
+
+def _bloated_disks(n_rows: int = 3, n_cols: int = 4, *, radius: int = 5, pitch: int = 28):
+    """Disks of ``radius`` and probabilities whose foreground fades from r = 3 to r = 11.
+
+    The most probable class is foreground out to r = 7, as a network trained
+    with class-balanced weights paints objects too large; a threshold of 0.75
+    on the foreground probability gives the annotated outline back.
+    """
+    shape = (n_rows * pitch, n_cols * pitch)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    truth = np.zeros(shape, np.int32)
+    distance = np.full(shape, np.inf)
+    for k in range(n_rows * n_cols):
+        cy, cx = pitch // 2 + pitch * (k // n_cols), pitch // 2 + pitch * (k % n_cols)
+        r = np.hypot(yy - cy, xx - cx)
+        truth[r < radius] = k + 1
+        distance = np.minimum(distance, r)
+    foreground = np.clip(1 - (distance - 3) / 8, 0, 1)
+    interior = np.where(distance < 3, 0.95, 0.0)
+    probabilities = np.stack([1 - foreground, interior, foreground - interior]).astype(np.float32)
+    return probabilities, truth
+
+
+def test_a_threshold_brings_back_outlines_that_the_most_probable_class_draws_too_large():
+    probabilities, truth = _bloated_disks()
+    before = seg_measure(truth, instances_from_probabilities(probabilities, RULE)).score
+    calibration = calibrate_foreground_threshold([probabilities], [truth], RULE)
+    after = seg_measure(truth, instances_from_probabilities(probabilities, RULE.with_foreground_threshold(0.75))).score
+    assert before < 0.6
+    assert calibration.threshold == pytest.approx(0.75)
+    assert calibration.score == pytest.approx(after) and after > 0.95
+    assert calibration.before == pytest.approx(before)
+    assert calibration.objects == 12
+    assert "SEG" in calibration.summary()
+
+
+def test_fitting_outlines_keep_the_most_probable_class():
+    probabilities, truth = _bloated_disks()
+    truth = instances_from_probabilities(probabilities, RULE)  # the annotation is what argmax draws
+    assert calibrate_foreground_threshold([probabilities], [truth], RULE).threshold is None
+
+
+def test_too_few_annotated_objects_keep_the_rule_as_it_is():
+    probabilities, truth = _bloated_disks(1, MIN_OBJECTS - 1)
+    calibration = calibrate_foreground_threshold([probabilities], [truth], RULE)
+    assert calibration.threshold is None
+    assert calibration.objects == MIN_OBJECTS - 1
+    own = RULE.with_foreground_threshold(0.6)
+    assert calibrate_foreground_threshold([probabilities], [truth], own).threshold == 0.6
+
+
+def test_seg_sum_agrees_with_the_benchmarks_seg_measure():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        truth = rng.integers(0, 6, (40, 50)) * (rng.random((40, 50)) < 0.7)
+        predicted = np.where(rng.random((40, 50)) < 0.8, truth, rng.integers(0, 8, (40, 50)))
+        predicted[:10] = 9  # one large object
+        ours = seg_sum(truth, predicted)
+        theirs = seg_measure(truth, predicted)
+        assert ours.objects == theirs.count
+        assert ours.score == pytest.approx(theirs.score)
+
+
+def test_objects_cut_by_the_unannotated_area_are_left_out():
+    labels = np.array([[1, 1, 0, 2, 2, 0, 3]])
+    annotated = np.array([[True, True, True, True, False, True, True]])
+    assert whole_annotated_objects(labels, annotated).tolist() == [[1, 1, 0, 0, 0, 0, 3]]
+
+
+def test_the_calibration_job_reports_each_image_and_can_be_stopped():
+    model = new_model(depth=2, base_features=4, padding="same")
+    images = [np.random.default_rng(i).random((32, 32, 1)).astype(np.float32) for i in range(3)]
+    truths = [np.zeros((32, 32), np.int32) for _ in images]
+    reports, calibration = drain(calibration_job(model, images, truths, device="cpu"))
+    assert [r.stage for r in reports] == [Stage.CALIBRATE] * 4
+    assert calibration is not None and calibration.objects == 0
+    _, stopped = drain(calibration_job(model, images, truths, device="cpu", should_stop=lambda: True))
+    assert stopped is None
+
+
+def _disks(seed: int, size: int = 64) -> TrainingSample:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    labels = np.zeros((size, size), np.uint16)
+    for k in range(1, 7):
+        cy, cx = rng.integers(8, size - 8, 2)
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = k
+    image = ((labels > 0) * 200.0 + rng.normal(20, 5, (size, size))).astype(np.float32)[..., None]
+    return TrainingSample(image, targets_from_instances(labels), instances=labels, name=f"disks{seed}")
+
+
+FAST = dict(patch_size=32, batch_size=4, augment=False, device="cpu", validate_every=10, learning_rate=3e-3)
+
+
+def test_training_fits_the_outlines_records_it_and_the_file_keeps_it(tmp_path):
+    model = new_model(depth=2, base_features=8, norm="batch")
+    reports, result = drain(train_job(model, [_disks(0), _disks(1)], settings=TrainingSettings(steps=20, **FAST)))
+    record = result.model.description.training_history[-1]["outline_calibration"]
+    assert record["objects"] >= MIN_OBJECTS
+    assert result.model.description.instance_rule.foreground_threshold == record["threshold"]
+    assert any(r.stage == Stage.CALIBRATE for r in reports)
+    assert model.description.instance_rule.foreground_threshold is None  # the start model is untouched
+    loaded = load_model(save_model(result.model, tmp_path / "m.unet.safetensors"))
+    assert loaded.description.instance_rule == result.model.description.instance_rule
+
+
+def test_training_without_calibration_or_after_stop_keeps_the_rule():
+    model = new_model(depth=2, base_features=8, norm="batch")
+    settings = TrainingSettings(steps=5, calibrate_outlines=False, **FAST)
+    reports, result = drain(train_job(model, [_disks(0)], settings=settings))
+    assert "outline_calibration" not in result.model.description.training_history[-1]
+    assert not any(r.stage == Stage.CALIBRATE for r in reports)
+    reports, stopped = drain(
+        train_job(model, [_disks(0)], settings=TrainingSettings(steps=5, **FAST), stop=lambda: True)
+    )
+    assert "outline_calibration" not in stopped.model.description.training_history[-1]
+    assert not any(r.stage == Stage.CALIBRATE for r in reports)
+
+
+def test_a_threshold_that_lowers_the_held_back_score_is_not_kept(monkeypatch):
+    from napari_unet.core.training import loop
+
+    real_score = loop.score
+
+    def worse_once_calibrated(model, samples, *, device):
+        result = real_score(model, samples, device=device)
+        if model.description.instance_rule.foreground_threshold is not None:
+            return loop.Score(result.value - 0.5, result.objects)
+        return result
+
+    monkeypatch.setattr(loop, "score", worse_once_calibrated)
+    monkeypatch.setattr(
+        loop,
+        "calibration_job",
+        lambda *a, **k: _returns(calibrate_foreground_threshold(*_bloated_disks_lists(), RULE)),
+    )
+    model = new_model(depth=2, base_features=8, norm="batch")
+    settings = TrainingSettings(steps=10, **FAST)
+    result = run_job(train_job(model, [_disks(0)], settings=settings, validation=[_disks(5)]))
+    assert result.model.description.instance_rule.foreground_threshold is None
+    assert result.model.description.training_history[-1]["outline_calibration"]["threshold"] is None
+
+
+def _bloated_disks_lists():
+    probabilities, truth = _bloated_disks()
+    return [probabilities], [truth]
+
+
+def _returns(value):
+    yield from ()
+    return value

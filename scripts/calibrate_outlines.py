@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         model.description.instance_rule = model.description.instance_rule.with_foreground_threshold(
             calibration.threshold
         )
-        model.description.training_history.append(
-            {"kind": "outline calibration", "command": "scripts/calibrate_outlines.py", **calibration.to_dict()}
-        )
+        history = model.description.training_history
+        if history:  # beside the run that made the weights, where a training run records its own calibration
+            history[-1]["outline_calibration"] = {**calibration.to_dict(), "command": "scripts/calibrate_outlines.py"}
         save_model(model, path, half=True)
     return 0
 

@@ -295,7 +295,10 @@ def _pass_job(
         start=start,
         stop=stop,
     )
-    return _Pass(outputs, equivalent_diameters(outputs.labels("instances"), exclude_border=True), region is None)
+    # sized with the most probable class, as the estimate was tuned: a calibrated foreground
+    # threshold drops the unsure pixels of a pass at a wrong scale, and its objects fall apart
+    sizing = model.description.instance_rule.with_foreground_threshold(None)
+    return _Pass(outputs, equivalent_diameters(outputs.instances_under(sizing), exclude_border=True), region is None)
 
 
 def _estimate_job(

@@ -29,7 +29,13 @@ from napari_unet.core.inference.resample import (
 )
 from napari_unet.core.inference.tiling import Region
 from napari_unet.core.network.geometry import halo, same_margin
-from napari_unet.core.network.instances import class_map, labels_from_probabilities, relabel_consecutive
+from napari_unet.core.network.instances import (
+    InstanceRule,
+    class_map,
+    foreground_mask,
+    labels_from_probabilities,
+    relabel_consecutive,
+)
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Job
 
@@ -72,8 +78,14 @@ class PlaneOutputs:
         smooth instead of following the coarser of the two grids.
         """
         if kind not in self._labels:
-            self._labels[kind] = self._make(kind)
+            self._labels[kind] = self._make(kind, self.model.description.instance_rule)
         return self._labels[kind]
+
+    def instances_under(self, rule: InstanceRule, /) -> np.ndarray:
+        """The instances another ``rule`` would give (not kept: :meth:`labels` stays the model's)."""
+        if rule == self.model.description.instance_rule:
+            return self.labels("instances")
+        return self._make("instances", rule)
 
     def probabilities(self) -> np.ndarray:
         """(K, Y, X) probabilities of the region on the image's grid."""
@@ -84,8 +96,7 @@ class PlaneOutputs:
             self._labels["probabilities"] = resample_probabilities(self.probabilities_at_scale, self.shape)
         return self._labels["probabilities"]
 
-    def _make(self, kind: str) -> np.ndarray:
-        rule = self.model.description.instance_rule
+    def _make(self, kind: str, rule: InstanceRule) -> np.ndarray:
         if self.factor == 1.0:
             return labels_from_probabilities(self.probabilities_at_scale, kind=kind, rule=rule)[self.crop]
         probabilities = self._probabilities_here()
@@ -94,7 +105,7 @@ class PlaneOutputs:
             return classes[self.crop]
         at_scale = labels_from_probabilities(self.probabilities_at_scale, kind="instances", rule=rule)
         ids = resample_labels(at_scale, self.shape)
-        foreground = np.isin(classes, rule.foreground_classes)
+        foreground = foreground_mask(probabilities, rule, classes=classes)
         ids[~foreground] = 0
         if np.any(foreground & (ids == 0)):  # foreground on this grid that the nearest sample missed
             ids = expand_labels(ids, distance=math.ceil(1 / self.factor) + 1)

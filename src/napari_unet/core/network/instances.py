@@ -173,10 +173,7 @@ def instances_from_probabilities(probabilities: np.ndarray, rule: InstanceRule) 
     rule.check_classes(probabilities.shape[0])
     classes = np.argmax(probabilities, axis=0)
     fg_prob = probabilities[rule.foreground_classes].sum(axis=0)
-    if rule.foreground_threshold is None:
-        foreground = np.isin(classes, rule.foreground_classes)
-    else:
-        foreground = fg_prob > rule.foreground_threshold
+    foreground = foreground_mask(probabilities, rule, classes=classes)
     structure = ndi.generate_binary_structure(2, 1)
     if rule.method == "components":
         labels, _ = ndi.label(foreground, structure=structure)
@@ -194,6 +191,33 @@ def instances_from_probabilities(probabilities: np.ndarray, rule: InstanceRule) 
     if rule.min_size:
         labels = _remove_small(labels, rule.min_size)
     return relabel_consecutive(labels)
+
+
+def foreground_mask(
+    probabilities: np.ndarray, rule: InstanceRule, /, *, classes: np.ndarray | None = None
+) -> np.ndarray:
+    """The pixels that belong to objects under ``rule``: the one definition for every grid.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        (K, Y, X) class probabilities.
+    rule : InstanceRule
+        Its ``foreground_threshold`` on the summed foreground probability, or
+        (None) the most probable class being a foreground class.
+    classes : numpy.ndarray, optional
+        The most probable class per pixel, when already computed.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Y, X) bool.
+    """
+    if rule.foreground_threshold is not None:
+        return probabilities[rule.foreground_classes].sum(axis=0) > rule.foreground_threshold
+    if classes is None:
+        classes = np.argmax(probabilities, axis=0)
+    return np.isin(classes, rule.foreground_classes)
 
 
 def labels_from_probabilities(probabilities: np.ndarray, /, *, kind: str, rule: InstanceRule) -> np.ndarray:

@@ -26,6 +26,11 @@ auto (default)
 
 RGB images (H, W, 3|4) are passed with ``rgb=True``; ``--only-gray`` skips them.
 
+``--blur S`` and ``--noise F`` score degraded copies, as a user's next experiment may
+look: a Gaussian blur of S pixels (out of focus), then Gaussian noise of F times the
+image's standard deviation (seeded per image; lower signal-to-noise). Lowering the contrast
+alone changes nothing for models that normalise each image by its percentiles.
+
 Usage (repository root)::
 
     PYTHONPATH=src python benchmarks/accuracy.py --model nuclei --data ../shared/data/dsb2018_nuclei --split val
@@ -119,6 +124,19 @@ def choose_kind(kind: str, labels: np.ndarray, model: Any) -> str:
         return "instances"
     binary = set(np.unique(labels).tolist()) <= {0, 1}
     return "em" if binary and model.description.instance_rule.method != "none" else "semantic"
+
+
+def degraded(image: np.ndarray, *, blur: float, noise: float, seed: int) -> np.ndarray:
+    """The image blurred by ``blur`` px and with Gaussian noise of ``noise`` image std (unchanged for 0 and 0)."""
+    if not blur and not noise:
+        return image
+    out = image.astype(np.float32)
+    if blur:
+        sigma = (blur, blur, 0) if is_rgb(out) else blur
+        out = ndi.gaussian_filter(out, sigma)
+    if noise:
+        out += np.random.default_rng(seed).normal(0.0, noise * float(out.std()), out.shape).astype(np.float32)
+    return out
 
 
 def is_rgb(image: np.ndarray) -> bool:
@@ -318,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         "(the watershed post-processing of ISBI 2012 entries; the model's own output keeps "
         "membranes as 0)",
     )
+    parser.add_argument("--blur", type=float, default=0.0, help="Gaussian blur of this sigma (pixels)")
+    parser.add_argument("--noise", type=float, default=0.0, help="add Gaussian noise of this many image std")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
@@ -345,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             n_colour_skipped += 1
             continue
         truth = tifffile.imread(sample.labels)
+        image = degraded(image, blur=args.blur, noise=args.noise, seed=n_images)
         kind = kind or choose_kind(args.kind, truth, model)
         if kind == "instances":
             row = score_instances(sample, truth, image, model, args, totals)
@@ -366,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         f"model: {desc.name} ({args.model})   data: {root}   kind: {kind}   device: {totals.device}"
         + (f"   colour images skipped: {n_colour_skipped}" if n_colour_skipped else "")
         + (f"   limit: {args.limit}" if args.limit is not None else "")
+        + (
+            f"   degraded: contrast x{args.contrast:g}, noise {args.noise:g} std"
+            if args.contrast != 1 or args.noise
+            else ""
+        )
     )
     text, numbers = report(kind, totals, model, header, time.perf_counter() - started, seg_seconds, n_images)
     print(text)

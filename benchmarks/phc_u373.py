@@ -8,7 +8,11 @@ the training frames with the widget's own job
 mode, the recipe's defaults) for a budget in optimiser steps, and the val
 frames are scored with the challenge's SEG measure (mean Jaccard over the
 ground-truth cells, a cell matched by the predicted object covering more
-than half of it) and matched-object F1 at IoU 0.5, at checkpoints.
+than half of it) and matched-object F1 at IoU 0.5, at checkpoints. At each
+checkpoint a copy of the model has its outline threshold fitted to the
+training frames first, as the job does when it ends
+(:mod:`napari_unet.core.training.calibration`; ``--no-calibration``: not);
+that time is not counted as training time.
 
 ``--scale`` resamples the frames (images by interpolation, labels by
 nearest neighbour) before training and segmenting, and the predictions back
@@ -33,7 +37,8 @@ from skimage.transform import rescale, resize
 
 from napari_unet.core import load_named_model, segment
 from napari_unet.core.network.model_file import SegmentationModel
-from napari_unet.core.progress import run_job
+from napari_unet.core.progress import Stage, run_job
+from napari_unet.core.training.calibration import calibration_job, whole_annotated_objects
 from napari_unet.core.training.finetune_job import AnnotatedImage, FineTuneRequest, prepare_job, training_job
 from napari_unet.core.training.loop import TrainingSettings
 from napari_unet.core.training.metrics import match_objects
@@ -88,6 +93,12 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
     p.add_argument("--validation-fraction", type=float, default=0.2)
     p.add_argument("--learning-rate", type=float, default=None, help="default: the recipe's")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="patches, augmentation")
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="score checkpoints with the rule as it is (default: fit the outline threshold as the job's end does)",
+    )
     args = p.parse_args(argv)
 
     model = load_named_model(args.model)
@@ -97,11 +108,14 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
         steps=args.steps,
         device=args.device,
         learning_rate=args.learning_rate or default_learning_rate(from_scratch=False),
+        seed=args.seed,
+        calibrate_outlines=not args.no_calibration,
     )
     rows = [(0, *seg_and_f1(model, val, scale=args.scale, device=args.device))]
     print(f"PhC-U373: {len(train)} train, {len(val)} val frames; start {args.model}; scale {args.scale}")
-    print(f"{'steps':>6} {'train s':>8} {'SEG':>6} {'F1@0.5':>7}")
-    print(f"{0:6d} {0:8.0f} {rows[0][1]:6.3f} {rows[0][2]:7.3f}", flush=True)
+    print(f"{'steps':>6} {'train s':>8} {'SEG':>6} {'F1@0.5':>7} {'threshold':>9}")
+    start_threshold = model.description.instance_rule.foreground_threshold
+    print(f"{0:6d} {0:8.0f} {rows[0][1]:6.3f} {rows[0][2]:7.3f} {start_threshold!s:>9}", flush=True)
     request = FineTuneRequest(
         model=model,
         images=[AnnotatedImage(name, image, labels) for name, image, labels in train],
@@ -117,16 +131,43 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
         if pending and step >= pending[0]:
             pending.pop(0)
             t0 = time.perf_counter()
-            seg, f1 = seg_and_f1(live, val, scale=args.scale, device=args.device)
+            trained = t0 - clock["start"] - clock["scoring"]
+            scored = live
+            if not args.no_calibration:  # what the job's end does: fit the outlines to the training objects
+                scored = live.copy()
+                scored.network.eval()
+                calibration = run_job(
+                    calibration_job(
+                        scored,
+                        [s.image for s in samples.train],
+                        [whole_annotated_objects(s.instances, s.target.annotated) for s in samples.train],
+                        device=args.device,
+                    )
+                )
+                if calibration is not None:
+                    rule = scored.description.instance_rule
+                    scored.description.instance_rule = rule.with_foreground_threshold(calibration.threshold)
+            seg, f1 = seg_and_f1(scored, val, scale=args.scale, device=args.device)
             clock["scoring"] += time.perf_counter() - t0
-            trained = time.perf_counter() - clock["start"] - clock["scoring"]
             rows.append((step, seg, f1))
-            print(f"{step:6d} {trained:8.0f} {seg:6.3f} {f1:7.3f}", flush=True)
+            threshold = scored.description.instance_rule.foreground_threshold
+            print(f"{step:6d} {trained:8.0f} {seg:6.3f} {f1:7.3f} {threshold!s:>9}", flush=True)
 
-    result = run_job(training_job(request, samples, stop=threading.Event(), preview=at_step))
+    finished: dict[str, float] = {}
+
+    def note_calibration(report: object) -> None:
+        if getattr(report, "stage", None) == Stage.CALIBRATE and "start" not in finished:
+            finished["start"] = time.perf_counter()
+
+    result = run_job(
+        training_job(request, samples, stop=threading.Event(), preview=at_step), on_progress=note_calibration
+    )
+    calibrating = time.perf_counter() - finished.get("start", time.perf_counter())
     seg, f1 = seg_and_f1(result.model, val, scale=args.scale, device=args.device)
     print(
-        f"result model (after the guard): SEG {seg:.3f}, F1 {f1:.3f}; {result.verdict.summary() if result.verdict else ''}"
+        f"result model (after the guard and the job's own calibration, {calibrating:.0f} s, threshold "
+        f"{result.model.description.instance_rule.foreground_threshold}): SEG {seg:.3f}, F1 {f1:.3f}; "
+        f"{result.verdict.summary() if result.verdict else ''}"
     )
     rows.append((result.steps_done, seg, f1))
     return rows

@@ -44,6 +44,21 @@ SETTINGS_GPU = {
     "loader_threads": 4,
 }
 
+#: Fine-tuning a shipped model into a new one on 2 CPU cores: the Fine-tune recipe
+#: (napari_unet.core.training.recipe: patches, rate, pull toward the start) with a cosine decay
+#: to the end of the fixed budget.
+SETTINGS_CPU_FROM_MODEL = {
+    "patch_size": 128,
+    "batch_size": 4,
+    "learning_rate": 1e-3,
+    "optimizer": "adamw",
+    "validate_every": 250,
+    "mistake_weight": 1.0,
+    "schedule": "cosine",
+    "loader_threads": 1,
+    "anchor_weight": 0.001,
+}
+
 CONFIGS = {
     "nuclei": {
         "title": "Nuclei (fluorescence)",
@@ -76,6 +91,26 @@ CONFIGS = {
         "normalization": Normalization("percentile", 1.0, 99.8),
         "min_size": 200,
         "settings": SETTINGS_GPU,
+    },
+    "phase": {
+        "title": "Whole cells (phase contrast)",
+        "description": (
+            "Segments whole cells in 2-D phase-contrast images (bright halo, dark interior on a grey "
+            "background), any bit depth. Fine-tuned from the cells model on the 11 training frames of the Cell "
+            "Tracking Challenge set PhC-C2DH-U373 (glioblastoma-astrocytoma U373 cells, sequence 01, train "
+            "split), the U-Net paper's phase-contrast set. Three classes (background, interior, boundary); "
+            "objects by seeded watershed."
+        ),
+        "datasets": [("ctc_phc_c2dh_u373", None)],
+        "val_datasets": [("ctc_phc_c2dh_u373", None)],
+        "scheme": "instances",
+        "start": "cells",
+        "select_checkpoint": False,
+        "channel": "phase contrast",
+        "architecture": {"depth": 5, "base_features": 16, "padding": "same", "norm": "batch"},
+        "normalization": Normalization("percentile", 1.0, 99.8),
+        "min_size": 200,
+        "settings": SETTINGS_CPU_FROM_MODEL,
     },
     "em": {
         "title": "EM membranes (ISBI 2012)",
@@ -184,14 +219,25 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CONFIGS[args.config]
 
     train = [s for ds, kind in cfg["datasets"] for s in load_split(args.data, ds, "train", kind, cfg["scheme"])]
+    # a set whose val frames come from the training sequence (PhC-U373) would flatter the
+    # checkpoint they pick: such a config trains a fixed budget and keeps the last weights
     val = [
         s
         for ds, kind in cfg["val_datasets"]
         for s in load_split(args.data, ds, "val", kind, cfg["scheme"], limit=args.val_limit)
+        if cfg.get("select_checkpoint", True)
     ]
     print(f"{len(train)} training images, {len(val)} validation images", flush=True)
+    from_model = args.start is not None or "start" in cfg
     if args.start is not None:
         model = load_model(args.start)
+    elif "start" in cfg:  # a new model made from a shipped one: its own name, data and object size
+        model = load_model(MODELS / f"{cfg['start']}.unet.safetensors")
+        model.description.name = cfg["title"]
+        model.description.description = cfg["description"]
+        model.description.channel_names = [cfg.get("channel", "fluorescence")]
+        model.description.object_diameter_px = None  # measured again on its training objects
+        model.description.instance_rule = model.description.instance_rule.with_foreground_threshold(None)
     elif cfg["scheme"] == "instances":
         model = new_model(
             name=cfg["title"],
@@ -230,10 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         "config": args.config,
         "datasets": [d if k is None else f"{d} ({k} images)" for d, k in cfg["datasets"]],
         "split": "train (fully annotated frames)",
-        "checkpoint_selection": f"val (first {args.val_limit})",
+        "checkpoint_selection": f"val (first {args.val_limit})" if val else "none (the last weights)",
         "architecture": cfg["architecture"],
         "min_size": cfg["min_size"],
         "seed": args.seed,
+        **({"started_from": cfg["start"]} if "start" in cfg and args.start is None else {}),
     }
     started = time.perf_counter()
 
@@ -245,13 +292,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{time.perf_counter() - started:7.1f}s] {p.message}{extra}", flush=True)
 
     result = run_job(
-        train_job(model, train, settings=settings, validation=val, from_scratch=args.start is None, record=record),
+        train_job(model, train, settings=settings, validation=val, from_scratch=not from_model, record=record),
         on_progress=report,
     )
     out = args.output or MODELS / f"{args.config}.unet.safetensors"
     save_model(result.model, out, half=True)
     print(
-        f"saved {out} ({out.stat().st_size / 1e6:.1f} MB): best {result.metric_name} {result.best_metric:.3f} "
+        f"saved {out} ({out.stat().st_size / 1e6:.1f} MB): best {result.metric_name or 'metric'} "
+        f"{result.best_metric if result.best_metric is not None else float('nan'):.3f} "
         f"after {result.steps_done} steps, {result.seconds / 60:.1f} min"
     )
     return 0

@@ -387,11 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         f"model: {desc.name} ({args.model})   data: {root}   kind: {kind}   device: {totals.device}"
         + (f"   colour images skipped: {n_colour_skipped}" if n_colour_skipped else "")
         + (f"   limit: {args.limit}" if args.limit is not None else "")
-        + (
-            f"   degraded: contrast x{args.contrast:g}, noise {args.noise:g} std"
-            if args.contrast != 1 or args.noise
-            else ""
-        )
+        + (f"   degraded: blur {args.blur:g} px, noise {args.noise:g} std" if args.blur or args.noise else "")
     )
     text, numbers = report(kind, totals, model, header, time.perf_counter() - started, seg_seconds, n_images)
     print(text)

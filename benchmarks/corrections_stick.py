@@ -127,6 +127,7 @@ def settings_from(args: argparse.Namespace) -> TrainingSettings:
         "correction_fraction": args.correction_fraction,
         "schedule": args.schedule,
         "patch_size": args.patch_size,
+        "augment_degradation": args.augment_degradation,
     }
     return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -147,6 +148,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--correction-fraction", type=float, default=None)
     p.add_argument("--schedule", choices=["constant", "cosine"], default=None)
     p.add_argument("--patch-size", type=int, default=None)
+    p.add_argument(
+        "--augment-degradation",
+        type=lambda v: v.lower() in ("1", "yes", "true", "on"),
+        default=None,
+        help="blur and noise augmentation: on/off (default: the recipe's)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     return p

@@ -110,7 +110,7 @@ CONFIGS = {
         "architecture": {"depth": 5, "base_features": 16, "padding": "same", "norm": "batch"},
         "normalization": Normalization("percentile", 1.0, 99.8),
         "min_size": 200,
-        "settings": SETTINGS_CPU_FROM_MODEL,
+        "settings": {**SETTINGS_CPU_FROM_MODEL, "augment_degradation": True},
     },
     "em": {
         "title": "EM membranes (ISBI 2012)",

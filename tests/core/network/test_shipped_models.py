@@ -20,7 +20,7 @@ from napari_unet.core.training.metrics import match_objects
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "models"
 SAMPLES = Path(__file__).resolve().parents[3] / "src" / "napari_unet" / "sample_data"
-EXPECTED = {"nuclei", "cells", "em"}
+EXPECTED = {"nuclei", "cells", "phase", "em"}
 
 
 def foreground_iou(truth: np.ndarray, predicted: np.ndarray) -> float:
@@ -28,7 +28,7 @@ def foreground_iou(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
-def test_the_three_default_models_are_shipped_small_and_described():
+def test_the_default_models_are_shipped_small_and_described():
     models = {m.key: m for m in shipped_models()}
     assert EXPECTED <= set(models)
     for key, shipped in models.items():
@@ -67,6 +67,18 @@ def test_cells_model_outlines_whole_cells(shared_data):
     result = segment(image, load_named_model("cells"), output="instances", device="cpu")
     assert foreground_iou(truth, result.labels) > 0.55
     assert match_objects(truth, result.labels, threshold=0.5).f1 >= 0.5
+
+
+@pytest.mark.slow
+def test_phase_model_outlines_phase_contrast_cells_the_fluorescence_model_cannot(shared_data):
+    folder = shared_data / "ctc_phc_c2dh_u373" / "val"
+    image = tifffile.imread(folder / "images" / "01_t100.tif")
+    truth = tifffile.imread(folder / "labels" / "01_t100.tif")
+    phase = segment(image, load_named_model("phase"), output="instances", device="cpu").labels
+    cells = segment(image, load_named_model("cells"), output="instances", device="cpu").labels
+    assert match_objects(truth, phase, threshold=0.5).f1 >= 0.8
+    assert foreground_iou(truth, phase) > 0.8
+    assert match_objects(truth, cells, threshold=0.5).f1 < 0.5  # what a user had before: no phase model
 
 
 @pytest.mark.slow

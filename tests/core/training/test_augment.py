@@ -226,3 +226,24 @@ def test_float_extras_stay_within_input_range(seed, size):
     # linear interpolation never leaves the range of the input
     assert out_weights.min() >= weights.min() - 1e-6
     assert out_weights.max() <= weights.max() + 1e-6
+
+
+def test_degradation_blurs_or_adds_noise_to_some_images_only_and_never_moves_the_labels():
+    image = np.zeros((48, 48, 1), np.float32)
+    image[12:36, 12:36] = 1.0
+    labels = (image[..., 0] > 0).astype(np.int64)
+    changed = 0
+    for seed in range(40):
+        plain = augment_sample(image, labels, rng=np.random.default_rng(seed), elastic=False, intensity=False)
+        worse = augment_sample(
+            image, labels, rng=np.random.default_rng(seed), elastic=False, intensity=False, degrade=True
+        )
+        np.testing.assert_array_equal(plain[1], worse[1])
+        again = augment_sample(
+            image, labels, rng=np.random.default_rng(seed), elastic=False, intensity=False, degrade=True
+        )
+        np.testing.assert_array_equal(worse[0], again[0])  # seeded: reproducible
+        if not np.array_equal(plain[0], worse[0]):
+            changed += 1
+            assert worse[0].dtype == np.float32 and np.isfinite(worse[0]).all()
+    assert 8 <= changed <= 32  # each of blur and noise with probability 0.3: about half the patches

@@ -69,6 +69,7 @@ def test_too_few_annotated_objects_keep_the_rule_as_it_is():
     calibration = calibrate_foreground_threshold([probabilities], [truth], RULE)
     assert calibration.threshold is None
     assert calibration.objects == MIN_OBJECTS - 1
+    assert "not fitted" in calibration.summary() and "nan" not in calibration.summary()
     own = RULE.with_foreground_threshold(0.6)
     assert calibrate_foreground_threshold([probabilities], [truth], own).threshold == 0.6
 

@@ -16,6 +16,11 @@ from scipy import ndimage as ndi
 _GAMMA_RANGE = (0.7, 1.4)
 _GAIN_RANGE = (0.8, 1.25)
 _OFFSET_RANGE = (-0.1, 0.1)
+#: Degradations, each applied with probability :data:`DEGRADE_PROBABILITY`: Gaussian noise of up
+#: to this fraction of the patch's standard deviation, and a Gaussian blur of up to this sigma (px).
+_NOISE_MAX = 0.6
+_BLUR_MAX = 1.5
+DEGRADE_PROBABILITY = 0.3
 
 
 def elastic_deformation_field(
@@ -85,6 +90,7 @@ def augment_sample(
     flips: bool = True,
     rotate90: bool = True,
     intensity: bool = True,
+    degrade: bool = False,
     elastic_sigma: float = 10.0,
     elastic_grid: int = 3,
 ) -> tuple[np.ndarray, ...]:
@@ -112,6 +118,11 @@ def augment_sample(
         if the image is not square, so that shapes do not change).
     intensity : bool
         Random gamma, gain and offset, applied to ``image`` only.
+    degrade : bool
+        With probability :data:`DEGRADE_PROBABILITY` each, blur the image
+        (sigma up to 1.5 px) and add Gaussian noise (up to 0.6 of its
+        standard deviation): the next experiment's images may be noisier or
+        less sharp than the training images.
     elastic_sigma : float
         Standard deviation of the coarse displacements, in pixels.
     elastic_grid : int
@@ -173,6 +184,8 @@ def augment_sample(
     out_image = np.ascontiguousarray(arrays[0], dtype=np.float32)
     if intensity:
         out_image = _random_intensity(out_image, rng=rng)
+    if degrade:
+        out_image = _random_degradation(out_image, rng=rng)
     return (out_image, *(np.ascontiguousarray(a) for a in arrays[1:]))
 
 
@@ -195,6 +208,18 @@ def _warp(array: np.ndarray, coords: np.ndarray) -> np.ndarray:
     flat = work.reshape(*work.shape[:2], -1)
     channels = [ndi.map_coordinates(flat[..., c], coords, order=order, mode="reflect") for c in range(flat.shape[-1])]
     return np.stack(channels, axis=-1).reshape(array.shape).astype(array.dtype, copy=False)
+
+
+def _random_degradation(image: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+    """Random blur and noise, each with probability :data:`DEGRADE_PROBABILITY` (draws always made: reproducible)."""
+    blur, noise = rng.random(2) < DEGRADE_PROBABILITY
+    sigma, level = rng.uniform(0.0, _BLUR_MAX), rng.uniform(0.0, _NOISE_MAX)
+    if blur and sigma > 0:
+        image = ndi.gaussian_filter(image, (sigma, sigma, 0) if image.ndim == 3 else sigma)
+    if noise and level > 0:
+        std = float(np.std(image[np.isfinite(image)])) if np.isfinite(image).any() else 0.0
+        image = image + rng.normal(0.0, level * std, image.shape)
+    return image.astype(np.float32, copy=False)
 
 
 def _random_intensity(image: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:

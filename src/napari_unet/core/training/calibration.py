@@ -133,8 +133,12 @@ class ThresholdCalibration:
 
     def summary(self) -> str:
         """One line for a log or a notice."""
-        if not self.objects:
-            return "outlines not calibrated: no annotated objects"
+        if not self.scores:
+            return (
+                f"outlines not fitted: {self.objects} whole annotated objects, at least {MIN_OBJECTS} needed"
+                if self.objects
+                else "outlines not fitted: no whole annotated objects"
+            )
         chosen = "the most probable class" if self.threshold is None else f"threshold {self.threshold:g}"
         return f"outlines calibrated on {self.objects} objects: {chosen}, SEG {self.before:.3f} -> {self.score:.3f}"
 

@@ -162,6 +162,9 @@ class TrainingSettings:
         (:func:`~napari_unet.core.training.calibration.calibrate_foreground_threshold`),
         so that the objects' outlines match the annotation; kept only if the
         held-back score does not drop. Skipped after Stop.
+    augment_degradation : bool
+        With ``augment``, also blur some patches and add noise to some
+        (:func:`~napari_unet.core.training.augment.augment_sample`'s ``degrade``).
     """
 
     steps: int = 200
@@ -184,6 +187,7 @@ class TrainingSettings:
     correction_fraction: float = CORRECTION_FRACTION
     anchor_weight: float = ANCHOR_WEIGHT
     calibrate_outlines: bool = True
+    augment_degradation: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -322,7 +326,9 @@ class _PatchSampler:
             # the paper warps whole 512 px images with sigma 10 px on a 3x3 grid;
             # on a smaller patch the same grid needs proportionally smaller shifts
             sigma = float(np.clip(10.0 * self.input_size / 512, 2.0, 10.0))
-            image, classes, weights = augment_sample(image, classes, weights, rng=rng, elastic_sigma=sigma)
+            image, classes, weights = augment_sample(
+                image, classes, weights, rng=rng, elastic_sigma=sigma, degrade=self.settings.augment_degradation
+            )
         if m:
             classes = classes[m : m + out, m : m + out]
             weights = weights[m : m + out, m : m + out]

@@ -10,7 +10,9 @@ The training is the Fine-tune widget's own job
 two halves so that the clock starts with the training: corrections
 mode, the model's mistakes weighted, the default recipe), so the figures
 measure what the widget runs. The val split is scored by the job's preview
-hook, in between two steps, with the model being trained. No annotation is
+hook, in between two steps, with a copy of the model being trained whose
+outline threshold is first fitted to the training images, as the job's end
+does (:func:`napari_unet.core.training.calibration.fitted_copy_job`). No annotation is
 held back for validation unless ``--validation-fraction`` says so.
 
 Usage (repository root)::
@@ -32,6 +34,7 @@ import tifffile
 from napari_unet.core import load_named_model, segment
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import run_job
+from napari_unet.core.training.calibration import fitted_copy_job
 from napari_unet.core.training.finetune_job import AnnotatedImage, FineTuneRequest, prepare_job, training_job
 from napari_unet.core.training.loop import TrainingSettings
 from napari_unet.core.training.metrics import match_objects
@@ -128,18 +131,20 @@ def main() -> None:
         chosen = [train_pairs[i] for i in order[:k]]
         request = few_shot_request(chosen, start, settings=settings, validation_fraction=args.validation_fraction)
         samples = run_job(prepare_job(request))  # the widget's finetune_job, in its two halves
-        # one continuous run; the val split is scored with the live model when the
-        # training time (scoring excluded) passes each checkpoint
+        # one continuous run; the val split is scored with a copy of the live model, its
+        # outlines fitted, when the training time (scoring and fitting excluded) passes each checkpoint
         stop = threading.Event()
         pending = sorted(args.checkpoints)
         clock = {"start": time.perf_counter(), "scoring": 0.0}
 
-        def at_step(model, step, k=k, pending=pending, clock=clock, stop=stop):  # type: ignore[no-untyped-def]
+        def at_step(model, step, k=k, pending=pending, clock=clock, stop=stop, samples=samples):  # type: ignore[no-untyped-def]
             trained = time.perf_counter() - clock["start"] - clock["scoring"]
             if pending and trained >= pending[0]:
                 pending.pop(0)
                 t0 = time.perf_counter()
-                f1, ap = score(model, val_pairs, args.device)
+                # scored as the job's end would leave it: outlines fitted to the training objects
+                fitted = run_job(fitted_copy_job(model, samples.train, device=args.device))
+                f1, ap = score(fitted, val_pairs, args.device)
                 clock["scoring"] += time.perf_counter() - t0
                 print(f"{k:5d} {trained:8.0f} {step:6d} {f1:7.3f} {ap:7.3f}", flush=True)
             if not pending:

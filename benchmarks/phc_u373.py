@@ -38,7 +38,7 @@ from skimage.transform import rescale, resize
 from napari_unet.core import load_named_model, segment
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Stage, run_job
-from napari_unet.core.training.calibration import calibration_job, whole_annotated_objects
+from napari_unet.core.training.calibration import fitted_copy_job
 from napari_unet.core.training.finetune_job import AnnotatedImage, FineTuneRequest, prepare_job, training_job
 from napari_unet.core.training.loop import TrainingSettings
 from napari_unet.core.training.metrics import match_objects
@@ -132,21 +132,8 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
             pending.pop(0)
             t0 = time.perf_counter()
             trained = t0 - clock["start"] - clock["scoring"]
-            scored = live
-            if not args.no_calibration:  # what the job's end does: fit the outlines to the training objects
-                scored = live.copy()
-                scored.network.eval()
-                calibration = run_job(
-                    calibration_job(
-                        scored,
-                        [s.image for s in samples.train],
-                        [whole_annotated_objects(s.instances, s.target.annotated) for s in samples.train],
-                        device=args.device,
-                    )
-                )
-                if calibration is not None:
-                    rule = scored.description.instance_rule
-                    scored.description.instance_rule = rule.with_foreground_threshold(calibration.threshold)
+            # what the job's end does: fit the outlines to the training objects (on a copy)
+            scored = live if args.no_calibration else run_job(fitted_copy_job(live, samples.train, device=args.device))
             seg, f1 = seg_and_f1(scored, val, scale=args.scale, device=args.device)
             clock["scoring"] += time.perf_counter() - t0
             rows.append((step, seg, f1))

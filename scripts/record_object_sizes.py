@@ -1,9 +1,11 @@
-"""Record in each shipped model the object size it was trained at (no retraining).
+"""Record in each shipped model the object size and the backgrounds it was trained on (no retraining).
 
 Measures the median equivalent diameter of the objects of the training data that
 ``scripts/train_default_models.py`` trains each model on (the same files: train
-split, fully annotated frames), and writes it into the model file's description
-as ``object_diameter_px``; the weights are copied unchanged.
+split, fully annotated frames), and the 10th-90th percentiles of the images' median
+intensity after the model's normalisation, and writes them into the model file's
+description as ``object_diameter_px`` and ``background_intensity`` (what training
+records for a new model); the weights are copied unchanged.
 
 Usage (from the repository root)::
 
@@ -19,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from napari_unet.core import load_model, save_model  # noqa: E402
+from napari_unet.core import SegmentationModel, load_model, save_model  # noqa: E402
+from napari_unet.core.inference.model_fit import intensity_range, median_intensity  # noqa: E402
 from napari_unet.core.training.object_sizes import pooled_diameter  # noqa: E402
 from train_default_models import CONFIGS, DATA, MODELS, load_split  # noqa: E402
 
@@ -32,6 +35,16 @@ def training_diameter(config: str, data: Path = DATA) -> tuple[float, int]:
     if diameter is None:
         raise SystemExit(f"{config}: no objects in its training data")
     return diameter, len(samples)
+
+
+def training_background(config: str, model: SegmentationModel, data: Path = DATA) -> tuple[float, float]:
+    """The 10th-90th percentiles of the training images' median intensity after the model's normalisation."""
+    cfg = CONFIGS[config]
+    samples = [s for ds, kind in cfg["datasets"] for s in load_split(data, ds, "train", kind, cfg["scheme"])]
+    found = intensity_range(median_intensity(s.image, model) for s in samples)
+    if found is None:
+        raise SystemExit(f"{config}: no training images")
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             continue
         model = load_model(path)
+        background = training_background(config, model, args.data)
+        print(f"{config}: median normalised intensity {background[0]:.3f}-{background[1]:.3f} (p10-p90)")
         model.description.object_diameter_px = round(diameter, 2)
+        model.description.background_intensity = background
         save_model(model, path, half=True)
     return 0
 

@@ -156,7 +156,7 @@ def test_a_threshold_that_lowers_the_held_back_score_is_not_kept(monkeypatch):
     monkeypatch.setattr(loop, "score", worse_once_calibrated)
     monkeypatch.setattr(
         loop,
-        "calibration_job",
+        "samples_calibration_job",
         lambda *a, **k: _returns(calibrate_foreground_threshold(*_bloated_disks_lists(), RULE)),
     )
     model = new_model(depth=2, base_features=8, norm="batch")
@@ -174,3 +174,16 @@ def _bloated_disks_lists():
 def _returns(value):
     yield from ()
     return value
+
+
+def test_a_fitted_copy_leaves_the_model_alone():
+    from napari_unet.core.training.calibration import fitted_copy_job
+
+    model = new_model(depth=2, base_features=8, norm="batch")
+    trained = run_job(train_job(model, [_disks(0), _disks(1)], settings=TrainingSettings(steps=20, **FAST)))
+    live = trained.model
+    live.description.instance_rule = live.description.instance_rule.with_foreground_threshold(None)
+    copy = run_job(fitted_copy_job(live, [_disks(0), _disks(1)], device="cpu"))
+    assert copy is not live and live.description.instance_rule.foreground_threshold is None
+    expected = trained.model.description.training_history[-1]["outline_calibration"]["threshold"]
+    assert copy.description.instance_rule.foreground_threshold == expected

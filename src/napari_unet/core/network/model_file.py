@@ -31,8 +31,8 @@ from napari_unet.core.network.unet import UNet, UNetConfig
 
 FORMAT_NAME = "napari-unet-model"
 #: Newest format this version reads and writes. Version 2 added ``object_diameter_px``, version 3
-#: the instance rule's ``foreground_threshold``; a file is written with the oldest version that
-#: holds what it uses, so older napari-unet versions keep reading files without them.
+#: the instance rule's ``foreground_threshold`` and ``background_intensity``; a file is written
+#: with the oldest version that holds what it uses, so older versions keep reading the others.
 FORMAT_VERSION = 3
 FILE_SUFFIX = ".unet.safetensors"
 _METADATA_KEY = "napari_unet"
@@ -53,6 +53,7 @@ _OPTIONAL_KEYS = (
     "description",
     "pixel_size_um",
     "object_diameter_px",
+    "background_intensity",
     "training_history",
     "saved",
     "weights_dtype",
@@ -87,6 +88,13 @@ class ModelDescription:
         images are resampled so their objects have this size before the
         network sees them. None for models that do not record it (they are
         applied to images as they are).
+    background_intensity : tuple of float or None
+        The 10th and 90th percentiles, over the training images, of each
+        image's median intensity after normalisation (0-1): where the
+        background of the images it knows lies (fluorescence near 0,
+        brightfield near 1). Segment says so when an image lies far outside
+        (:func:`~napari_unet.core.inference.model_fit.background_notice`).
+        None: not recorded.
     training_history : list of dict
         One entry per training run (data, recipe, metrics), appended by
         training code.
@@ -101,6 +109,7 @@ class ModelDescription:
     description: str = ""
     pixel_size_um: float | None = None
     object_diameter_px: float | None = None
+    background_intensity: tuple[float, float] | None = None
     training_history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -115,10 +124,11 @@ class ModelDescription:
         self.instance_rule.check_classes(self.config.n_classes)
         if self.object_diameter_px is not None:
             self.object_diameter_px = _positive(self.object_diameter_px, "object_diameter_px")
+        self.background_intensity = _intensity_range(self.background_intensity)
 
     def format_version(self) -> int:
         """The oldest file format version that holds this description."""
-        if self.instance_rule.foreground_threshold is not None:
+        if self.instance_rule.foreground_threshold is not None or self.background_intensity is not None:
             return 3
         return 2 if self.object_diameter_px is not None else 1
 
@@ -139,6 +149,8 @@ class ModelDescription:
         }
         if self.object_diameter_px is not None:
             doc["object_diameter_px"] = self.object_diameter_px
+        if self.background_intensity is not None:
+            doc["background_intensity"] = list(self.background_intensity)
         return doc
 
     @classmethod
@@ -166,6 +178,7 @@ class ModelDescription:
                 description=_text(doc, "description", ""),
                 pixel_size_um=_pixel_size(doc.get("pixel_size_um")),
                 object_diameter_px=_optional_positive(doc.get("object_diameter_px"), "object_diameter_px"),
+                background_intensity=doc.get("background_intensity"),
                 training_history=_history(doc.get("training_history", [])),
             )
         except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -208,6 +221,20 @@ def _text(doc: dict[str, Any], key: str, default: str) -> str:
 
 def _pixel_size(value: Any) -> float | None:
     return _optional_positive(value, "pixel_size_um")
+
+
+def _intensity_range(value: Any) -> tuple[float, float] | None:
+    """``background_intensity``: None, or two numbers from 0 to 1, the first not above the second."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(not isinstance(v, bool) and isinstance(v, int | float) and 0.0 <= v <= 1.0 for v in value)
+        or value[0] > value[1]
+    ):
+        raise ValueError(f"background_intensity must be two numbers from 0 to 1, low first, got {short(value)}")
+    return float(value[0]), float(value[1])
 
 
 def _optional_positive(value: Any, key: str) -> float | None:

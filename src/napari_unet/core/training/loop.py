@@ -19,6 +19,7 @@ import torch
 
 from napari_unet.core.errors import UserError
 from napari_unet.core.inference.device import resolve_device
+from napari_unet.core.inference.model_fit import intensity_range, median_intensity
 from napari_unet.core.inference.predict import predict_plane_job
 from napari_unet.core.inference.tiling import read_mirrored
 from napari_unet.core.network.geometry import patch_geometry
@@ -28,7 +29,7 @@ from napari_unet.core.network.normalization import apply_normalization
 from napari_unet.core.progress import Progress, Stage, run_job
 from napari_unet.core.training.annotations import IGNORE, AnnotationError, TrainingTarget
 from napari_unet.core.training.augment import augment_sample
-from napari_unet.core.training.calibration import ThresholdCalibration, calibration_job, whole_annotated_objects
+from napari_unet.core.training.calibration import ThresholdCalibration, samples_calibration_job
 from napari_unet.core.training.metrics import MatchScores, class_iou, region_match
 from napari_unet.core.training.object_sizes import pooled_diameter
 from napari_unet.core.training.recipe import (
@@ -608,6 +609,18 @@ def _record_object_size(model: SegmentationModel, samples: Sequence[TrainingSamp
             model.description.object_diameter_px = diameter
 
 
+def _record_background(model: SegmentationModel, samples: Sequence[TrainingSample], *, from_scratch: bool) -> None:
+    """Record where the training images' backgrounds lie (widened by a fine-tune's images, replaced from scratch)."""
+    new = intensity_range(median_intensity(s.image, model) for s in samples)
+    old = model.description.background_intensity
+    if new is None:
+        return
+    if from_scratch or old is None:
+        model.description.background_intensity = new
+    else:
+        model.description.background_intensity = (min(old[0], new[0]), max(old[1], new[1]))
+
+
 def _calibrate_outlines(
     work: SegmentationModel,
     best: BestState,
@@ -623,15 +636,11 @@ def _calibrate_outlines(
     that lowers their score is not kept (and the calibration returned says
     the rule's own threshold).
     """
-    annotated = [s for s in samples if s.instances is not None]
-    if not annotated or work.description.instance_rule.method == "none":
+    if work.description.instance_rule.method == "none":
         return None
     best.restore()
     work.network.eval()
-    truths = [whole_annotated_objects(s.instances, s.target.annotated) for s in annotated]  # type: ignore[arg-type]
-    calibration = yield from calibration_job(
-        work, [s.image for s in annotated], truths, device=device, should_stop=should_stop
-    )
+    calibration = yield from samples_calibration_job(work, samples, device=device, should_stop=should_stop)
     rule = work.description.instance_rule
     if calibration is None or calibration.threshold == rule.foreground_threshold:
         return calibration
@@ -776,6 +785,7 @@ def train_job(
     torch.manual_seed(settings.seed)
     work = _working_copy(model, from_scratch=from_scratch, device=device)
     _record_object_size(work, samples, from_scratch=from_scratch)
+    _record_background(work, samples, from_scratch=from_scratch)
     name = metric_name(work, validation) if validation else ""
     # Stop pressed while the samples were prepared: do not spend seconds on the baseline either
     measure = validation and not from_scratch and not should_stop()

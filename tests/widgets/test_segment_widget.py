@@ -601,3 +601,27 @@ def test_link_planes_gives_an_object_one_id_through_the_stack(qtbot, make_napari
     run_segment(qtbot, widget)
     labels = viewer.layers["stack [U-Net]"].data
     assert labels.max() > 3 and np.array_equal(labels[0], labels[2])  # one ID per nucleus through the planes
+
+
+def test_an_image_unlike_the_models_training_images_is_said_so_and_the_note_stays(
+    qtbot, make_napari_viewer, tmp_path, nuclei, monkeypatch
+):
+    shown: list[str] = []
+    monkeypatch.setattr(sw, "show_info", shown.append)
+    model = new_model(depth=2, base_features=4, padding="same", name="fluorescence only")
+    model.description.background_intensity = (0.0, 0.1)  # trained on dark backgrounds
+    path = save_model(model, tmp_path / "dark.unet.safetensors")
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
+    assert widget.load_model_file(path)
+    viewer.add_image((255 - nuclei).astype(np.uint8), name="brightfield")  # dark nuclei on a bright background
+    run_segment(qtbot, widget)
+    assert any("brighter background" in message for message in shown)
+    assert "brighter background" in widget.status_label.text()  # the toast goes, the status line keeps it
+    assert layer_named(viewer, "brightfield [U-Net]") is not None
+    shown.clear()
+    viewer.add_image(nuclei, name="fluorescence")
+    widget.image_combo.setCurrentIndex(widget.image_combo.findText("fluorescence"))
+    run_segment(qtbot, widget)
+    assert not any("background" in message for message in shown)
+    assert "background" not in widget.status_label.text()

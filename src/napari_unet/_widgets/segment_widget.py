@@ -741,6 +741,8 @@ class SegmentWidget(RunsJobs, QWidget):
             self.status_label.setText(f"Segmenting {job.target.source.name}: {report.message}")
         if report.stage == Stage.NOTICE:
             show_info(report.message)
+            if "object_scale" not in report.data:  # the scale's own note has its line; a model-fit notice stays
+                job.notice = f"{job.notice} {report.message}" if job.notice else report.message
 
     def _on_returned(self, job: _RunningJob, result: SegmentationResult) -> None:
         if self._runner.closed or job.dropped:

@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
     p.add_argument("--learning-rate", type=float, default=None, help="default: the recipe's")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0, help="patches, augmentation")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default=None, help="default: the recipe's")
     p.add_argument(
         "--no-calibration",
         action="store_true",
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
         learning_rate=args.learning_rate or default_learning_rate(from_scratch=False),
         seed=args.seed,
         calibrate_outlines=not args.no_calibration,
+        **({"schedule": args.schedule} if args.schedule else {}),
     )
     rows = [(0, *seg_and_f1(model, val, scale=args.scale, device=args.device))]
     print(f"PhC-U373: {len(train)} train, {len(val)} val frames; start {args.model}; scale {args.scale}")

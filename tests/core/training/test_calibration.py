@@ -187,3 +187,20 @@ def test_a_fitted_copy_leaves_the_model_alone():
     assert copy is not live and live.description.instance_rule.foreground_threshold is None
     expected = trained.model.description.training_history[-1]["outline_calibration"]["threshold"]
     assert copy.description.instance_rule.foreground_threshold == expected
+
+
+@pytest.mark.parametrize(("own", "new", "kept"), [(0.90, 0.60, False), (0.80, 0.79, True), (0.70, 0.85, True)])
+def test_the_held_back_objects_seg_decides_whether_the_threshold_is_kept(monkeypatch, own, new, kept):
+    from napari_unet.core.training import loop
+    from napari_unet.core.training.calibration import SegSum
+
+    monkeypatch.setattr(loop, "held_back_seg", lambda *a, **k: [SegSum(own * 10, 10), SegSum(new * 10, 10)])
+    monkeypatch.setattr(
+        loop,
+        "samples_calibration_job",
+        lambda *a, **k: _returns(calibrate_foreground_threshold(*_bloated_disks_lists(), RULE)),
+    )
+    model = new_model(depth=2, base_features=8, norm="batch")
+    result = run_job(train_job(model, [_disks(0)], settings=TrainingSettings(steps=10, **FAST), validation=[_disks(5)]))
+    threshold = result.model.description.instance_rule.foreground_threshold
+    assert (threshold == pytest.approx(0.75)) if kept else (threshold is None)

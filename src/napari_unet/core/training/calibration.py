@@ -305,6 +305,33 @@ def samples_calibration_job(
     )
 
 
+def held_back_seg(
+    model: SegmentationModel,
+    samples: Sequence[TrainingSample],
+    rules: Sequence[InstanceRule],
+    /,
+    *,
+    device: torch.device | str = "cpu",
+) -> list[SegSum]:
+    """SEG of each rule on the whole objects inside the samples' held-back regions (one prediction per sample).
+
+    The threshold's own check: it moves outlines, which SEG measures and a
+    matched-object F1 at IoU 0.5 sees only when an object crosses 0.5.
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    totals = [SegSum() for _ in rules]
+    for sample in samples:
+        if sample.instances is None:
+            continue
+        region = sample.region if sample.region is not None else sample.target.annotated
+        truth = whole_annotated_objects(sample.instances, region)
+        probs = run_job(predict_plane_job(sample.image, model, device=device, amp=False, engine="torch"))
+        totals = [
+            t + seg_sum(truth, instances_from_probabilities(probs, r)) for t, r in zip(totals, rules, strict=True)
+        ]
+    return totals
+
+
 def fitted_copy_job(
     model: SegmentationModel,
     samples: Sequence[TrainingSample],

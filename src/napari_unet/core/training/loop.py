@@ -29,7 +29,7 @@ from napari_unet.core.network.normalization import apply_normalization
 from napari_unet.core.progress import Progress, Stage, run_job
 from napari_unet.core.training.annotations import IGNORE, AnnotationError, TrainingTarget
 from napari_unet.core.training.augment import augment_sample
-from napari_unet.core.training.calibration import ThresholdCalibration, samples_calibration_job
+from napari_unet.core.training.calibration import ThresholdCalibration, held_back_seg, samples_calibration_job
 from napari_unet.core.training.metrics import MatchScores, class_iou, region_match
 from napari_unet.core.training.object_sizes import pooled_diameter
 from napari_unet.core.training.recipe import (
@@ -161,8 +161,9 @@ class TrainingSettings:
         After training, fit the instance rule's foreground threshold to the
         annotated objects of the training samples
         (:func:`~napari_unet.core.training.calibration.calibrate_foreground_threshold`),
-        so that the objects' outlines match the annotation; kept only if the
-        held-back score does not drop. Skipped after Stop.
+        so that the objects' outlines match the annotation; not kept if it
+        lowers the held-back objects' SEG, or the held-back score below the
+        starting model's, by more than ``TOLERANCE``. Skipped after Stop.
     augment_degradation : bool
         With ``augment``, also blur some patches and add noise to some
         (:func:`~napari_unet.core.training.augment.augment_sample`'s ``degrade``).
@@ -632,9 +633,12 @@ def _calibrate_outlines(
 ) -> Generator[Progress, None, ThresholdCalibration | None]:
     """Fit the foreground threshold of the kept weights to the training samples' whole objects.
 
-    The held-back samples are not used; they judge the result: a threshold
-    that lowers their score is not kept (and the calibration returned says
-    the rule's own threshold).
+    The held-back samples are not used to fit; they judge the result: a
+    threshold is not kept (and the calibration returned says the rule's own
+    threshold) when it lowers the held-back objects' SEG by more than
+    :data:`~napari_unet.core.training.verdict.TOLERANCE`, or when the held-back
+    score the verdict reports would fall below the starting model's by more
+    than that. The verdict reports the score with the threshold kept.
     """
     if work.description.instance_rule.method == "none":
         return None
@@ -644,13 +648,20 @@ def _calibrate_outlines(
     rule = work.description.instance_rule
     if calibration is None or calibration.threshold == rule.foreground_threshold:
         return calibration
-    work.description.instance_rule = rule.with_foreground_threshold(calibration.threshold)
+    fitted = rule.with_foreground_threshold(calibration.threshold)
+    kept = replace(calibration, threshold=rule.foreground_threshold, score=calibration.before)
+    if best.validation:
+        own, new = held_back_seg(work, best.validation, [rule, fitted], device=device)
+        if new.objects and new.score < own.score - TOLERANCE:
+            return kept
+    work.description.instance_rule = fitted
     if best.validation and best.best_metric is not None:
-        after = score(work, best.validation, device=device)
-        if not after.value >= best.best:
+        after = score(work, best.validation, device=device).value
+        floor = best.baseline - TOLERANCE if best.baseline is not None and math.isfinite(best.baseline) else -math.inf
+        if not after >= floor:
             work.description.instance_rule = rule
-            return replace(calibration, threshold=rule.foreground_threshold, score=calibration.before)
-        best.best = after.value
+            return kept
+        best.best = after
     return calibration
 
 

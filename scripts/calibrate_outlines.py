@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from napari_unet.core import load_model, save_model  # noqa: E402
 from napari_unet.core.progress import run_job  # noqa: E402
-from napari_unet.core.training.calibration import calibration_job  # noqa: E402
+from napari_unet.core.training.calibration import samples_calibration_job  # noqa: E402
 from train_default_models import CONFIGS, DATA, MODELS, load_split  # noqa: E402
 
 #: Models whose objects are calibrated by default (``em`` is judged by the Rand error, not SEG).
@@ -47,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         path = MODELS / f"{config}.unet.safetensors"
         model = load_model(path)
         model.description.instance_rule = model.description.instance_rule.with_foreground_threshold(None)
-        calibration = run_job(
-            calibration_job(model, [s.image for s in samples], [s.instances for s in samples], device=args.device)
-        )
+        calibration = run_job(samples_calibration_job(model, samples, device=args.device))
         if calibration is None:
             print(f"{config}: no objects to calibrate on")
             continue

@@ -23,24 +23,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from napari_unet.core import SegmentationModel, load_model, save_model  # noqa: E402
 from napari_unet.core.inference.model_fit import intensity_range, median_intensity  # noqa: E402
+from napari_unet.core.training.loop import TrainingSample  # noqa: E402
 from napari_unet.core.training.object_sizes import pooled_diameter  # noqa: E402
 from train_default_models import CONFIGS, DATA, MODELS, load_split  # noqa: E402
 
 
-def training_diameter(config: str, data: Path = DATA) -> tuple[float, int]:
-    """Median object diameter (px) of a shipped model's training data, and the number of planes measured."""
+def training_samples(config: str, data: Path = DATA) -> list[TrainingSample]:
+    """The training samples ``scripts/train_default_models.py`` trains a shipped model on."""
     cfg = CONFIGS[config]
-    samples = [s for ds, kind in cfg["datasets"] for s in load_split(data, ds, "train", kind, cfg["scheme"])]
+    return [s for ds, kind in cfg["datasets"] for s in load_split(data, ds, "train", kind, cfg["scheme"])]
+
+
+def training_diameter(samples: list[TrainingSample], config: str) -> float:
+    """Median object diameter (px) of a shipped model's training samples."""
     diameter = pooled_diameter(s.instances for s in samples)
     if diameter is None:
         raise SystemExit(f"{config}: no objects in its training data")
-    return diameter, len(samples)
+    return diameter
 
 
-def training_background(config: str, model: SegmentationModel, data: Path = DATA) -> tuple[float, float]:
+def training_background(samples: list[TrainingSample], model: SegmentationModel, config: str) -> tuple[float, float]:
     """The 10th-90th percentiles of the training images' median intensity after the model's normalisation."""
-    cfg = CONFIGS[config]
-    samples = [s for ds, kind in cfg["datasets"] for s in load_split(data, ds, "train", kind, cfg["scheme"])]
     found = intensity_range(median_intensity(s.image, model) for s in samples)
     if found is None:
         raise SystemExit(f"{config}: no training images")
@@ -57,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model {unknown[0]!r}")
     for config in args.models or sorted(CONFIGS):
-        diameter, planes = training_diameter(config, args.data)
+        samples = training_samples(config, args.data)
+        diameter = training_diameter(samples, config)
         path = MODELS / f"{config}.unet.safetensors"
-        print(f"{config}: median object diameter {diameter:.2f} px over {planes} training planes")
+        print(f"{config}: median object diameter {diameter:.2f} px over {len(samples)} training planes")
         if args.dry_run:
             continue
         model = load_model(path)
-        background = training_background(config, model, args.data)
+        background = training_background(samples, model, config)
         print(f"{config}: median normalised intensity {background[0]:.3f}-{background[1]:.3f} (p10-p90)")
         model.description.object_diameter_px = round(diameter, 2)
         model.description.background_intensity = background

@@ -66,6 +66,18 @@ def dots_image(n_rows: int, n_cols: int, *, size: int = 2, gap: int = 2) -> np.n
     return image
 
 
+def disks_image(seed: int, *, size: int = 64, n_disks: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """A (size, size, 1) float32 image of bright disks (radius 6) on noise, and its uint16 instance labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    labels = np.zeros((size, size), np.uint16)
+    for k in range(1, n_disks + 1):
+        cy, cx = rng.integers(8, size - 8, 2)
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = k
+    image = (labels > 0) * 200.0 + rng.normal(20, 5, (size, size))
+    return image.astype(np.float32)[..., None], labels
+
+
 class CountingArray:
     """A read-only array-like that records every block read from it.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core_helpers import drain
+from core_helpers import disks_image, drain
 from napari_unet.core import load_model, new_model, run_job, save_model
 from napari_unet.core.network.instances import InstanceRule, instances_from_probabilities
 from napari_unet.core.progress import Stage
@@ -104,13 +104,7 @@ def test_the_calibration_job_reports_each_image_and_can_be_stopped():
 
 
 def _disks(seed: int, size: int = 64) -> TrainingSample:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    labels = np.zeros((size, size), np.uint16)
-    for k in range(1, 7):
-        cy, cx = rng.integers(8, size - 8, 2)
-        labels[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = k
-    image = ((labels > 0) * 200.0 + rng.normal(20, 5, (size, size))).astype(np.float32)[..., None]
+    image, labels = disks_image(seed, size=size, n_disks=6)
     return TrainingSample(image, targets_from_instances(labels), instances=labels, name=f"disks{seed}")
 
 

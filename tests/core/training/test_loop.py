@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from core_helpers import disks_image
 from napari_unet.core import new_model, run_job, segment
 from napari_unet.core.training.annotations import IGNORE, TrainingTarget, targets_from_instances, targets_from_scribbles
 from napari_unet.core.training.loop import TrainingSample, TrainingSettings, mistake_weights, train_job
@@ -15,14 +16,7 @@ from napari_unet.core.training.loop import TrainingSample, TrainingSettings, mis
 
 def _disks(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic image of bright disks and its instance labels."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    labels = np.zeros((size, size), np.uint16)
-    for k in range(1, 6):
-        cy, cx = rng.integers(8, size - 8, 2)
-        labels[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = k
-    image = (labels > 0) * 200.0 + rng.normal(20, 5, (size, size))
-    return image.astype(np.float32)[..., None], labels
+    return disks_image(seed, size=size)
 
 
 def _sample(seed: int) -> TrainingSample:

@@ -96,6 +96,12 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
     p.add_argument("--seed", type=int, default=0, help="patches, augmentation")
     p.add_argument("--schedule", choices=["constant", "cosine"], default=None, help="default: the recipe's")
     p.add_argument(
+        "--weight-average",
+        type=float,
+        default=None,
+        help="largest decay of the weight average (0: none); default: the recipe's",
+    )
+    p.add_argument(
         "--no-calibration",
         action="store_true",
         help="score checkpoints with the rule as it is (default: fit the outline threshold as the job's end does)",
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
         seed=args.seed,
         calibrate_outlines=not args.no_calibration,
         **({"schedule": args.schedule} if args.schedule else {}),
+        **({"weight_average": args.weight_average} if args.weight_average is not None else {}),
     )
     rows = [(0, *seg_and_f1(model, val, scale=args.scale, device=args.device))]
     print(f"PhC-U373: {len(train)} train, {len(val)} val frames; start {args.model}; scale {args.scale}")

@@ -42,6 +42,7 @@ SETTINGS_GPU = {
     "mistake_weight": 1.0,
     "schedule": "cosine",
     "loader_threads": 4,
+    "weight_average": 0.0,  # the shipped weights were trained before the averaged weights (a cosine decays anyway)
 }
 
 #: Fine-tuning a shipped model into a new one on 2 CPU cores: the Fine-tune recipe
@@ -57,6 +58,7 @@ SETTINGS_CPU_FROM_MODEL = {
     "schedule": "cosine",
     "loader_threads": 1,
     "anchor_weight": 0.001,
+    "weight_average": 0.0,  # as the shipped phase model was trained
 }
 
 CONFIGS = {
@@ -215,6 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="continue training this model file instead of starting from scratch",
     )
+    parser.add_argument(
+        "--cpu-recipe",
+        action="store_true",
+        help="with --from: the recipe for fine-tuning a shipped model on 2 CPU cores (SETTINGS_CPU_FROM_MODEL)",
+    )
+    parser.add_argument(
+        "--augment-degradation", action="store_true", help="also blur some patches and add noise to some"
+    )
     args = parser.parse_args(argv)
     cfg = CONFIGS[args.config]
 
@@ -256,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             **cfg["architecture"],
         )
     model.description.instance_rule = instance_rule(cfg, model.description.instance_rule)
-    recipe = dict(cfg["settings"])
+    recipe = dict(SETTINGS_CPU_FROM_MODEL if args.cpu_recipe else cfg["settings"])
+    if args.augment_degradation:
+        recipe["augment_degradation"] = True
     if args.learning_rate is not None:
         recipe["learning_rate"] = args.learning_rate
     if args.loader_threads is not None:

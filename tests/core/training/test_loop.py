@@ -302,6 +302,7 @@ def _pinned_run():
         seed=0,
         learning_rate=3e-3,
         anchor_weight=0.0,  # the pull toward the starting weights came later (issue 17)
+        weight_average=0.0,  # and the averaged weights later still
     )
     held_back = _sample(5)
     validation = [TrainingSample(held_back.image, held_back.target, name="held back")]  # no instances: mean IoU

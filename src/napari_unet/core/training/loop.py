@@ -39,9 +39,11 @@ from napari_unet.core.training.recipe import (
     MISTAKE_WEIGHT,
     PATCH_SIZE,
     SCHEDULE,
+    WEIGHT_AVERAGE,
 )
 from napari_unet.core.training.steps import BatchLoader, RetryingStep, make_optimizer, make_schedule
 from napari_unet.core.training.verdict import MIN_HELD_BACK_OBJECTS, TOLERANCE, Verdict, judge
+from napari_unet.core.training.weight_average import WeightAverage
 
 #: What a training job's ``preview`` hook returns.
 T = TypeVar("T")
@@ -167,6 +169,12 @@ class TrainingSettings:
     augment_degradation : bool
         With ``augment``, also blur some patches and add noise to some
         (:func:`~napari_unet.core.training.augment.augment_sample`'s ``degrade``).
+    weight_average : float
+        The largest decay of an exponential moving average of the weights
+        (:class:`~napari_unet.core.training.weight_average.WeightAverage`):
+        validations score, and the job returns, the averaged weights, which
+        do not depend on the step a budget happens to end on. 0: the
+        weights of the last step, unaveraged.
     """
 
     steps: int = 200
@@ -190,6 +198,7 @@ class TrainingSettings:
     anchor_weight: float = ANCHOR_WEIGHT
     calibrate_outlines: bool = True
     augment_degradation: bool = False
+    weight_average: float = WEIGHT_AVERAGE
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -212,6 +221,8 @@ class TrainingSettings:
             raise TrainingSettingsError("correction_fraction must be between 0 and 1")
         if not self.anchor_weight >= 0:
             raise TrainingSettingsError("anchor_weight cannot be negative")
+        if not 0 <= self.weight_average < 1:
+            raise TrainingSettingsError("weight_average must be at least 0 and below 1 (0: no averaging)")
 
 
 @dataclass
@@ -770,8 +781,9 @@ def train_job(
     preview : callable, optional
         ``preview(model, step)`` is called after every step's progress, in the
         thread that runs the job, unless Stop is set: ``model`` is the model
-        being trained, which does not change during the call (the next step
-        puts its network back into training mode). Whatever it returns, other
+        the job would return now (the averaged weights with
+        ``settings.weight_average``, else the model being trained), which
+        does not change during the call (the next step changes it). Whatever it returns, other
         than None, is yielded; the live model itself never leaves the job.
 
     Yields
@@ -797,11 +809,13 @@ def train_job(
     work = _working_copy(model, from_scratch=from_scratch, device=device)
     _record_object_size(work, samples, from_scratch=from_scratch)
     _record_background(work, samples, from_scratch=from_scratch)
+    average = WeightAverage(work, decay=settings.weight_average) if settings.weight_average else None
+    kept = work if average is None else average.model  # what is validated, previewed, fitted and returned
     name = metric_name(work, validation) if validation else ""
     # Stop pressed while the samples were prepared: do not spend seconds on the baseline either
     measure = validation and not from_scratch and not should_stop()
     baseline = score(work, validation, device=device) if measure else None
-    best = BestState(work, validation, device=device, baseline=baseline)
+    best = BestState(kept, validation, device=device, baseline=baseline)
     if validation:
         yield _baseline_report(best.baseline, name=name, steps=settings.steps)
     sampler = _PatchSampler(samples, work, settings)
@@ -827,6 +841,8 @@ def train_job(
             work.network.train()
             patches = loader.batch(step)
             loss = yield from step_once(patches, step)
+            if average is not None:
+                average.update()
             entry: dict[str, Any] = {"step": step, "loss": loss, "seconds": time.perf_counter() - started}
             out_of_time = settings.max_seconds is not None and time.perf_counter() - started >= settings.max_seconds
             stopped = should_stop()
@@ -845,7 +861,7 @@ def train_job(
                 data={**entry, "metric_name": name},
             )
             if preview is not None and not should_stop():  # no preview delays Stop
-                update = preview(work, step)
+                update = preview(kept, step)
                 if update is not None:
                     yield update
             if last:
@@ -853,11 +869,11 @@ def train_job(
     finally:
         loader.close()
     if settings.calibrate_outlines and done and not stopped:
-        calibration = yield from _calibrate_outlines(work, best, samples, device=device, should_stop=should_stop)
+        calibration = yield from _calibrate_outlines(kept, best, samples, device=device, should_stop=should_stop)
         if calibration is not None:
             record = {**(record or {}), "outline_calibration": calibration.to_dict()}
     return _finish(
-        work,
+        kept,
         best,
         settings=settings,
         samples=samples,

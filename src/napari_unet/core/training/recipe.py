@@ -24,6 +24,8 @@ ANCHOR_WEIGHT = 0.001
 SCHEDULE: Literal["constant", "cosine"] = "constant"
 #: Side of the training patches (output pixels).
 PATCH_SIZE = 128
+#: Largest decay of the moving average of the weights that training validates and returns; 0: none.
+WEIGHT_AVERAGE = 0.998
 
 
 def default_learning_rate(*, from_scratch: bool) -> float:

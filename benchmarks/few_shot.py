@@ -102,11 +102,19 @@ def main() -> None:
         action="store_true",
         help="forget the model's object size: train and segment at the images' own scale (as before object sizes)",
     )
+    parser.add_argument(
+        "--model-diameter",
+        type=float,
+        default=None,
+        help="train (and segment) as if the model's object size were this many pixels: resample the images less",
+    )
     args = parser.parse_args()
 
     start = load_named_model(args.model)
     if args.no_resampling:
         start.description.object_diameter_px = None
+    if args.model_diameter is not None:
+        start.description.object_diameter_px = args.model_diameter
     train_pairs = read_pairs(args.data / "train")
     val_pairs = read_pairs(args.data / "val", args.val_limit)
     rng = np.random.default_rng(args.seed)

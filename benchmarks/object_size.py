@@ -32,6 +32,7 @@ import torch
 from skimage.transform import rescale
 
 from napari_unet.core import load_named_model, segment
+from napari_unet.core.inference.model_fit import background_notice, median_intensity
 from napari_unet.core.inference.object_scale import TOLERANCE
 from napari_unet.core.inference.resample import resample_labels, scaled_shape
 from napari_unet.core.network.object_size import equivalent_diameters
@@ -76,6 +77,11 @@ def val_pairs(data: Path, *, only_gray: bool, limit: int | None) -> list[tuple[s
         if limit and len(pairs) >= limit:
             break
     return pairs
+
+
+def _plane(image: np.ndarray) -> np.ndarray:
+    """A gray image as the (Y, X, C) plane Segment's model-fit notice reads."""
+    return image[..., None] if image.ndim == 2 else image
 
 
 def magnified(image: np.ndarray, labels: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -200,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FOLDER",
         help="instead: time Segment at the images' own scale and on auto for the TIFFs of FOLDER",
     )
+    parser.add_argument(
+        "--only-fitting",
+        action="store_true",
+        help="leave out the images Segment's model-fit notice flags (a background unlike the training images')",
+    )
     args = parser.parse_args(argv)
     model = load_named_model(args.model)
     if args.speed is not None:
@@ -209,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         speed(model, args.speed, limit=args.limit, device=args.device)
         return 0
     pairs = val_pairs(args.data, only_gray=args.only_gray, limit=args.limit)
+    if args.only_fitting:
+        flagged = [name for name, image, _ in pairs if background_notice(median_intensity(_plane(image), model), model)]
+        pairs = [pair for pair in pairs if pair[0] not in flagged]
+        print(f"left out {len(flagged)} image(s) that Segment flags as unlike the model's training images: {flagged}")
     print(
         f"{args.model} (object size {model.description.object_diameter_px} px) on {len(pairs)} images of "
         f"{args.data.name}/val; {platform.processor() or platform.machine()}, torch {torch.__version__}, "

@@ -152,3 +152,29 @@ def test_resampled_labels_keep_their_ids_and_probabilities_keep_their_shape():
     p = np.random.default_rng(0).dirichlet([1, 1, 1], size=(12, 9)).transpose(2, 0, 1).astype(np.float32)
     q = resample_probabilities(p, (5, 4))
     assert q.shape == (3, 5, 4) and np.allclose(q.sum(axis=0), 1, atol=1e-5)
+
+
+def _few_large_among_many_small() -> np.ndarray:
+    """Six 7 x 7 squares above thirty 3 x 3 dots: at the image's scale only the squares pass a 30 px minimum."""
+    large = dots_image(1, 6, size=7, gap=6)
+    small = dots_image(5, 6, size=3, gap=5)
+    image = np.zeros((large.shape[0] + small.shape[0], max(large.shape[1], small.shape[1])), np.float32)
+    image[: large.shape[0], : large.shape[1]] = large
+    image[large.shape[0] :, : small.shape[1]] = small
+    return image
+
+
+def test_an_estimate_too_large_because_small_objects_fell_below_the_minimum_is_enlarged_again():
+    # the first pass sees only the six squares (about 8 px): enlarged for them, the dots appear but are
+    # still far below the model's size, which once meant "fragments" and the image as it is (6 objects);
+    # the pass found more objects, so the estimate was too large: one more pass at the dots' size
+    model = _sized_model(20.0, min_size=30)
+    image = _few_large_among_many_small()
+    as_is = segment(image, model, diameter="model", device="cpu")
+    assert as_is.n_objects == 6
+    result = segment(image, model, device="cpu")
+    scale = result.object_scale
+    assert scale.source == "auto"
+    assert result.n_objects == 36
+    assert scale.diameter == pytest.approx(3 * 2 / math.sqrt(math.pi), rel=0.25)
+    assert scale.factor * scale.diameter == pytest.approx(20.0, rel=0.35)

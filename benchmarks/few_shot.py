@@ -3,7 +3,10 @@
 Starts from a model (the shipped nuclei model by default), fine-tunes it on
 k = 1, 3, 5 training images of a dataset in the shared layout, and scores the
 dataset's val split (matched-object F1 and AP at IoU 0.5, summed over images)
-at several points of the training time. k = 0 is the starting model.
+at several points of the training time. k = 0 is the starting model. Frames
+that ``frames.csv`` marks as not fully annotated are not trained on, and are
+scored as ``benchmarks/accuracy.py`` scores them (only predicted objects that
+touch an annotated one count).
 
 The training is the Fine-tune widget's own job
 (:func:`napari_unet.core.training.finetune_job.finetune_job`, run in its
@@ -24,6 +27,7 @@ Usage (repository root)::
 from __future__ import annotations
 
 import argparse
+import csv
 import threading
 import time
 from pathlib import Path
@@ -39,6 +43,7 @@ from napari_unet.core.training.finetune_job import AnnotatedImage, FineTuneReque
 from napari_unet.core.training.loop import TrainingSettings
 from napari_unet.core.training.metrics import match_objects
 from napari_unet.core.training.recipe import default_learning_rate
+from scoring import restrict_to_annotated
 
 
 def read_pairs(folder: Path, limit: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -48,10 +53,22 @@ def read_pairs(folder: Path, limit: int | None = None) -> list[tuple[str, np.nda
     return pairs
 
 
-def score(model, pairs, device: str) -> tuple[float, float]:
+def sparse_frames(data: Path, /) -> set[str]:
+    """Files that label only some of their objects (``frames.csv``'s ``fully_annotated`` column), if any."""
+    table = data / "frames.csv"
+    if not table.exists():
+        return set()
+    with table.open(newline="") as fh:
+        return {row["file"] for row in csv.DictReader(fh) if row.get("fully_annotated", "True") != "True"}
+
+
+def score(model, pairs, device: str, *, sparse: set[str] = frozenset()) -> tuple[float, float]:
+    """Pooled F1 and AP at IoU 0.5; on sparse frames only the objects that touch an annotated one count."""
     tp = fp = fn = 0
-    for _name, image, labels in pairs:
+    for name, image, labels in pairs:
         pred = segment(image, model, device=device, rgb=image.ndim == 3).labels
+        if name in sparse:
+            pred = restrict_to_annotated(labels, pred)  # as benchmarks/accuracy.py scores them
         s = match_objects(labels, pred, threshold=0.5)
         tp, fp, fn = tp + s.tp, fp + s.fp, fn + s.fn
     f1 = 2 * tp / max(2 * tp + fp + fn, 1)
@@ -115,11 +132,14 @@ def main() -> None:
         start.description.object_diameter_px = None
     if args.model_diameter is not None:
         start.description.object_diameter_px = args.model_diameter
-    train_pairs = read_pairs(args.data / "train")
+    sparse = sparse_frames(args.data)
+    # a user annotates every object of the images they correct: frames that label only some cells
+    # would teach the others as background (Fluo-C2DL-MSC: 4 of its 12 training frames)
+    train_pairs = [pair for pair in read_pairs(args.data / "train") if pair[0] not in sparse]
     val_pairs = read_pairs(args.data / "val", args.val_limit)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(train_pairs))
-    f1, ap = score(start, val_pairs, args.device)
+    f1, ap = score(start, val_pairs, args.device, sparse=sparse)
     size = start.description.object_diameter_px
     print(
         f"dataset {args.data.name}: {len(train_pairs)} train, {len(val_pairs)} val images; start model {args.model} "
@@ -152,7 +172,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 # scored as the job's end would leave it: outlines fitted to the training objects
                 fitted = run_job(fitted_copy_job(model, samples.train, device=args.device))
-                f1, ap = score(fitted, val_pairs, args.device)
+                f1, ap = score(fitted, val_pairs, args.device, sparse=sparse)
                 clock["scoring"] += time.perf_counter() - t0
                 print(f"{k:5d} {trained:8.0f} {step:6d} {f1:7.3f} {ap:7.3f}", flush=True)
             if not pending:

@@ -7,10 +7,10 @@ or lost (``benchmarks/phc_u373.py``). The average of the last steps' weights
 moves far less, without slowing what is learnt the way a decaying learning
 rate does. The training job validates and returns the averaged weights.
 
-The average starts from the first step's weights and its decay grows with
-the steps taken, ``min(decay, (1 + t) / (10 + t))`` (the usual warm-up), so a
-short run averages its last few dozen steps and a long one its last few
-hundred.
+The average starts at the starting weights and its decay grows with the
+steps taken, ``min(decay, (1 + t) / (10 + t))`` (the usual warm-up: the first
+step's weights get 82 % of the first update), so a short run averages its
+last few dozen steps and a long one its last few hundred.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ Usage (repository root)::
 from __future__ import annotations
 
 import argparse
-import csv
 import threading
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from accuracy import partial_frames
 from napari_unet.core import load_named_model, segment
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import run_job
@@ -54,12 +54,8 @@ def read_pairs(folder: Path, limit: int | None = None) -> list[tuple[str, np.nda
 
 
 def sparse_frames(data: Path, /) -> set[str]:
-    """Files that label only some of their objects (``frames.csv``'s ``fully_annotated`` column), if any."""
-    table = data / "frames.csv"
-    if not table.exists():
-        return set()
-    with table.open(newline="") as fh:
-        return {row["file"] for row in csv.DictReader(fh) if row.get("fully_annotated", "True") != "True"}
+    """Files that label only some of their objects, as ``benchmarks/accuracy.py`` reads them (``frames.csv``)."""
+    return {name for name, sparse in partial_frames(data, data).items() if sparse}
 
 
 def score(model, pairs, device: str, *, sparse: set[str] = frozenset()) -> tuple[float, float]:

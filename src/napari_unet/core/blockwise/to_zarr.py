@@ -32,7 +32,7 @@ from napari_unet.core.blockwise.label_merge import LabelUnion, block_offsets, ma
 from napari_unet.core.inference.device import resolve_device
 from napari_unet.core.inference.engine import EngineCache
 from napari_unet.core.inference.layout import ImageLayout, infer_layout
-from napari_unet.core.inference.model_fit import background_notice, colour_notice, median_intensity
+from napari_unet.core.inference.model_fit import fit_notice
 from napari_unet.core.inference.object_scale import ObjectScale, choose_scale_job
 from napari_unet.core.inference.options import InferenceOptions, OptionsError, inference_options
 from napari_unet.core.inference.plane_outputs import plane_outputs_job
@@ -265,10 +265,7 @@ def segment_to_zarr_job(
     try:
         stats = yield from _statistics_job(lazy, layout, planes, description)
         middle = len(planes) // 2
-        fit = colour_notice(layout, model)
-        if fit is None and description.background_intensity is not None:
-            middle_plane = layout.plane(lazy, planes[middle])
-            fit = background_notice(median_intensity(middle_plane, model, stats=stats[middle]), model)
+        fit = fit_notice(layout, layout.plane(lazy, planes[middle]), model, stats=stats[middle])
         if fit is not None:
             yield Progress(Stage.NOTICE, message=fit)
         object_scale, _ = yield from within(

@@ -131,3 +131,26 @@ def background_notice(value: float, model: SegmentationModel, /) -> str | None:
         f"theirs {low:.2f}-{high:.2f}): is it {kind} Check the result; choose a model for this kind of image "
         "or fine-tune on a few corrected ones"
     )
+
+
+def fit_notice(
+    layout: ImageLayout, plane: Any, model: SegmentationModel, /, *, stats: np.ndarray | None = None
+) -> str | None:
+    """The notice Segment gives before its result: the image's colour first, else its background; or None.
+
+    Parameters
+    ----------
+    layout : ImageLayout
+        The image's layout (whether it is converted to gray).
+    plane : array-like
+        The (Y, X, C) plane whose background is measured (a stack's middle
+        plane); lazy arrays are read only where subsampled.
+    model : SegmentationModel
+        The model about to segment it.
+    stats : numpy.ndarray, optional
+        That plane's normalisation statistics, when already computed.
+    """
+    colour = colour_notice(layout, model)
+    if colour is not None or model.description.background_intensity is None:
+        return colour
+    return background_notice(median_intensity(plane, model, stats=stats), model)

@@ -12,7 +12,7 @@ from napari_unet.core.errors import UserError
 from napari_unet.core.inference.budget import check_whole_image
 from napari_unet.core.inference.device import compute_dtype, resolve_device
 from napari_unet.core.inference.layout import infer_layout
-from napari_unet.core.inference.model_fit import background_notice, colour_notice, median_intensity
+from napari_unet.core.inference.model_fit import fit_notice
 from napari_unet.core.inference.object_scale import ObjectScale, choose_scale_job
 from napari_unet.core.inference.options import InferenceOptions, OptionsError, inference_options
 from napari_unet.core.inference.plane_outputs import plane_outputs_job
@@ -212,12 +212,9 @@ def segment_job(
         check_stitching(stitch_threshold, axis=stitch_axis, stack_shape=stack)
     indices = list(layout.plane_indices())
     middle = indices[len(indices) // 2]
-    if description.background_intensity is not None or layout.to_gray:
-        fit = colour_notice(layout, model) or background_notice(
-            median_intensity(layout.plane(image, middle), model), model
-        )
-        if fit is not None:
-            yield Progress(Stage.NOTICE, message=fit)
+    fit = fit_notice(layout, layout.plane(image, middle), model)
+    if fit is not None:
+        yield Progress(Stage.NOTICE, message=fit)
     share = 1 / (n_planes + 1) if settings.diameter == "auto" else 0.0
     scale, reused = yield from within(
         choose_scale_job(

@@ -32,7 +32,8 @@ import torch
 from skimage.transform import rescale
 
 from napari_unet.core import load_named_model, segment
-from napari_unet.core.inference.model_fit import background_notice, median_intensity
+from napari_unet.core.inference.layout import infer_layout
+from napari_unet.core.inference.model_fit import fit_notice
 from napari_unet.core.inference.object_scale import TOLERANCE
 from napari_unet.core.inference.resample import resample_labels, scaled_shape
 from napari_unet.core.network.object_size import equivalent_diameters
@@ -79,9 +80,10 @@ def val_pairs(data: Path, *, only_gray: bool, limit: int | None) -> list[tuple[s
     return pairs
 
 
-def _plane(image: np.ndarray) -> np.ndarray:
-    """A gray image as the (Y, X, C) plane Segment's model-fit notice reads."""
-    return image[..., None] if image.ndim == 2 else image
+def flagged_by_segment(image: np.ndarray, model) -> bool:
+    """Whether Segment would give its model-fit notice for ``image`` (the same function, as ``segment`` reads it)."""
+    layout = infer_layout(image.shape, in_channels=model.config.in_channels)
+    return fit_notice(layout, layout.plane(image, next(layout.plane_indices())), model) is not None
 
 
 def magnified(image: np.ndarray, labels: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     pairs = val_pairs(args.data, only_gray=args.only_gray, limit=args.limit)
     if args.only_fitting:
-        flagged = [name for name, image, _ in pairs if background_notice(median_intensity(_plane(image), model), model)]
+        flagged = [name for name, image, _ in pairs if flagged_by_segment(image, model)]
         pairs = [pair for pair in pairs if pair[0] not in flagged]
         print(f"left out {len(flagged)} image(s) that Segment flags as unlike the model's training images: {flagged}")
     print(

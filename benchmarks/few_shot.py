@@ -40,7 +40,7 @@ import numpy as np
 import tifffile
 
 from accuracy import partial_frames
-from napari_unet.core import load_named_model, segment
+from napari_unet.core import load_named_model, save_model, segment
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import run_job
 from napari_unet.core.training.calibration import fitted_copy_job
@@ -136,7 +136,16 @@ def main() -> None:
     )
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--patch-size", type=int, default=128)
+    parser.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="with --budget: save the job's result for each number of shots as FOLDER/shots_K.unet.safetensors",
+    )
     args = parser.parse_args()
+    if args.save is not None and args.budget is None:
+        parser.error("--save keeps the job's result, so it needs --budget")
 
     start = load_named_model(args.model)
     if args.no_resampling:
@@ -196,6 +205,9 @@ def main() -> None:
             f1, ap = score(result.model, val_pairs, args.device, sparse=sparse)
             trained = result.seconds - clock["scoring"]  # the loop's clock, the checkpoints' scoring taken out
             print(f"{k:5d} {trained:8.0f} {result.steps_done:6d} {f1:7.3f} {ap:7.3f}  (the job's result)", flush=True)
+            if args.save is not None:
+                args.save.mkdir(parents=True, exist_ok=True)
+                save_model(result.model, args.save / f"shots_{k}.unet.safetensors")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ By default the training stops at the last checkpoint. ``--budget`` runs it
 as the widget's time budget does instead (``--schedule cosine`` then decays
 to zero at its end) and also scores what the job returns: the best
 validated weights when annotation is held back, their outlines fitted.
+``--save FOLDER`` also writes that result as a model file, to look at it closely
+(per frame, per threshold) without training again.
 
 Usage (repository root)::
 

@@ -49,7 +49,7 @@ from napari_unet.core.training.calibration import fitted_copy_job
 from napari_unet.core.training.finetune_job import AnnotatedImage, FineTuneRequest, prepare_job, training_job
 from napari_unet.core.training.loop import TrainingSettings
 from napari_unet.core.training.metrics import match_objects
-from napari_unet.core.training.recipe import default_learning_rate
+from napari_unet.core.training.recipe import PATCH_SIZE, SCHEDULE, default_learning_rate
 from scoring import restrict_to_annotated
 
 
@@ -128,7 +128,7 @@ def main() -> None:
         default=None,
         help="train (and segment) as if the model's object size were this many pixels: resample the images less",
     )
-    parser.add_argument("--schedule", choices=["constant", "cosine"], default=None, help="default: the recipe's")
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default=SCHEDULE, help="default: the recipe's")
     parser.add_argument(
         "--budget",
         type=float,
@@ -137,7 +137,7 @@ def main() -> None:
         "checkpoints counts in this clock) and score the job's result; default: stop at the last checkpoint",
     )
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the recipe's")
-    parser.add_argument("--patch-size", type=int, default=128)
+    parser.add_argument("--patch-size", type=int, default=PATCH_SIZE, help="default: the recipe's")
     parser.add_argument(
         "--save",
         type=Path,
@@ -177,7 +177,7 @@ def main() -> None:
         patch_size=args.patch_size,
         batch_size=4,
         learning_rate=args.learning_rate or default_learning_rate(from_scratch=False),
-        **({"schedule": args.schedule} if args.schedule else {}),
+        schedule=args.schedule,
     )
     for k in args.shots:
         chosen = [train_pairs[i] for i in order[:k]]

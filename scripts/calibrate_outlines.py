@@ -2,9 +2,10 @@
 
 Predicts the training split that ``scripts/train_default_models.py`` trains each
 model on (the same files: fully annotated frames), chooses the instance rule's
-``foreground_threshold`` that gives the best SEG there
-(:func:`napari_unet.core.training.calibration.calibrate_foreground_threshold`,
-the same function Fine-tune uses after training), and writes it into the model
+``foreground_threshold`` that gives the best SEG there and then the
+``seed_threshold`` that gives the best matched-object F1
+(:func:`napari_unet.core.training.calibration.calibration_job`, the same
+job Fine-tune runs after training), and writes them into the model
 file; the weights are copied unchanged. The val split is not looked at: score
 it afterwards with ``benchmarks/accuracy.py``.
 
@@ -52,12 +53,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{config}: no objects to calibrate on")
             continue
         table = ", ".join(f"{'argmax' if t is None else t}: {v:.3f}" for t, v in calibration.scores.items())
-        print(f"{config}: {calibration.summary()}\n  {table}")
+        print(f"{config}: {calibration.summary()}\n  SEG {table}")
+        if calibration.seeds is not None:
+            seeds = calibration.seeds.scores.items()
+            print("  seeds F1@0.5 " + ", ".join(f"{'argmax' if t is None else t}: {v:.3f}" for t, v in seeds))
         if args.dry_run:
             continue
-        model.description.instance_rule = model.description.instance_rule.with_foreground_threshold(
-            calibration.threshold
-        )
+        model.description.instance_rule = calibration.fitted(model.description.instance_rule)
         history = model.description.training_history
         if history:  # beside the run that made the weights, where a training run records its own calibration
             history[-1]["outline_calibration"] = {**calibration.to_dict(), "command": "scripts/calibrate_outlines.py"}

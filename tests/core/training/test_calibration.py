@@ -12,8 +12,11 @@ from napari_unet.core.progress import Stage
 from napari_unet.core.training.annotations import targets_from_instances
 from napari_unet.core.training.calibration import (
     MIN_OBJECTS,
+    SeedCalibration,
     calibrate_foreground_threshold,
+    calibrate_seed_threshold,
     calibration_job,
+    object_counts,
     seg_sum,
     whole_annotated_objects,
 )
@@ -74,6 +77,74 @@ def test_too_few_annotated_objects_keep_the_rule_as_it_is():
     assert calibrate_foreground_threshold([probabilities], [truth], own).threshold == 0.6
 
 
+def _cells_with_weak_processes(n_cells: int = 12, *, pitch: int = 32):
+    """Elongated cells whose interior is sure in a core and weak (but the most probable class) in a process.
+
+    Under the most probable class the weak part is a seed of its own, so each
+    cell comes out as two objects, one of them false: the cells
+    Fine-tune learnt from three Fluo-C2DL-MSC frames fall apart this way.
+    """
+    shape = (pitch * 2, pitch * (n_cells // 2))
+    probabilities = np.zeros((3, *shape), np.float32)
+    probabilities[0] = 1
+    truth = np.zeros(shape, np.int32)
+    for k in range(n_cells):
+        y, x = 8 + pitch * (k % 2), 4 + pitch * (k // 2)
+        truth[y : y + 8, x : x + 24] = k + 1
+        probabilities[:, y : y + 8, x : x + 24] = np.array([0.0, 0.3, 0.7])[:, None, None]
+        probabilities[:, y + 2 : y + 6, x + 2 : x + 8] = np.array([0.0, 0.95, 0.05])[:, None, None]
+        probabilities[:, y + 2 : y + 6, x + 14 : x + 22] = np.array([0.0, 0.65, 0.35])[:, None, None]
+    return probabilities, truth
+
+
+def test_a_seed_threshold_joins_the_pieces_that_weak_interior_cuts_a_cell_into():
+    probabilities, truth = _cells_with_weak_processes()
+    pieces = instances_from_probabilities(probabilities, RULE)
+    assert pieces.max() == 24 and object_counts(truth, pieces) == (12, 12, 0)
+    seeds = calibrate_seed_threshold([probabilities], [truth], RULE)
+    assert seeds.threshold is not None and 0.65 <= seeds.threshold < 0.95
+    assert seeds.before == pytest.approx(2 / 3) and seeds.f1 == 1.0
+    joined = instances_from_probabilities(
+        probabilities, RULE.__class__(**{**RULE.to_dict(), "seed_threshold": seeds.threshold})
+    )
+    assert object_counts(truth, joined) == (12, 0, 0)
+    assert "F1@0.5 0.667 -> 1.000" in seeds.summary()
+
+
+def test_seeds_that_already_separate_the_objects_are_kept():
+    probabilities, truth = _cells_with_weak_processes()
+    probabilities[1] = np.where(probabilities[1] == np.float32(0.65), 0.3, probabilities[1])
+    probabilities[2] = np.where(probabilities[2] == np.float32(0.35), 0.7, probabilities[2])
+    seeds = calibrate_seed_threshold([probabilities], [truth], RULE)
+    assert seeds.threshold is None and seeds.f1 == seeds.before == 1.0
+
+
+def test_objects_on_pixels_not_judged_are_neither_false_nor_matched():
+    probabilities, truth = _cells_with_weak_processes(4)
+    unannotated = np.zeros(truth.shape, bool)
+    unannotated[:, truth.shape[1] // 2 :] = True  # the two right cells were not annotated
+    truth = np.where(unannotated, 0, truth)
+    joined = instances_from_probabilities(probabilities, RULE.__class__(**{**RULE.to_dict(), "seed_threshold": 0.8}))
+    assert object_counts(truth, joined) == (2, 2, 0)
+    assert object_counts(truth, joined, ignore=unannotated) == (2, 0, 0)
+
+
+def test_the_calibration_fits_seeds_after_outlines_and_the_record_says_so():
+    probabilities, truth = _cells_with_weak_processes()
+    outlines = calibrate_foreground_threshold([probabilities], [truth], RULE)
+    seeds = calibrate_seed_threshold([probabilities], [truth], outlines.fitted(RULE))
+    from dataclasses import replace
+
+    calibration = replace(outlines, seeds=seeds)
+    fitted = calibration.fitted(RULE)
+    assert fitted.seed_threshold == seeds.threshold and fitted.foreground_threshold == outlines.threshold
+    record = calibration.to_dict()
+    assert record["seed_threshold"] == seeds.threshold and record["seed_f1_after"] == 1.0
+    assert "seeds: interior above" in calibration.summary()
+    kept = calibration.unchanged(RULE)
+    assert kept.fitted(RULE) == RULE and "seed_threshold" not in kept.to_dict()
+
+
 def test_seg_sum_agrees_with_the_benchmarks_seg_measure():
     rng = np.random.default_rng(3)
     for _ in range(5):
@@ -117,6 +188,7 @@ def test_training_fits_the_outlines_records_it_and_the_file_keeps_it(tmp_path):
     record = result.model.description.training_history[-1]["outline_calibration"]
     assert record["objects"] >= MIN_OBJECTS
     assert result.model.description.instance_rule.foreground_threshold == record["threshold"]
+    assert result.model.description.instance_rule.seed_threshold == record["seed_threshold"]
     assert any(r.stage == Stage.CALIBRATE for r in reports)
     assert model.description.instance_rule.foreground_threshold is None  # the start model is untouched
     loaded = load_model(save_model(result.model, tmp_path / "m.unet.safetensors"))
@@ -158,6 +230,30 @@ def test_a_threshold_that_lowers_the_held_back_score_is_not_kept(monkeypatch):
     result = run_job(train_job(model, [_disks(0)], settings=settings, validation=[_disks(5)]))
     assert result.model.description.instance_rule.foreground_threshold is None
     assert result.model.description.training_history[-1]["outline_calibration"]["threshold"] is None
+
+
+def test_a_seed_threshold_that_lowers_the_held_back_score_is_not_kept(monkeypatch):
+    from dataclasses import replace
+
+    from napari_unet.core.training import loop
+
+    real_score = loop.score
+
+    def worse_with_seeds(model, samples, *, device):
+        result = real_score(model, samples, device=device)
+        if model.description.instance_rule.seed_threshold is not None:
+            return loop.Score(result.value - 0.5, result.objects)
+        return result
+
+    outlines = calibrate_foreground_threshold(*_bloated_disks_lists(), RULE)
+    with_seeds = replace(outlines, threshold=None, seeds=SeedCalibration(0.7, 1.0, 0.5))
+    monkeypatch.setattr(loop, "score", worse_with_seeds)
+    monkeypatch.setattr(loop, "samples_calibration_job", lambda *a, **k: _returns(with_seeds))
+    model = new_model(depth=2, base_features=8, norm="batch")
+    settings = TrainingSettings(steps=10, **FAST)
+    result = run_job(train_job(model, [_disks(0)], settings=settings, validation=[_disks(5)]))
+    assert result.model.description.instance_rule.seed_threshold is None
+    assert "seed_threshold" not in result.model.description.training_history[-1]["outline_calibration"]
 
 
 def _bloated_disks_lists():

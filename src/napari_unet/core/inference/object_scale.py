@@ -297,7 +297,8 @@ def _pass_job(
     )
     # sized with the most probable class, as the estimate was tuned: a calibrated foreground
     # threshold drops the unsure pixels of a pass at a wrong scale, and its objects fall apart
-    sizing = model.description.instance_rule.with_foreground_threshold(None)
+    # (and seeds by the most probable class too, as the estimate was tuned before seeds were fitted)
+    sizing = replace(model.description.instance_rule, foreground_threshold=None, seed_threshold=None)
     return _Pass(outputs, equivalent_diameters(outputs.instances_under(sizing), exclude_border=True), region is None)
 
 

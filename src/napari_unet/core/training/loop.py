@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -657,10 +657,12 @@ def _calibrate_outlines(
     work.network.eval()
     calibration = yield from samples_calibration_job(work, samples, device=device, should_stop=should_stop)
     rule = work.description.instance_rule
-    if calibration is None or calibration.threshold == rule.foreground_threshold:
+    if calibration is None:
         return calibration
-    fitted = rule.with_foreground_threshold(calibration.threshold)
-    kept = replace(calibration, threshold=rule.foreground_threshold, score=calibration.before)
+    fitted = calibration.fitted(rule)
+    if fitted == rule:
+        return calibration
+    kept = calibration.unchanged(rule)
     if best.validation:
         own, new = held_back_seg(work, best.validation, [rule, fitted], device=device)
         if new.objects and new.score < own.score - TOLERANCE:

@@ -178,3 +178,35 @@ def test_an_estimate_too_large_because_small_objects_fell_below_the_minimum_is_e
     assert result.n_objects == 36
     assert scale.diameter == pytest.approx(3 * 2 / math.sqrt(math.pi), rel=0.25)
     assert scale.factor * scale.diameter == pytest.approx(20.0, rel=0.35)
+
+
+def _small_dots_of_two_sizes() -> np.ndarray:
+    """Four by four 5 x 5 and 4 x 4 squares in turn: at the image's scale only the larger pass a 20 px minimum."""
+    image = np.zeros((60, 60), np.float32)
+    for r in range(4):
+        for c in range(4):
+            size = 5 if (r + c) % 2 == 0 else 4
+            y, x = 8 + 12 * r, 8 + 12 * c
+            image[y : y + size, x : x + size] = 1.0
+    return image
+
+
+def test_small_objects_that_an_enlarged_pass_finds_more_of_are_kept_without_a_coarse_look(monkeypatch):
+    # clusters of small nuclei looked like cells to the coarse look and were shrunk away (brightfield DSB 2018
+    # images at 0.5x): when the enlarged pass finds more whole objects of about the model's size, it is the result
+    model = _sized_model(10.0, min_size=20)
+    image = _small_dots_of_two_sizes()
+    calls = []
+    original = plane_outputs.predict_plane_job
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[:2])
+        return (yield from original(*args, **kwargs))
+
+    monkeypatch.setattr(plane_outputs, "predict_plane_job", counting)
+    assert segment(image, model, diameter="model", device="cpu").n_objects == 8
+    calls.clear()
+    result = segment(image, model, device="cpu")
+    assert result.n_objects == 16
+    assert result.object_scale.source == "auto" and result.object_scale.factor > TOLERANCE
+    assert len(calls) == 2 and calls[0] == image.shape and calls[1][0] > image.shape[0]  # no coarse look

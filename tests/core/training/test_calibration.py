@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -104,9 +106,7 @@ def test_a_seed_threshold_joins_the_pieces_that_weak_interior_cuts_a_cell_into()
     seeds = calibrate_seed_threshold([probabilities], [truth], RULE)
     assert seeds.threshold is not None and 0.65 <= seeds.threshold < 0.95
     assert seeds.before == pytest.approx(2 / 3) and seeds.f1 == 1.0
-    joined = instances_from_probabilities(
-        probabilities, RULE.__class__(**{**RULE.to_dict(), "seed_threshold": seeds.threshold})
-    )
+    joined = instances_from_probabilities(probabilities, replace(RULE, seed_threshold=seeds.threshold))
     assert object_counts(truth, joined) == (12, 0, 0)
     assert "F1@0.5 0.667 -> 1.000" in seeds.summary()
 
@@ -124,7 +124,7 @@ def test_objects_on_pixels_not_judged_are_neither_false_nor_matched():
     unannotated = np.zeros(truth.shape, bool)
     unannotated[:, truth.shape[1] // 2 :] = True  # the two right cells were not annotated
     truth = np.where(unannotated, 0, truth)
-    joined = instances_from_probabilities(probabilities, RULE.__class__(**{**RULE.to_dict(), "seed_threshold": 0.8}))
+    joined = instances_from_probabilities(probabilities, replace(RULE, seed_threshold=0.8))
     assert object_counts(truth, joined) == (2, 2, 0)
     assert object_counts(truth, joined, ignore=unannotated) == (2, 0, 0)
 
@@ -133,8 +133,6 @@ def test_the_calibration_fits_seeds_after_outlines_and_the_record_says_so():
     probabilities, truth = _cells_with_weak_processes()
     outlines = calibrate_foreground_threshold([probabilities], [truth], RULE)
     seeds = calibrate_seed_threshold([probabilities], [truth], outlines.fitted(RULE))
-    from dataclasses import replace
-
     calibration = replace(outlines, seeds=seeds)
     fitted = calibration.fitted(RULE)
     assert fitted.seed_threshold == seeds.threshold and fitted.foreground_threshold == outlines.threshold
@@ -233,8 +231,6 @@ def test_a_threshold_that_lowers_the_held_back_score_is_not_kept(monkeypatch):
 
 
 def test_a_seed_threshold_that_lowers_the_held_back_score_is_not_kept(monkeypatch):
-    from dataclasses import replace
-
     from napari_unet.core.training import loop
 
     real_score = loop.score

@@ -206,18 +206,24 @@ def test_training_without_calibration_or_after_stop_keeps_the_rule():
     assert not any(r.stage == Stage.CALIBRATE for r in reports)
 
 
-def test_a_threshold_that_lowers_the_held_back_score_is_not_kept(monkeypatch):
+def _held_back_worse_when(monkeypatch, changed):
+    """Make the held-back score 0.5 lower for models whose instance rule ``changed`` says was calibrated."""
     from napari_unet.core.training import loop
 
     real_score = loop.score
 
-    def worse_once_calibrated(model, samples, *, device):
+    def worse(model, samples, *, device):
         result = real_score(model, samples, device=device)
-        if model.description.instance_rule.foreground_threshold is not None:
+        if changed(model.description.instance_rule):
             return loop.Score(result.value - 0.5, result.objects)
         return result
 
-    monkeypatch.setattr(loop, "score", worse_once_calibrated)
+    monkeypatch.setattr(loop, "score", worse)
+    return loop
+
+
+def test_a_threshold_that_lowers_the_held_back_score_is_not_kept(monkeypatch):
+    loop = _held_back_worse_when(monkeypatch, lambda rule: rule.foreground_threshold is not None)
     monkeypatch.setattr(
         loop,
         "samples_calibration_job",
@@ -231,19 +237,9 @@ def test_a_threshold_that_lowers_the_held_back_score_is_not_kept(monkeypatch):
 
 
 def test_a_seed_threshold_that_lowers_the_held_back_score_is_not_kept(monkeypatch):
-    from napari_unet.core.training import loop
-
-    real_score = loop.score
-
-    def worse_with_seeds(model, samples, *, device):
-        result = real_score(model, samples, device=device)
-        if model.description.instance_rule.seed_threshold is not None:
-            return loop.Score(result.value - 0.5, result.objects)
-        return result
-
+    loop = _held_back_worse_when(monkeypatch, lambda rule: rule.seed_threshold is not None)
     outlines = calibrate_foreground_threshold(*_bloated_disks_lists(), RULE)
     with_seeds = replace(outlines, threshold=None, seeds=SeedCalibration(0.7, 1.0, 0.5))
-    monkeypatch.setattr(loop, "score", worse_with_seeds)
     monkeypatch.setattr(loop, "samples_calibration_job", lambda *a, **k: _returns(with_seeds))
     model = new_model(depth=2, base_features=8, norm="batch")
     settings = TrainingSettings(steps=10, **FAST)

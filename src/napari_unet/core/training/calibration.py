@@ -155,10 +155,7 @@ def object_counts(
     """
     predicted = np.asarray(predicted)
     if ignore is not None:
-        touched = np.unique(predicted[np.asarray(ignore, bool)])
-        touched = touched[touched != 0]
-        if touched.size:
-            predicted = np.where(np.isin(predicted, touched), 0, predicted)
+        predicted = whole_annotated_objects(predicted, ~np.asarray(ignore, bool))
     scores = match_objects(np.asarray(truth), predicted, threshold=0.5)
     return scores.tp, scores.fp, scores.fn
 

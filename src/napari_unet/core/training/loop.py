@@ -160,10 +160,11 @@ class TrainingSettings:
         fine-tuned model from forgetting what it did right elsewhere; 0:
         none. Not used from scratch.
     calibrate_outlines : bool
-        After training, fit the instance rule's foreground threshold to the
-        annotated objects of the training samples
-        (:func:`~napari_unet.core.training.calibration.calibrate_foreground_threshold`),
-        so that the objects' outlines match the annotation; not kept if it
+        After training, fit the instance rule's foreground threshold, then its
+        seed threshold, to the annotated objects of the training samples
+        (:func:`~napari_unet.core.training.calibration.calibrate_foreground_threshold`,
+        :func:`~napari_unet.core.training.calibration.calibrate_seed_threshold`),
+        so that the objects' outlines and number match the annotation; not kept if it
         lowers the held-back objects' SEG, or the held-back score below the
         starting model's, by more than ``TOLERANCE``. Skipped after Stop.
     augment_degradation : bool
@@ -642,11 +643,11 @@ def _calibrate_outlines(
     device: torch.device,
     should_stop: Callable[[], bool],
 ) -> Generator[Progress, None, ThresholdCalibration | None]:
-    """Fit the foreground threshold of the kept weights to the training samples' whole objects.
+    """Fit the foreground and seed thresholds of the kept weights to the training samples' whole objects.
 
-    The held-back samples are not used to fit; they judge the result: a
-    threshold is not kept (and the calibration returned says the rule's own
-    threshold) when it lowers the held-back objects' SEG by more than
+    The held-back samples are not used to fit; they judge the result: the
+    fitted rule is not kept (and the calibration returned says the rule's own
+    thresholds) when it lowers the held-back objects' SEG by more than
     :data:`~napari_unet.core.training.verdict.TOLERANCE`, or when the held-back
     score the verdict reports would fall below the starting model's by more
     than that. The verdict reports the score with the threshold kept.

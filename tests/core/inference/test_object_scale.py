@@ -13,7 +13,7 @@ from napari_unet.core import segment, segment_job
 from napari_unet.core.inference import plane_outputs
 from napari_unet.core.inference.object_scale import TOLERANCE, DiameterError, check_diameter
 from napari_unet.core.inference.options import InferenceOptions
-from napari_unet.core.inference.resample import resample_labels, resample_probabilities, scaled_shape
+from napari_unet.core.inference.resample import resample_image, resample_labels, resample_probabilities, scaled_shape
 from napari_unet.core.network.instances import InstanceRule
 from napari_unet.core.network.object_size import median_diameter
 from napari_unet.core.progress import Stage
@@ -152,6 +152,20 @@ def test_resampled_labels_keep_their_ids_and_probabilities_keep_their_shape():
     p = np.random.default_rng(0).dirichlet([1, 1, 1], size=(12, 9)).transpose(2, 0, 1).astype(np.float32)
     q = resample_probabilities(p, (5, 4))
     assert q.shape == (3, 5, 4) and np.allclose(q.sum(axis=0), 1, atol=1e-5)
+
+
+def test_an_enlarged_image_keeps_the_contrast_of_a_small_object_and_a_shrunk_one_its_mean():
+    image = np.zeros((9, 9, 1), np.float32)
+    image[4, 4] = 1.0  # one bright pixel: a nucleus of a 0.5x image, say
+    big = resample_image(image, (18, 18))
+    # bilinear would give 0.75 ** 2 = 0.5625 at the four new pixels on it; bicubic keeps 0.77 of the peak
+    assert big.max() > 0.7
+    assert big.sum() / 4 == pytest.approx(1.0, abs=0.05)  # the object's total brightness is kept
+    rng = np.random.default_rng(1)
+    noisy = rng.random((40, 40, 2)).astype(np.float32)
+    small = resample_image(noisy, (10, 10))
+    assert small.shape == (10, 10, 2) and np.allclose(small.mean(axis=(0, 1)), noisy.mean(axis=(0, 1)), atol=0.02)
+    assert small.std() < noisy.std() / 2  # anti-aliased: each new pixel averages its 4 x 4 old ones
 
 
 def _few_large_among_many_small() -> np.ndarray:

@@ -1,8 +1,12 @@
 """Resampling a plane to the model's object size, and its results back to the image's grid.
 
-Images are resampled linearly (with anti-aliasing when they shrink), class
-probabilities linearly, labels by nearest neighbour (every object keeps its
-ID and no new IDs appear). All three use the same pixel-centre convention
+Images are enlarged by bicubic interpolation and shrunk linearly with
+anti-aliasing, class probabilities resampled linearly, labels by nearest
+neighbour (every object keeps its ID and no new IDs appear). Bicubic
+enlarging keeps more of the contrast of small objects than bilinear, which
+blurs them: on the 67 grayscale DSB 2018 val images shrunk to 0.5x, the
+nuclei model enlarged x2 by bicubic reaches AP@0.5 0.757 against 0.744
+(``docs/performance.md``, "Object size"). All three use the same pixel-centre convention
 (``align_corners=False``): pixel ``i`` of ``n`` sits at ``(i + 0.5) / n`` of
 the extent on both grids, so a result mapped back lies where it was found.
 """
@@ -28,7 +32,10 @@ def scaled_shape(shape: tuple[int, int], factor: float, /) -> tuple[int, int]:
 
 
 def resample_image(image: np.ndarray, shape: tuple[int, int], /) -> np.ndarray:
-    """A (Y, X, C) image resampled to ``shape`` (Y', X'), bilinear, anti-aliased when it shrinks.
+    """A (Y, X, C) image resampled to ``shape`` (Y', X'): bicubic when it grows, bilinear anti-aliased when it shrinks.
+
+    Bicubic values may overshoot the input's range a little next to sharp
+    edges (as in Fiji's bicubic scaling); they are not clipped.
 
     Parameters
     ----------
@@ -52,7 +59,10 @@ def resample_image(image: np.ndarray, shape: tuple[int, int], /) -> np.ndarray:
         return np.asarray(image, dtype=np.float32)
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
     shrinks = shape[0] < image.shape[0] or shape[1] < image.shape[1]
-    out = F.interpolate(tensor, size=tuple(shape), mode="bilinear", align_corners=False, antialias=shrinks)
+    if shrinks:
+        out = F.interpolate(tensor, size=tuple(shape), mode="bilinear", align_corners=False, antialias=True)
+    else:
+        out = F.interpolate(tensor, size=tuple(shape), mode="bicubic", align_corners=False)
     return out[0].permute(1, 2, 0).contiguous().numpy()
 
 

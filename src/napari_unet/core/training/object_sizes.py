@@ -57,8 +57,9 @@ def resample_annotation(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """An annotated (Y, X, C) plane, its (Y, X) labels and reviewed mask resampled by ``factor``.
 
-    The image is resampled linearly, labels and the mask by nearest neighbour
-    (IDs and painted classes are kept).
+    The image is resampled as Segment resamples it (bicubic when it grows,
+    linearly with anti-aliasing when it shrinks), labels and the mask by
+    nearest neighbour (IDs and painted classes are kept).
 
     Examples
     --------

@@ -139,6 +139,12 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--patch-size", type=int, default=PATCH_SIZE, help="default: the recipe's")
     parser.add_argument(
+        "--augment-degradation",
+        type=lambda v: v.lower() in ("1", "yes", "true", "on"),
+        default=None,
+        help="blur and noise augmentation: on/off (default: the recipe's)",
+    )
+    parser.add_argument(
         "--save",
         type=Path,
         default=None,
@@ -178,6 +184,7 @@ def main() -> None:
         batch_size=4,
         learning_rate=args.learning_rate or default_learning_rate(from_scratch=False),
         schedule=args.schedule,
+        **({} if args.augment_degradation is None else {"augment_degradation": args.augment_degradation}),
     )
     for k in args.shots:
         chosen = [train_pairs[i] for i in order[:k]]

@@ -128,6 +128,7 @@ def settings_from(args: argparse.Namespace) -> TrainingSettings:
         "schedule": args.schedule,
         "patch_size": args.patch_size,
         "augment_degradation": args.augment_degradation,
+        "augment_zoom": args.augment_zoom,
         "weight_average": args.weight_average,
     }
     return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
@@ -155,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="blur and noise augmentation: on/off (default: the recipe's)",
     )
+    p.add_argument("--augment-zoom", type=float, default=None, help="largest random stretch of a patch axis (1: none)")
     p.add_argument("--weight-average", type=float, default=None, help="largest decay of the weight average (0: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)

@@ -145,6 +145,12 @@ def main() -> None:
         help="blur and noise augmentation: on/off (default: the recipe's)",
     )
     parser.add_argument(
+        "--augment-zoom",
+        type=float,
+        default=None,
+        help="largest random stretch of a patch axis, 1: none (default: the recipe's)",
+    )
+    parser.add_argument(
         "--save",
         type=Path,
         default=None,
@@ -185,6 +191,7 @@ def main() -> None:
         learning_rate=args.learning_rate or default_learning_rate(from_scratch=False),
         schedule=args.schedule,
         **({} if args.augment_degradation is None else {"augment_degradation": args.augment_degradation}),
+        **({} if args.augment_zoom is None else {"augment_zoom": args.augment_zoom}),
     )
     for k in args.shots:
         chosen = [train_pairs[i] for i in order[:k]]

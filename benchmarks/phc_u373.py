@@ -102,6 +102,12 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
         help="largest decay of the weight average (0: none); default: the recipe's",
     )
     p.add_argument(
+        "--augment-zoom",
+        type=float,
+        default=None,
+        help="largest random stretch of a patch axis, 1: none (default: the recipe's)",
+    )
+    p.add_argument(
         "--no-calibration",
         action="store_true",
         help="score checkpoints with the rule as it is (default: fit the outline threshold as the job's end does)",
@@ -119,6 +125,7 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float, float]]:
         calibrate_outlines=not args.no_calibration,
         **({"schedule": args.schedule} if args.schedule else {}),
         **({"weight_average": args.weight_average} if args.weight_average is not None else {}),
+        **({"augment_zoom": args.augment_zoom} if args.augment_zoom is not None else {}),
     )
     rows = [(0, *seg_and_f1(model, val, scale=args.scale, device=args.device))]
     print(f"PhC-U373: {len(train)} train, {len(val)} val frames; start {args.model}; scale {args.scale}")

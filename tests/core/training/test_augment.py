@@ -247,3 +247,30 @@ def test_degradation_blurs_or_adds_noise_to_some_images_only_and_never_moves_the
             changed += 1
             assert worse[0].dtype == np.float32 and np.isfinite(worse[0]).all()
     assert 8 <= changed <= 32  # each of blur and noise with probability 0.3: about half the patches
+
+
+def test_zoom_stretches_each_axis_on_its_own_within_its_range_and_keeps_labels_on_the_image():
+    image = np.zeros((64, 64, 1), np.float32)
+    image[24:40, 24:40] = 1.0
+    labels = (image[..., 0] > 0).astype(np.int64)
+    off = {**NOTHING, "elastic": False}
+    heights, widths = [], []
+    for seed in range(30):
+        out_image, out_labels = augment_sample(image, labels, rng=np.random.default_rng(seed), zoom=1.5, **off)
+        assert (np.rint(out_image[..., 0]) == out_labels).mean() > 0.99
+        rows, cols = np.flatnonzero(out_labels.any(axis=1)), np.flatnonzero(out_labels.any(axis=0))
+        heights.append(len(rows))
+        widths.append(len(cols))
+        assert 0 < rows[0] and rows[-1] < 63  # about the centre: the object stays inside
+    sides = np.array([heights, widths])
+    assert sides.min() >= 16 / 1.5 - 1 and sides.max() <= 16 * 1.5 + 1
+    assert sides.min() < 14 and sides.max() > 18  # both shrunk and stretched
+    assert np.mean(np.abs(sides[0] - sides[1]) >= 2) > 0.3  # each axis its own factor
+    unzoomed = augment_sample(image, labels, rng=np.random.default_rng(0), **off)
+    np.testing.assert_array_equal(unzoomed[1], labels)
+
+
+def test_zoom_below_one_raises():
+    image = np.zeros((8, 8, 1), np.float32)
+    with pytest.raises(ValueError, match="zoom"):
+        augment_sample(image, np.zeros((8, 8), np.int64), rng=np.random.default_rng(0), zoom=0.5)

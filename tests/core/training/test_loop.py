@@ -308,6 +308,7 @@ def _pinned_run():
         learning_rate=3e-3,
         anchor_weight=0.0,  # the pull toward the starting weights came later (issue 17)
         weight_average=0.0,  # and the averaged weights later still
+        augment_zoom=1.0,  # and the random stretch after that
     )
     held_back = _sample(5)
     validation = [TrainingSample(held_back.image, held_back.target, name="held back")]  # no instances: mean IoU
@@ -346,3 +347,22 @@ def test_the_pull_toward_the_starting_weights_keeps_them_closer():
         return sum(float(((p.detach() - s) ** 2).sum()) for p, s in zip(result.model.network.parameters(), start))
 
     assert distance(10.0) < 0.8 * distance(0.0)
+
+
+def test_training_patches_are_zoomed_by_the_recipe_and_a_zoom_below_one_is_refused(monkeypatch):
+    import napari_unet.core.training.loop as loop
+    from napari_unet.core.training.recipe import ZOOM
+
+    zooms = []
+    real = loop.augment_sample
+
+    def recording(*arrays, **options):
+        zooms.append(options["zoom"])
+        return real(*arrays, **options)
+
+    monkeypatch.setattr(loop, "augment_sample", recording)
+    settings = TrainingSettings(steps=2, **{**FAST, "augment": True})
+    run_job(train_job(new_model(depth=2, base_features=4), [_sample(0)], settings=settings))
+    assert zooms and set(zooms) == {ZOOM} and ZOOM > 1
+    with pytest.raises(loop.TrainingSettingsError, match="augment_zoom"):
+        TrainingSettings(augment_zoom=0.8)

@@ -1,7 +1,8 @@
 """Data augmentation for training: the same random geometry for image and labels.
 
 The U-Net paper trains from very few images thanks to smooth elastic
-deformations; flips, 90-degree rotations and intensity changes are added here.
+deformations; flips, 90-degree rotations, a random stretch of each axis and
+intensity changes are added here.
 Every geometric transform is applied identically to the image, the labels and
 any extra per-pixel maps (weights, masks) so that they stay aligned.
 """
@@ -93,6 +94,7 @@ def augment_sample(
     degrade: bool = False,
     elastic_sigma: float = 10.0,
     elastic_grid: int = 3,
+    zoom: float = 1.0,
 ) -> tuple[np.ndarray, ...]:
     """Randomly transform one training sample, keeping all its parts aligned.
 
@@ -127,6 +129,11 @@ def augment_sample(
         Standard deviation of the coarse displacements, in pixels.
     elastic_grid : int
         Size of the coarse displacement lattice.
+    zoom : float
+        Stretch or shrink each axis by its own random factor, log-uniform in
+        ``[1 / zoom, zoom]``, about the patch centre (1: never). Objects of
+        the next experiment are larger or smaller, rounder or thinner than
+        the annotated ones; a few annotated images show too few of them.
 
     Returns
     -------
@@ -140,7 +147,8 @@ def augment_sample(
     only ever contain values present in the input, including the ignore
     value; the image and float extras use linear interpolation. Pixels pulled
     in from outside the image are mirrored (``mode="reflect"``). Flips and
-    rotations are exact (no interpolation). Intensity changes are computed
+    rotations are exact (no interpolation); the zoom and the elastic
+    deformation share one warp, so the image is interpolated once. Intensity changes are computed
     relative to the image's own intensity range, so they behave the same for
     any normalisation: gamma (log-uniform in [0.7, 1.4]) on the range mapped
     to [0, 1], then a gain (log-uniform in [0.8, 1.25]) and an offset of up to
@@ -177,9 +185,14 @@ def augment_sample(
     if rotate90:
         k = int(rng.integers(4)) if spatial[0] == spatial[1] else 2 * int(rng.integers(2))
         arrays = [np.rot90(a, k, axes=(0, 1)) for a in arrays]
-    if elastic:
-        field = elastic_deformation_field(spatial, rng=rng, grid=elastic_grid, sigma=elastic_sigma)
-        coords = np.indices(spatial, dtype=np.float64) + field
+    if zoom < 1.0:
+        raise ValueError(f"zoom must be at least 1 (1: none), got {zoom}")
+    if elastic or zoom > 1.0:
+        coords = np.indices(spatial, dtype=np.float64)
+        if elastic:
+            coords += elastic_deformation_field(spatial, rng=rng, grid=elastic_grid, sigma=elastic_sigma)
+        if zoom > 1.0:
+            coords += _zoom_shift(spatial, np.exp(rng.uniform(-np.log(zoom), np.log(zoom), size=2)))
         arrays = [_warp(a, coords) for a in arrays]
     out_image = np.ascontiguousarray(arrays[0], dtype=np.float32)
     if intensity:
@@ -187,6 +200,15 @@ def augment_sample(
     if degrade:
         out_image = _random_degradation(out_image, rng=rng)
     return (out_image, *(np.ascontiguousarray(a) for a in arrays[1:]))
+
+
+def _zoom_shift(shape: tuple[int, int], factors: np.ndarray) -> np.ndarray:
+    """(2, H, W) displacements that magnify axis k by ``factors[k]`` about the centre (below 1: shrink)."""
+    shift = np.zeros((2, *shape))
+    for axis, (n, factor) in enumerate(zip(shape, factors, strict=True)):
+        offsets = (np.arange(n) - (n - 1) / 2) * (1 / factor - 1)
+        shift[axis] = offsets[:, None] if axis == 0 else offsets[None, :]
+    return shift
 
 
 def _cubic_upsampling_matrix(n_out: int, n_in: int) -> np.ndarray:

@@ -40,6 +40,7 @@ from napari_unet.core.training.recipe import (
     PATCH_SIZE,
     SCHEDULE,
     WEIGHT_AVERAGE,
+    ZOOM,
 )
 from napari_unet.core.training.steps import BatchLoader, RetryingStep, make_optimizer, make_schedule
 from napari_unet.core.training.verdict import MIN_HELD_BACK_OBJECTS, TOLERANCE, Verdict, judge
@@ -170,6 +171,10 @@ class TrainingSettings:
     augment_degradation : bool
         With ``augment``, also blur some patches and add noise to some
         (:func:`~napari_unet.core.training.augment.augment_sample`'s ``degrade``).
+    augment_zoom : float
+        With ``augment``, stretch or shrink each axis of every patch by a
+        random factor up to this (:func:`~napari_unet.core.training.augment.augment_sample`'s
+        ``zoom``); 1: none.
     weight_average : float
         The largest decay of an exponential moving average of the weights
         (:class:`~napari_unet.core.training.weight_average.WeightAverage`):
@@ -199,6 +204,7 @@ class TrainingSettings:
     anchor_weight: float = ANCHOR_WEIGHT
     calibrate_outlines: bool = True
     augment_degradation: bool = False
+    augment_zoom: float = ZOOM
     weight_average: float = WEIGHT_AVERAGE
 
     def __post_init__(self) -> None:
@@ -222,6 +228,8 @@ class TrainingSettings:
             raise TrainingSettingsError("correction_fraction must be between 0 and 1")
         if not self.anchor_weight >= 0:
             raise TrainingSettingsError("anchor_weight cannot be negative")
+        if not 1 <= self.augment_zoom <= 4:
+            raise TrainingSettingsError("augment_zoom must be between 1 (none) and 4")
         if not 0 <= self.weight_average < 1:
             raise TrainingSettingsError("weight_average must be at least 0 and below 1 (0: no averaging)")
 
@@ -341,7 +349,13 @@ class _PatchSampler:
             # on a smaller patch the same grid needs proportionally smaller shifts
             sigma = float(np.clip(10.0 * self.input_size / 512, 2.0, 10.0))
             image, classes, weights = augment_sample(
-                image, classes, weights, rng=rng, elastic_sigma=sigma, degrade=self.settings.augment_degradation
+                image,
+                classes,
+                weights,
+                rng=rng,
+                elastic_sigma=sigma,
+                degrade=self.settings.augment_degradation,
+                zoom=self.settings.augment_zoom,
             )
         if m:
             classes = classes[m : m + out, m : m + out]

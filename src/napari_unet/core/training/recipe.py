@@ -24,6 +24,10 @@ ANCHOR_WEIGHT = 0.001
 SCHEDULE: Literal["constant", "cosine"] = "constant"
 #: Side of the training patches (output pixels).
 PATCH_SIZE = 128
+#: Largest random stretch (and shrink) of each axis of a training patch; 1: none. With 1.1 three
+#: Fluo-C2DL-MSC frames teach a model that holds up better on later and on degraded frames, while
+#: PhC-U373 still fits in 5 minutes; 1.25 slowed that fit (docs/performance.md, *Zoom augmentation*).
+ZOOM = 1.1
 #: Largest decay of the moving average of the weights that training validates and returns; 0: none.
 WEIGHT_AVERAGE = 0.998
 

@@ -172,6 +172,8 @@ def augment_sample(
         raise ValueError(f"labels have shape {labels.shape}, expected {spatial} to match the image")
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
+    if zoom < 1.0:
+        raise ValueError(f"zoom must be at least 1 (1: none), got {zoom}")
     extra = tuple(np.asarray(e) for e in extra)
     for i, e in enumerate(extra):
         if e.shape[:2] != spatial:
@@ -185,8 +187,6 @@ def augment_sample(
     if rotate90:
         k = int(rng.integers(4)) if spatial[0] == spatial[1] else 2 * int(rng.integers(2))
         arrays = [np.rot90(a, k, axes=(0, 1)) for a in arrays]
-    if zoom < 1.0:
-        raise ValueError(f"zoom must be at least 1 (1: none), got {zoom}")
     if elastic or zoom > 1.0:
         coords = np.indices(spatial, dtype=np.float64)
         if elastic:

@@ -280,3 +280,24 @@ def test_foreground_threshold_round_trips_and_is_left_out_when_unset():
             WATERSHED.with_foreground_threshold(bad)
     with pytest.raises(ValueError, match="foreground_threshold must be a number"):
         InstanceRule.from_dict({**WATERSHED.to_dict(), "foreground_threshold": "0.7"})
+
+
+def test_with_seed_threshold_changes_only_the_seeds_and_refuses_rules_without_seeds():
+    # one object whose interior is weak in the middle: two seeds by the most probable class
+    probs = np.zeros((3, 6, 16), np.float32)
+    probs[0] = 1.0
+    probs[:, 1:5, 1:15] = np.array([0.0, 0.7, 0.3])[:, None, None]
+    probs[:, 1:5, 7:9] = np.array([0.0, 0.45, 0.55])[:, None, None]  # boundary wins here...
+    probs[:, 1:5, 2:4] = np.array([0.0, 0.95, 0.05])[:, None, None]  # ...and only one core is sure
+    assert instances_from_probabilities(probs, WATERSHED).max() == 2
+
+    sure_seeds = WATERSHED.with_seed_threshold(0.9)
+    assert sure_seeds == InstanceRule("seeded_watershed", [1, 2], [1], seed_threshold=0.9)
+    assert WATERSHED.seed_threshold is None  # the rule itself is unchanged
+    one = instances_from_probabilities(probs, sure_seeds)
+    assert one.max() == 1 and np.array_equal(one > 0, probs[1:].sum(axis=0) > 0.5)
+    assert sure_seeds.with_seed_threshold(None) == WATERSHED
+    with pytest.raises(ValueError, match="not grown from seeds"):
+        COMPONENTS.with_seed_threshold(0.9)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WATERSHED.with_seed_threshold(1.0)

@@ -60,6 +60,24 @@ def _edit_description(path, **changes):
     _join(path, header, body)
 
 
+# --- another instance rule ------------------------------------------------------------------
+
+
+def test_with_instance_rule_shares_the_network_and_leaves_the_model_alone(model, saved):
+    from napari_unet.core.network.model_file import load_model as load
+
+    loaded = load(saved)
+    rule = loaded.description.instance_rule.with_seed_threshold(0.9)
+    twin = loaded.with_instance_rule(rule)
+    assert twin.description.instance_rule.seed_threshold == 0.9
+    assert loaded.description.instance_rule.seed_threshold is None  # the model keeps its own rule
+    assert twin.network is loaded.network  # no copy of the weights
+    assert twin.source == loaded.source == saved
+    assert twin.description.name == loaded.description.name
+    with pytest.raises(ValueError, match="class 7"):
+        loaded.with_instance_rule(type(rule)("components", [7]))
+
+
 # --- round trips ----------------------------------------------------------------------------
 
 

@@ -110,6 +110,27 @@ class InstanceRule:
         """The same rule with another ``foreground_threshold`` (None: the most probable class)."""
         return replace(self, foreground_threshold=threshold)
 
+    def with_seed_threshold(self, threshold: float | None, /) -> InstanceRule:
+        """The same rule with another ``seed_threshold`` (None: the most probable class).
+
+        Raises
+        ------
+        ValueError
+            If the rule does not grow objects from seeds, or ``threshold``
+            does not lie between 0 and 1.
+
+        Examples
+        --------
+        >>> InstanceRule("seeded_watershed", [1, 2], [1]).with_seed_threshold(0.9).seed_threshold
+        0.9
+        """
+        if self.method != "seeded_watershed":
+            raise ValueError(
+                f"this model's objects are not grown from seeds (instance method {self.method!r}), "
+                "so a seed threshold does not apply"
+            )
+        return replace(self, seed_threshold=None if threshold is None else float(threshold))
+
     def check_classes(self, n_classes: int) -> None:
         """Raise ``ValueError`` if the rule names a class the model lacks."""
         for c in [*self.foreground_classes, *self.seed_classes]:

@@ -14,7 +14,7 @@ import copy
 import datetime as _dt
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +292,31 @@ class SegmentationModel:
         net = UNet(self.config)
         net.load_state_dict({k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()})
         twin = SegmentationModel(copy.deepcopy(self.description), net)
+        twin.source = self.source
+        return twin
+
+    def with_instance_rule(self, rule: InstanceRule, /) -> SegmentationModel:
+        """This model with another instance rule: the same network (not copied), a new description.
+
+        For segmenting with other thresholds than the file's (the user's
+        seed threshold) without changing the model itself.
+
+        Parameters
+        ----------
+        rule : InstanceRule
+            The rule to use; its classes must exist in the model.
+
+        Returns
+        -------
+        SegmentationModel
+            Shares this model's network: training one trains the other.
+
+        Raises
+        ------
+        ValueError
+            If ``rule`` names a class the model lacks.
+        """
+        twin = SegmentationModel(replace(self.description, instance_rule=rule), self.network)
         twin.source = self.source
         return twin
 

@@ -31,6 +31,17 @@ _REEXPORTED = ("InputError", "expand_inputs", "output_paths")
 DEFAULT_SUMMARY = "napari-unet-summary.csv"
 
 
+def _seed_threshold(text: str) -> float:
+    """``--seed-threshold``: a probability strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number between 0 and 1 is needed, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"a number between 0 and 1 (exclusive) is needed, got {text}")
+    return value
+
+
 def _add_object_options(seg: argparse.ArgumentParser) -> None:
     """Options on the objects of instance outputs: linking across Z, and files for Fiji."""
     objects = seg.add_argument_group("objects (instance outputs, TIFF)")
@@ -116,6 +127,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="size of the objects: auto (default) estimates it from each image; a number is their diameter in "
         "pixels; model takes them to be the size the model was trained at (no resampling); calibration uses "
         "the file's pixel size and the model's. Images are resampled so their objects have the model's size",
+    )
+    seg.add_argument(
+        "--seed-threshold",
+        type=_seed_threshold,
+        default=None,
+        metavar="P",
+        help="objects grow from seeds, the pixels whose interior probability is above P (between 0 and 1); "
+        "raise it (e.g. 0.9) when cells come out cut into pieces, lower it when touching cells come out merged "
+        "(default: the threshold stored in the model, which Fine-tune and train fit to their annotations)",
     )
     seg.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: skip them)")
     seg.add_argument(
@@ -732,10 +752,17 @@ def _prepare_batch(args: argparse.Namespace, *, to_one: bool, first_target: Path
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        return load_named_model(args.model), summary
+        model = load_named_model(args.model)
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.seed_threshold is not None:
+        try:
+            model = model.with_instance_rule(model.description.instance_rule.with_seed_threshold(args.seed_threshold))
+        except ValueError as exc:
+            print(f"error: --seed-threshold: {exc} (model {model.description.name!r})", file=sys.stderr)
+            return 2
+    return model, summary
 
 
 def _report_batch(rows: Sequence[Any], summary: Path | None) -> int:

@@ -854,3 +854,63 @@ def test_float32_turns_mixed_precision_off_for_the_run(tmp_path, images, tiny_mo
     assert default.amp is True and exact.amp is False
     assert main([*args, "--float32", "--device", "cpu", "--quiet"]) == 0
     assert sorted(p.name for p in (tmp_path / "o").glob("*.tif")) == ["a.tif", "b.tif"]
+
+
+def test_segment_seed_threshold_sets_the_seeds_and_refuses_values_outside_0_1(tmp_path, images, capsys):
+    from napari_unet.core import load_named_model, segment
+
+    image = tifffile.imread(images / "a.tif")
+    model = load_named_model("nuclei")  # seeds above 0.6 in the file: 5 nuclei in this crop
+    sure = segment(image, model.with_instance_rule(model.description.instance_rule.with_seed_threshold(0.99)))
+    found = {}
+    for option in ([], ["--seed-threshold", "0.99"]):
+        out = tmp_path / f"labels{len(option)}.tif"
+        args = ["segment", str(images / "a.tif"), "--model", "nuclei", "-o", str(out), "--device", "cpu", "--quiet"]
+        assert main(args + option) == 0
+        found[len(option)] = tifffile.imread(out)
+    assert found[0].max() > found[2].max()  # fewer, surer seeds: fewer objects
+    assert np.array_equal(found[2] > 0, sure.labels > 0) and found[2].max() == sure.n_objects
+
+    for bad in ("1.5", "0", "many"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(
+                [
+                    "segment",
+                    str(images / "a.tif"),
+                    "--model",
+                    "nuclei",
+                    "-o",
+                    str(tmp_path / "x.tif"),
+                    "--seed-threshold",
+                    bad,
+                ]
+            )
+        assert exit_info.value.code == 2
+        assert "--seed-threshold" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_segment_seed_threshold_is_refused_for_a_model_without_seeds(tmp_path, images, tiny_model, capsys):
+    from dataclasses import replace
+
+    from napari_unet.core import save_model
+    from napari_unet.core.network.instances import InstanceRule
+
+    tiny_model.description = replace(tiny_model.description, instance_rule=InstanceRule("components", [1, 2]))
+    path = save_model(tiny_model, tmp_path / "components.unet.safetensors")
+    code = main(
+        [
+            "segment",
+            str(images / "a.tif"),
+            "--model",
+            str(path),
+            "-o",
+            str(tmp_path / "x.tif"),
+            "--seed-threshold",
+            "0.9",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--seed-threshold" in err and "not grown from seeds" in err
+    assert not (tmp_path / "x.tif").exists()

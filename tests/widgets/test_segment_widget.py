@@ -625,3 +625,37 @@ def test_an_image_unlike_the_models_training_images_is_said_so_and_the_note_stay
     run_segment(qtbot, widget)
     assert not any("background" in message for message in shown)
     assert "background" not in widget.status_label.text()
+
+
+def test_the_seeds_field_segments_with_the_users_seed_threshold_and_leaves_the_model_alone(
+    qtbot, make_napari_viewer, nuclei_crop
+):
+    from napari_unet.core import load_named_model
+
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")
+    model = load_named_model("nuclei")
+    widget.session.set_model(model, source="nuclei")
+    image, _ = nuclei_crop
+    viewer.add_image(image, name="crop")
+    assert widget.seed_spin.isEnabled() and widget.seed_spin.text() == "model (0.60)"
+    run_segment(qtbot, widget)
+    own = viewer.layers["crop [U-Net]"].data.copy()
+
+    widget.seed_spin.setValue(0.99)
+    run_segment(qtbot, widget)
+    sure = viewer.layers["crop [U-Net]"].data
+    rule = model.description.instance_rule.with_seed_threshold(0.99)
+    expected = segment(image, model.with_instance_rule(rule), device="cpu")
+    np.testing.assert_array_equal(sure, expected.labels)
+    assert sure.max() < own.max()  # surer seeds: fewer nuclei in this crop (3 against 5)
+    assert widget.session.model.description.instance_rule.seed_threshold == 0.6  # the model is unchanged
+    assert f"{expected.n_objects} objects" in widget.status_label.text()
+
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData("classes"))
+    assert not widget.seed_spin.isEnabled() and "Objects" in widget.seed_spin.toolTip()
+    widget.session.set_model(load_named_model("em"), source="em")
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData("instances"))
+    assert widget.seed_spin.isEnabled() and widget.seed_spin.text().startswith("interior > 0.99")
+    widget.seed_spin.setValue(0.0)
+    assert widget.seed_spin.text() == "model (0.90)"

@@ -80,13 +80,18 @@ _OUTPUTS = (
     ("probabilities", "Probabilities", "One image layer per class with the class probability (0 to 1) of every pixel."),
 )
 _ROW_LABELS = (
-    "Image", "Model", "Output", "Object size", "Show", "Planes", "Device", "Tile size", "Batch size",
+    "Image", "Model", "Output", "Object size", "Seeds", "Show", "Planes", "Device", "Tile size", "Batch size",
     "Channel axis", "Link planes",
 )  # fmt: skip
 _STITCH_TIP = (
     "Objects only, whole stack: give the pieces of one object in neighbouring planes one ID when they overlap "
     "by at least this IoU (e.g. 0.25), along the stack axis just before Y (Z of a ZYX or TZYX image). "
     "off: every plane keeps its own IDs."
+)
+_SEEDS_TIP = (
+    "Objects grow from seeds: the pixels whose interior probability is above this. Raise it (e.g. 0.90) "
+    "when Segment cuts cells into pieces; lower it when touching cells come out as one. "
+    "model: the threshold stored in the model, which Fine-tune fits to your corrections."
 )
 _OUTLINE_TIP = (
     "Draw the objects of the Labels result as outlines (contour 1) instead of filled, so the image "
@@ -191,6 +196,14 @@ class SegmentWidget(RunsJobs, QWidget):
         self.scale_label.setWordWrap(True)
         self.scale_label.setToolTip("The object size the last segmentation used, and how much the image was resampled.")
 
+        self.seed_spin = QDoubleSpinBox()
+        self.seed_spin.setRange(0.0, 0.99)
+        self.seed_spin.setSingleStep(0.05)
+        self.seed_spin.setDecimals(2)
+        self.seed_spin.setPrefix("interior > ")
+        self.seed_spin.setSpecialValueText("model")  # names the model's own threshold once one is chosen
+        self.seed_spin.setToolTip(_SEEDS_TIP)
+
         self.device_combo = device_combo("Run")
         self.device_combo.setToolTip("Where the network runs; a missing GPU falls back to the CPU.")
         self.tile_spin = QSpinBox()
@@ -277,6 +290,7 @@ class SegmentWidget(RunsJobs, QWidget):
         main.addRow(_row_label("Output", label_width), self.output_combo)
         main.addRow(_row_label("Object size", label_width), self.diameter_field)
         main.addRow(_row_label("", label_width), self.scale_label)
+        main.addRow(_row_label("Seeds", label_width), self.seed_spin)
         main.addRow(_row_label("Show", label_width), shown)
         main.addRow(_row_label("Planes", label_width), planes)
         content = QWidget()
@@ -438,6 +452,10 @@ class SegmentWidget(RunsJobs, QWidget):
             self.model_info.setText(
                 f"{channels} channel{'s' if channels > 1 else ''}; classes: {', '.join(desc.class_names)}"
             )
+            own = desc.instance_rule.seed_threshold
+            self.seed_spin.setSpecialValueText(
+                f"model ({own:.2f})" if own is not None else "model (most probable class)"
+            )
             can_separate = desc.instance_rule.method != "none"
             item = self.output_combo.model().item(0)
             item.setEnabled(can_separate)
@@ -558,6 +576,15 @@ class SegmentWidget(RunsJobs, QWidget):
         self.stitch_spin.setToolTip(
             _STITCH_TIP if stitching else "Not available: linking needs Output 'Objects', a stack and 'Whole stack'."
         )
+        seeded = model is not None and model.description.instance_rule.method == "seeded_watershed"
+        seeding = seeded and self.output_combo.currentData() == "instances"
+        self.seed_spin.setEnabled(seeding)
+        if seeding:
+            self.seed_spin.setToolTip(_SEEDS_TIP)
+        elif seeded:
+            self.seed_spin.setToolTip("Not used: seeds separate objects, and Output is not 'Objects'.")
+        else:
+            self.seed_spin.setToolTip("Not used: this model does not grow its objects from seeds.")
         labels_output = self.output_combo.currentData() != "probabilities"
         self.probabilities_check.setEnabled(labels_output)
         self.outline_check.setEnabled(labels_output)
@@ -619,6 +646,7 @@ class SegmentWidget(RunsJobs, QWidget):
         except UserError as exc:  # the image does not fit the model (channels, axes)
             show_error(f"Cannot segment {layer.name!r}: {exc}")
             return None
+        model = self._with_chosen_seeds(model)
         keep = self.probabilities_check.isChecked() and self.probabilities_check.isEnabled()
         output_kind = self.output_combo.currentData()
         if is_large(layer, layout=layout, config=model.config, output_kind=output_kind, keep_probabilities=keep):
@@ -658,6 +686,13 @@ class SegmentWidget(RunsJobs, QWidget):
             status=f"Segmenting {layer.name}{where}...",
             desc=f"U-Net: {layer.name}{where}",
         )
+
+    def _with_chosen_seeds(self, model: SegmentationModel) -> SegmentationModel:
+        """``model`` with the seed threshold of the Seeds field (the same network), or itself for "model"."""
+        if not self.seed_spin.isEnabled() or self.seed_spin.value() <= 0:
+            return model
+        rule = model.description.instance_rule.with_seed_threshold(round(self.seed_spin.value(), 2))
+        return model.with_instance_rule(rule)
 
     def _inference_options(self) -> InferenceOptions:
         """The device, tile, batch and precision chosen, with the session's engine cache."""

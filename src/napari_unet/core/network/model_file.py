@@ -309,7 +309,9 @@ class SegmentationModel:
         Returns
         -------
         SegmentationModel
-            Shares this model's network: training one trains the other.
+            Shares this model's network (training one trains the other) and
+            the rest of its description (history, normalisation): treat it
+            as a read-only view.
 
         Raises
         ------

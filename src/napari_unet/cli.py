@@ -134,8 +134,9 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="P",
         help="objects grow from seeds, the pixels whose interior probability is above P (between 0 and 1); "
-        "raise it (e.g. 0.9) when cells come out cut into pieces, lower it when touching cells come out merged "
-        "(default: the threshold stored in the model, which Fine-tune and train fit to their annotations)",
+        "raise it (e.g. 0.9) when cells come out cut into pieces, lower it when touching cells come out merged; "
+        "too high, and faint or small objects have no seed and are lost (default: the threshold stored in the "
+        "model, which Fine-tune and train fit to their annotations; instances only)",
     )
     seg.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: skip them)")
     seg.add_argument(
@@ -910,6 +911,8 @@ def _option_problem(args: argparse.Namespace) -> str | None:
         return f"--stitch-threshold is an IoU between 0 and 1 (e.g. 0.25), got {args.stitch_threshold}"
     if _object_options(args) is not None and args.kind != "instances":
         return "--stitch-threshold, --rois and --measurements are about objects: use them with --output-kind instances"
+    if args.seed_threshold is not None and args.kind != "instances":
+        return "--seed-threshold separates objects: use it with --output-kind instances"
     return None
 
 

@@ -888,6 +888,10 @@ def test_segment_seed_threshold_sets_the_seeds_and_refuses_values_outside_0_1(tm
         assert exit_info.value.code == 2
         assert "--seed-threshold" in capsys.readouterr().err
     assert not (tmp_path / "x.tif").exists()
+    args = ["segment", str(images / "a.tif"), "--model", "nuclei", "-o", str(tmp_path / "x.tif"), "--seed-threshold"]
+    assert main([*args, "0.9", "--output-kind", "classes"]) == 2
+    assert "--seed-threshold separates objects: use it with --output-kind instances" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
 
 
 def test_segment_seed_threshold_is_refused_for_a_model_without_seeds(tmp_path, images, tiny_model, capsys):

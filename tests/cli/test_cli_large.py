@@ -120,3 +120,15 @@ def test_bad_block_size_is_refused_before_any_work(tmp_path, image, tiny_model_f
     assert code == 2
     assert "--block-size" in capsys.readouterr().err
     assert not (tmp_path / "a.zarr").exists()
+
+
+def test_seed_threshold_reaches_block_by_block_outputs(tmp_path, nuclei_crop):
+    crop, _ = nuclei_crop
+    tifffile.imwrite(tmp_path / "crop.tif", crop)
+    counts = []
+    for option in ([], ["--seed-threshold", "0.99"]):
+        out = tmp_path / f"crop{len(option)}.zarr"
+        args = ["segment", str(tmp_path / "crop.tif"), "--model", "nuclei", "-o", str(out), "--block-size", "64"]
+        assert main([*args, "--device", "cpu", "--quiet", *option]) == 0
+        counts.append(len(np.unique(np.asarray(open_result(out)[0][...]))) - 1)
+    assert counts[1] < counts[0]  # 0.99 instead of the model's 0.6: fewer seeds, fewer nuclei

@@ -650,12 +650,14 @@ def test_the_seeds_field_segments_with_the_users_seed_threshold_and_leaves_the_m
     np.testing.assert_array_equal(sure, expected.labels)
     assert sure.max() < own.max()  # surer seeds: fewer nuclei in this crop (3 against 5)
     assert widget.session.model.description.instance_rule.seed_threshold == 0.6  # the model is unchanged
-    assert f"{expected.n_objects} objects" in widget.status_label.text()
+    assert f"{expected.n_objects} objects, seeds above 0.99 (set in Seeds; the model's own: 0.60)" in (
+        widget.status_label.text()
+    )
 
     widget.output_combo.setCurrentIndex(widget.output_combo.findData("classes"))
     assert not widget.seed_spin.isEnabled() and "Objects" in widget.seed_spin.toolTip()
     widget.session.set_model(load_named_model("em"), source="em")
     widget.output_combo.setCurrentIndex(widget.output_combo.findData("instances"))
-    assert widget.seed_spin.isEnabled() and widget.seed_spin.text().startswith("interior > 0.99")
+    assert widget.seed_spin.isEnabled() and widget.seed_spin.text() == "cell > 0.99"  # the EM model's seed class
     widget.seed_spin.setValue(0.0)
     assert widget.seed_spin.text() == "model (0.90)"

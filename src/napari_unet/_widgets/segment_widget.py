@@ -67,6 +67,7 @@ from napari_unet.core.errors import UserError
 from napari_unet.core.inference.layout import ImageLayout, ImageLayoutError, infer_layout
 from napari_unet.core.inference.object_scale import ObjectScale
 from napari_unet.core.inference.options import InferenceOptions
+from napari_unet.core.network.instances import InstanceRule
 from napari_unet.core.network.user_models import remove_user_model, user_models
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,9 @@ _STITCH_TIP = (
 )
 _SEEDS_TIP = (
     "Objects grow from seeds: the pixels whose interior probability is above this. Raise it (e.g. 0.90) "
-    "when Segment cuts cells into pieces; lower it when touching cells come out as one. "
-    "model: the threshold stored in the model, which Fine-tune fits to your corrections."
+    "when Segment cuts cells into pieces; lower it when touching cells come out as one. Too high, and faint "
+    "or small objects have no seed and are lost. model: the threshold stored in the model, which Fine-tune "
+    "fits to your corrections; a number you set stays when the model changes (also after Fine-tune)."
 )
 _OUTLINE_TIP = (
     "Draw the objects of the Labels result as outlines (contour 1) instead of filled, so the image "
@@ -114,6 +116,7 @@ class _RunningJob:
     target: Target
     dropped: str = ""
     notice: str = ""  # what the user should know about how the image was read (channels)
+    seeds: str = ""  # the Seeds field's threshold, when it replaced the model's
 
 
 class SegmentWidget(RunsJobs, QWidget):
@@ -200,7 +203,6 @@ class SegmentWidget(RunsJobs, QWidget):
         self.seed_spin.setRange(0.0, 0.99)
         self.seed_spin.setSingleStep(0.05)
         self.seed_spin.setDecimals(2)
-        self.seed_spin.setPrefix("interior > ")
         self.seed_spin.setSpecialValueText("model")  # names the model's own threshold once one is chosen
         self.seed_spin.setToolTip(_SEEDS_TIP)
 
@@ -446,6 +448,7 @@ class SegmentWidget(RunsJobs, QWidget):
         self._update_remove_button()
         if model is None:
             self.model_info.setText("No model chosen.")
+            self.seed_spin.setSpecialValueText("model")
         else:
             desc = model.description
             channels = desc.config.in_channels
@@ -456,6 +459,8 @@ class SegmentWidget(RunsJobs, QWidget):
             self.seed_spin.setSpecialValueText(
                 f"model ({own:.2f})" if own is not None else "model (most probable class)"
             )
+            seeds = "+".join(desc.class_names[c] for c in desc.instance_rule.seed_classes) or "interior"
+            self.seed_spin.setPrefix(f"{seeds} > ")
             can_separate = desc.instance_rule.method != "none"
             item = self.output_combo.model().item(0)
             item.setEnabled(can_separate)
@@ -646,11 +651,13 @@ class SegmentWidget(RunsJobs, QWidget):
         except UserError as exc:  # the image does not fit the model (channels, axes)
             show_error(f"Cannot segment {layer.name!r}: {exc}")
             return None
+        own_rule = model.description.instance_rule
         model = self._with_chosen_seeds(model)
+        seeds = _seeds_note(model.description.instance_rule, own_rule)
         keep = self.probabilities_check.isChecked() and self.probabilities_check.isEnabled()
         output_kind = self.output_combo.currentData()
         if is_large(layer, layout=layout, config=model.config, output_kind=output_kind, keep_probabilities=keep):
-            return self._segment_large(layer, model, layout)
+            return self._segment_large(layer, model, layout, seeds=seeds)
         image = _full_resolution(layer)
         channel_axis = layout.channel_axis if not layer.rgb else None
         plane = None
@@ -672,7 +679,7 @@ class SegmentWidget(RunsJobs, QWidget):
         if plane is None and layout.stack_axes and self.stitch_spin.isEnabled() and self.stitch_spin.value() > 0:
             options["stitch_threshold"] = self.stitch_spin.value()
         where = f" (plane {', '.join(map(str, plane))})" if plane else ""
-        job = _RunningJob(make_target(layer, layout, plane))
+        job = _RunningJob(make_target(layer, layout, plane), seeds=seeds)
         if self.channel_spin.value() < 0 and not layer.rgb:
             job.notice = channel_notice(
                 layout, in_channels=model.config.in_channels, layer_name=layer.name, model_name=model.description.name
@@ -722,7 +729,9 @@ class SegmentWidget(RunsJobs, QWidget):
         self._update_state()
         return worker
 
-    def _segment_large(self, layer: Any, model: SegmentationModel, layout: ImageLayout) -> GeneratorWorker | None:
+    def _segment_large(
+        self, layer: Any, model: SegmentationModel, layout: ImageLayout, *, seeds: str = ""
+    ) -> GeneratorWorker | None:
         """Segment a layer too large to load, block by block into a zarr folder (whole stack)."""
         if self.stitch_spin.isEnabled() and self.stitch_spin.value() > 0:
             show_info("Link planes is not applied to images segmented block by block: each plane keeps its own IDs.")
@@ -736,7 +745,7 @@ class SegmentWidget(RunsJobs, QWidget):
             "options": self._inference_options(),
             "scale": target.scale,
         }
-        job = _RunningJob(target)
+        job = _RunningJob(target, seeds=seeds)
         names = list(model.description.class_names)  # of the model used, whatever is chosen when it ends
         return self._start(
             job,
@@ -761,7 +770,9 @@ class SegmentWidget(RunsJobs, QWidget):
         if result.output != "probabilities":
             set_contour(layers[0], self.outline_check.isChecked())
         found = f"{result.n_objects} objects, " if result.output == "instances" else ""
-        self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {result.device}; saved in {result.path}.")
+        self.status_label.setText(
+            f"Done: {found}{job.seeds}{result.seconds:.1f} s on {result.device}; saved in {result.path}."
+        )
 
     def cancel(self) -> None:
         """Stop the running job at its next step; its partial result is dropped."""
@@ -796,7 +807,7 @@ class SegmentWidget(RunsJobs, QWidget):
         note = f" Note: {job.notice}" if job.notice else ""
         note += f" {self._kept_note}" if self._kept_note else ""
         on = result.device if result.precision == "float32" else f"{result.device} ({result.precision})"
-        self.status_label.setText(f"Done: {found}{result.seconds:.1f} s on {on}.{note}")
+        self.status_label.setText(f"Done: {found}{job.seeds}{result.seconds:.1f} s on {on}.{note}")
 
     def _show_scale(self, scale: ObjectScale | None, layers: list[Any]) -> None:
         """Show the object size a run used, and record it on its result layers (Fine-tune reads it)."""
@@ -822,6 +833,14 @@ class SegmentWidget(RunsJobs, QWidget):
             self._job = None
         if not self._runner.closed:
             self._update_state()
+
+
+def _seeds_note(used: InstanceRule, own: InstanceRule, /) -> str:
+    """Part of the Done line when the Seeds field replaced the model's seed threshold (``""`` otherwise)."""
+    if used == own or used.seed_threshold is None:
+        return ""
+    model = f"{own.seed_threshold:.2f}" if own.seed_threshold is not None else "the most probable class"
+    return f"seeds above {used.seed_threshold:.2f} (set in Seeds; the model's own: {model}), "
 
 
 def _row_label(text: str, width: int) -> QLabel:

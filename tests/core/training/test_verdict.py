@@ -128,3 +128,31 @@ def test_corrected_objects_below_the_minimum_size_are_pointed_out(nuclei_crop, t
     notices = [r.message for r in reports if r.stage == "notice"]
     assert any("minimum object size (30 pixels)" in n for n in notices)
     assert any("minimum object size" in w for w in result.warnings)
+
+
+def _tiled(image: np.ndarray, truth: np.ndarray, reps: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` repeated ``reps`` times, its objects given new IDs in every copy."""
+    n = int(truth.max())
+    copies = [[np.where(truth > 0, truth + n * (i * reps[1] + j), 0) for j in range(reps[1])] for i in range(reps[0])]
+    return np.tile(image, reps), np.block(copies)
+
+
+@pytest.mark.parametrize(("reps", "hinted"), [((1, 2), True), ((2, 2), False)])
+def test_seeds_fitted_on_few_objects_point_to_the_seed_threshold(nuclei_crop, tiny_model, reps, hinted):
+    """16 whole nuclei: the user is told how to change the seeds for Segment; 32: not (``FEW_SEED_OBJECTS``)."""
+    image, truth = _tiled(*nuclei_crop, reps)
+    request = fj.FineTuneRequest(
+        model=tiny_model,
+        images=[fj.AnnotatedImage("tiled crop", image, truth)],
+        settings=TrainingSettings(steps=1, patch_size=32, batch_size=2, device="cpu"),
+        validation_fraction=0.0,
+    )
+    reports = []
+    result = run_job(fj.finetune_job(request, stop=threading.Event()), on_progress=reports.append)
+    objects = result.model.description.training_history[-1]["outline_calibration"]["objects"]
+    assert objects == 8 * reps[0] * reps[1]
+    notices = [r.message for r in reports if r.stage == "notice" and "seed threshold" in r.message]
+    hints = [w for w in result.warnings if "seed threshold" in w]
+    assert bool(notices) == bool(hints) == hinted
+    if hinted:
+        assert f"only {objects} whole annotated objects" in hints[0] and "Seeds in the Segment widget" in hints[0]

@@ -32,9 +32,9 @@ chosen by the matched-object F1 at IoU 0.5
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -378,6 +378,43 @@ def calibrate_foreground_threshold(
     if not scores[best] > before + margin:
         best = own
     return ThresholdCalibration(best, scores[best], before, objects, scores)
+
+
+#: With fewer whole objects than this, the fitted seeds are a guess, and the user is told how to change them.
+FEW_SEED_OBJECTS = 30
+
+
+def seeds_hint(record: Mapping[str, Any] | None, rule: InstanceRule, /) -> str | None:
+    """What to tell the user when a run's seed threshold rests on few objects (None otherwise).
+
+    On three Fluo-C2DL-MSC frames (17 whole cells) the fitted seeds cut the
+    val cells into pieces (F1@0.5 0.685), where seeds above 0.9 gave 0.912
+    (``docs/performance.md``); the user can set them for Segment.
+
+    Parameters
+    ----------
+    record : mapping or None
+        The ``outline_calibration`` entry of the run's training history
+        (:meth:`ThresholdCalibration.to_dict`).
+    rule : InstanceRule
+        The trained model's rule (only rules with seeds get a hint).
+
+    Examples
+    --------
+    >>> rule = InstanceRule("seeded_watershed", [1, 2], [1])
+    >>> seeds_hint({"objects": 17, "seed_threshold": None}, rule) is not None
+    True
+    >>> seeds_hint({"objects": 400, "seed_threshold": 0.6}, rule) is None
+    True
+    """
+    objects = record.get("objects") if record else None
+    if rule.method != "seeded_watershed" or objects is None or objects >= FEW_SEED_OBJECTS:
+        return None
+    return (
+        f"The seed threshold that separates objects rests on only {objects} whole annotated objects. If Segment now "
+        "cuts cells into pieces, raise the seed threshold (Seeds in the Segment widget, --seed-threshold on the "
+        "command line; e.g. 0.90); if it merges touching cells, lower it."
+    )
 
 
 #: Most pixels (at the model's scale) predicted to calibrate; later images are left out.

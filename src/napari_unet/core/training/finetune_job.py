@@ -40,6 +40,7 @@ from napari_unet.core.network.instances import labels_from_probabilities
 from napari_unet.core.network.model_file import SegmentationModel
 from napari_unet.core.progress import Progress, Stage
 from napari_unet.core.training.annotations import AnnotationError
+from napari_unet.core.training.calibration import seeds_hint
 from napari_unet.core.training.corrections import count_corrections, small_corrections
 from napari_unet.core.training.finetune import samples_from_arrays, split_validation
 from napari_unet.core.training.held_back import held_back_masks
@@ -361,7 +362,14 @@ def training_job(
     if verdict is not None and result.steps_done and not result.stopped and preview_kind(request.model) == "instances":
         counted = count_corrections(samples.train, lambda image: _objects(image, result.model, settings.device))
         verdict = replace(verdict, corrections=counted)
-    return replace(result, verdict=verdict, held_back=samples.held_back, warnings=list(samples.warnings))
+    warnings = list(samples.warnings)
+    history = result.model.description.training_history
+    if result.steps_done and history and not (verdict is not None and verdict.kept_previous):
+        hint = seeds_hint(history[-1].get("outline_calibration"), result.model.description.instance_rule)
+        if hint:
+            yield Progress(Stage.NOTICE, message=hint)
+            warnings.append(hint)
+    return replace(result, verdict=verdict, held_back=samples.held_back, warnings=warnings)
 
 
 def held_back_message(samples: FineTuneSamples) -> str:

@@ -110,6 +110,19 @@ def test_too_few_held_back_objects_give_no_number():
     assert "1.000" not in verdict.summary() and "0.500" not in verdict.summary()
 
 
+def _one_step_fine_tune(model, name: str, image: np.ndarray, labels: np.ndarray):
+    """One step of Fine-tune on one image, nothing held back: the result and the notices it reported."""
+    request = fj.FineTuneRequest(
+        model=model,
+        images=[fj.AnnotatedImage(name, image, labels)],
+        settings=TrainingSettings(steps=1, patch_size=32, batch_size=2, device="cpu"),
+        validation_fraction=0.0,
+    )
+    reports = []
+    result = run_job(fj.finetune_job(request, stop=threading.Event()), on_progress=reports.append)
+    return result, [r.message for r in reports if r.stage == "notice"]
+
+
 def test_corrected_objects_below_the_minimum_size_are_pointed_out(nuclei_crop, tiny_model):
     """Point 3: objects smaller than the instance rule's minimum size can never be taught."""
     image, truth = nuclei_crop
@@ -117,15 +130,7 @@ def test_corrected_objects_below_the_minimum_size_are_pointed_out(nuclei_crop, t
     tiny_model.description.instance_rule = dataclasses.replace(rule, min_size=30)
     labels = truth.copy()
     labels[2:6, 2:6] = labels.max() + 1  # a 16-pixel object the model surely did not find
-    request = fj.FineTuneRequest(
-        model=tiny_model,
-        images=[fj.AnnotatedImage("crop", image, labels)],
-        settings=TrainingSettings(steps=1, patch_size=32, batch_size=2, device="cpu"),
-        validation_fraction=0.0,
-    )
-    reports = []
-    result = run_job(fj.finetune_job(request, stop=threading.Event()), on_progress=reports.append)
-    notices = [r.message for r in reports if r.stage == "notice"]
+    result, notices = _one_step_fine_tune(tiny_model, "crop", image, labels)
     assert any("minimum object size (30 pixels)" in n for n in notices)
     assert any("minimum object size" in w for w in result.warnings)
 
@@ -141,17 +146,10 @@ def _tiled(image: np.ndarray, truth: np.ndarray, reps: tuple[int, int]) -> tuple
 def test_seeds_fitted_on_few_objects_point_to_the_seed_threshold(nuclei_crop, tiny_model, reps, hinted):
     """16 whole nuclei: the user is told how to change the seeds for Segment; 32: not (``FEW_SEED_OBJECTS``)."""
     image, truth = _tiled(*nuclei_crop, reps)
-    request = fj.FineTuneRequest(
-        model=tiny_model,
-        images=[fj.AnnotatedImage("tiled crop", image, truth)],
-        settings=TrainingSettings(steps=1, patch_size=32, batch_size=2, device="cpu"),
-        validation_fraction=0.0,
-    )
-    reports = []
-    result = run_job(fj.finetune_job(request, stop=threading.Event()), on_progress=reports.append)
+    result, notices = _one_step_fine_tune(tiny_model, "tiled crop", image, truth)
     objects = result.model.description.training_history[-1]["outline_calibration"]["objects"]
     assert objects == 8 * reps[0] * reps[1]
-    notices = [r.message for r in reports if r.stage == "notice" and "seed threshold" in r.message]
+    notices = [n for n in notices if "seed threshold" in n]
     hints = [w for w in result.warnings if "seed threshold" in w]
     assert bool(notices) == bool(hints) == hinted
     if hinted:

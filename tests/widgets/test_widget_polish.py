@@ -139,6 +139,45 @@ def test_disabled_buttons_say_why(docked):
     assert not export.cancel_button.isEnabled() and "no export is running" in export.cancel_button.toolTip()
 
 
+def test_long_names_fit_the_docks(make_napari_viewer, tiny_model_file, tmp_path, qtbot):
+    """A model file and layers with long names, chosen before the docks are drawn, leave every dock's content in view.
+
+    The model chooser used to size itself to the longest name when first shown, and a label
+    holding a long layer name could not wrap it: the Segment dock then ran past the window's
+    right edge (Remove, Cancel and the ends of wrapped lines cut off), the Fine-tune dock's
+    content past its own edge.
+    """
+    long = "time_lapse_of_mesenchymal_stem_cells_" * 3
+    model = tmp_path / f"{long}.unet.safetensors"
+    model.write_bytes(tiny_model_file.read_bytes())
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.zeros((32, 32), np.float32), name=long)
+    viewer.add_labels(np.zeros((32, 32), np.int32), name=f"{long} labels")
+    viewer.add_shapes(name=f"{long} reviewed")
+    widgets = {name: viewer.window.add_plugin_dock_widget("napari-unet-toolkit", name)[1] for name in WIDGETS}
+    assert widgets["Segment"].load_model_file(model)
+    assert long in widgets["Segment"].model_combo.currentText()
+    assert long in widgets["Fine-tune"].pair_label.text()
+    window = viewer.window._qt_window
+    window.resize(1500, 950)
+    viewer.show()
+
+    def in_view() -> bool:
+        return all(
+            w._scroll.widget().minimumSizeHint().width() <= w._scroll.viewport().width() for w in widgets.values()
+        )
+
+    qtbot.waitUntil(in_view, timeout=TIMEOUT_MS)
+    for name, widget in widgets.items():
+        right = widget.mapTo(window, widget.rect().topRight()).x()
+        assert right <= window.width(), f"{name} dock ends at x={right}, past the window's {window.width()}"
+        for combo in widget.findChildren(QComboBox):
+            assert combo.minimumSizeHint().width() < combo.fontMetrics().horizontalAdvance(long), (
+                name,
+                combo.currentText(),
+            )
+
+
 def test_show_outlines_draws_the_result_as_contours(docked, qtbot):
     viewer, widgets = docked
     segment = widgets["Segment"]

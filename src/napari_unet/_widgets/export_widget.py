@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
+from napari_unet._widgets.forms.name_combo import fit_names
 from napari_unet._widgets.forms.notify import show_error, show_info, show_warning, warn_install_conflict
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
@@ -114,7 +115,7 @@ class ExportWidget(RunsJobs, QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        self.layer_combo = QComboBox()
+        self.layer_combo = fit_names(QComboBox())
         self.layer_combo.setToolTip("One Labels layer, or every result layer that Segment made.")
         self.instances_radio = QRadioButton("Objects (instance labels)")
         self.classes_radio = QRadioButton("Classes (class mask)")

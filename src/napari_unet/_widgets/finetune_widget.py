@@ -46,6 +46,7 @@ from napari_unet._widgets.forms.curve_plot import CurvePlot
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.layer_pairs import LayerPairs, image_shape
 from napari_unet._widgets.forms.lifetime import connect_for_life
+from napari_unet._widgets.forms.name_combo import fit_names
 from napari_unet._widgets.forms.notify import show_error, show_info, warn_install_conflict
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
@@ -226,7 +227,7 @@ class FineTuneWidget(RunsJobs, QWidget):
         self.current_plane = QRadioButton("Current plane")
         self.current_plane.setToolTip("Train only on the plane shown in the viewer.")
         self.all_planes.setChecked(True)
-        self.reviewed_combo = QComboBox()
+        self.reviewed_combo = fit_names(QComboBox())
         self.reviewed_combo.setToolTip(
             "Corrections only. 'Whole planes': every pixel of the planes used is ground truth. Or choose a "
             "Shapes layer: only pixels inside its rectangles/polygons count as reviewed; the rest is ignored."

@@ -42,6 +42,7 @@ from napari_unet._widgets.forms.diameter_field import DiameterField
 from napari_unet._widgets.forms.folding import set_fold_tip
 from napari_unet._widgets.forms.job_runner import JobHandlers, JobRunner, RunsJobs
 from napari_unet._widgets.forms.lifetime import connect_for_life
+from napari_unet._widgets.forms.name_combo import fit_names
 from napari_unet._widgets.forms.notify import show_error, show_info, show_warning, warn_install_conflict
 from napari_unet._widgets.forms.plain_text import literal_tip, plain_label
 from napari_unet._widgets.forms.scrolling import scrolling_content
@@ -158,10 +159,11 @@ class SegmentWidget(RunsJobs, QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        self.image_combo = QComboBox()
+        self.image_combo = fit_names(QComboBox())
         self.image_combo.setToolTip("The image layer to segment (only image layers are listed).")
         self.image_combo.setPlaceholderText("no image layer")
-        self.model_combo = QComboBox()
+        # as wide as the shipped models' names; longer names (model files, saved models) are elided
+        self.model_combo = fit_names(QComboBox(), fits=[m.title for m in self._shipped])
         self.model_combo.setToolTip("The U-Net to use: a model that comes with napari-unet, or a model file.")
         self.model_combo.setPlaceholderText("choose a model")
         self.remove_model_button = QPushButton("Remove")

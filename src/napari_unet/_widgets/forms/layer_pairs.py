@@ -22,6 +22,7 @@ import napari.layers
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_unet._widgets.forms.name_combo import fit_names
 from napari_unet._widgets.layers.edits import has_edits
 from napari_unet._widgets.layers.proxies import unwrap_proxy
 from napari_unet._widgets.layers.session import ModelSession
@@ -52,8 +53,7 @@ class PairRow(QWidget):
         self.remove_button.setFixedWidth(self.remove_button.fontMetrics().horizontalAdvance("✕") + 16)
         self.remove_button.setToolTip("Do not train on this image.")
         for combo in (self.image_combo, self.labels_combo):
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(8)
+            fit_names(combo)
 
     @property
     def image(self) -> Any:

@@ -5,22 +5,74 @@ Qt renders a label's or a tooltip's text as HTML when it looks like HTML
 model file, or a layer named so, would be drawn bold, with an image fetched
 from the path it names. Labels that can show such text are plain-text labels;
 tooltips that can hold it go through :func:`literal_tip`.
+
+Such text can also hold words far longer than a dock is wide (a layer named
+``time_lapse_of_mesenchymal_stem_cells_...``, a folder path). A word-wrapped
+label breaks lines only between words, so one such word made the label, and
+the whole dock, that wide. Plain-text labels may break a long word too:
+after separators such as ``_``, ``/`` or ``.``, and within runs of
+:data:`BREAK_EVERY` characters (:func:`breakable`).
 """
 
 from __future__ import annotations
 
 import html
+import re
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
+#: A word longer than this may be broken within a run of this many characters without a separator.
+BREAK_EVERY = 16
+#: Where a line may break inside a long word: a zero-width space, which Qt's line breaking honours.
+_BREAK = "\u200b"
+_LONG_WORD = re.compile(rf"\S{{{BREAK_EVERY + 1},}}")
+_SEPARATOR = re.compile(r"([_/\\.\-:,;=+)\]}])(?=.)")
+_RUN = re.compile(rf"[^{_BREAK}]{{{BREAK_EVERY}}}(?=[^{_BREAK}])")
+
+
+def breakable(text: str) -> str:
+    r"""``text`` with line-break chances (zero-width spaces) inside its words longer than :data:`BREAK_EVERY`.
+
+    Examples
+    --------
+    >>> breakable("Trains on 'mesenchymal_cells_t034'.").split("\u200b")
+    ["Trains on 'mesenchymal_", 'cells_', "t034'."]
+    >>> breakable("x" * 40).count("\u200b")
+    2
+    >>> breakable("short words stay as they are")
+    'short words stay as they are'
+    """
+
+    def split(word: re.Match[str]) -> str:
+        marked = _SEPARATOR.sub(lambda m: m.group(1) + _BREAK, word.group(0))
+        return _RUN.sub(lambda m: m.group(0) + _BREAK, marked)
+
+    return _LONG_WORD.sub(split, text)
+
+
+class PlainLabel(QLabel):
+    """A label that shows its text literally and may break its long words; :meth:`text` returns what was set."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self._text = ""
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        """Show ``text`` (line breaks allowed inside its long words)."""
+        self._text = text
+        super().setText(breakable(text))
+
+    def text(self) -> str:
+        """The text as it was set, without the line-break chances."""
+        return self._text
+
 
 def plain_label(text: str = "") -> QLabel:
     """A label that shows its text literally, whatever it contains (a model's or a layer's name)."""
-    label = QLabel()
-    label.setTextFormat(Qt.TextFormat.PlainText)
-    label.setText(text)
-    return label
+    return PlainLabel(text)
 
 
 def literal_tip(text: str) -> str:

@@ -8,7 +8,7 @@ widgets put their content in a :class:`VerticalScrollArea` instead.
 
 from __future__ import annotations
 
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 #: The most height a dock asks for as its minimum by default; beyond it the content scrolls.
@@ -38,17 +38,30 @@ class VerticalScrollArea(QScrollArea):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setWidget(content)
+        content.installEventFilter(self)
 
-    def _bar(self) -> int:
-        return self.verticalScrollBar().sizeHint().width()
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        """Ask the dock for room again when the content's layout changes (a longer name, a shown row).
+
+        The hints below follow the content, but Qt does not ask a scroll area
+        for them again when only its content changed: the dock kept its first
+        width and cut off what had grown since.
+        """
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
+
+    def _frame(self) -> int:
+        """Width the area adds around its content: the scroll bar and the frame (napari's style draws one)."""
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         hint = self.widget().sizeHint()
-        return QSize(hint.width() + self._bar(), hint.height())
+        return QSize(hint.width() + self._frame(), hint.height())
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         least = self.widget().minimumSizeHint()
-        return QSize(least.width() + self._bar(), min(least.height(), self.min_height))
+        return QSize(least.width() + self._frame(), min(least.height(), self.min_height))
 
 
 def scrolling_content(widget: QWidget, content: QWidget, *, min_height: int = MIN_HEIGHT) -> VerticalScrollArea:

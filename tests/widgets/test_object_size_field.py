@@ -76,8 +76,10 @@ def test_a_run_shows_the_size_it_used_and_records_it_on_the_result(qtbot, viewer
     image, _labels = nuclei_crop
     viewer.add_image(np.kron(image, np.ones((3, 3), image.dtype)), name="enlarged nuclei")  # a 3x objective
     widget.diameter_field.spin.setValue(60.0)
+    assert widget.scale_label.isHidden()  # no empty line under Object size before the first run
     widget.segment_button.click()
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+    assert not widget.scale_label.isHidden()
     text = widget.scale_label.text()
     assert text.startswith("Last run: objects 60 px across (given)") and "resampled ×0.34" in text
     result = next(layer for layer in viewer.layers if layer.name == "enlarged nuclei [U-Net]")

@@ -293,7 +293,9 @@ class SegmentWidget(RunsJobs, QWidget):
         main.addRow(_row_label("", label_width), self.model_info)
         main.addRow(_row_label("Output", label_width), self.output_combo)
         main.addRow(_row_label("Object size", label_width), self.diameter_field)
-        main.addRow(_row_label("", label_width), self.scale_label)
+        self._scale_row_label = _row_label("", label_width)
+        main.addRow(self._scale_row_label, self.scale_label)
+        self._show_scale_row("")  # no empty line under Object size before the first run
         main.addRow(_row_label("Seeds", label_width), self.seed_spin)
         main.addRow(_row_label("Show", label_width), shown)
         main.addRow(_row_label("Planes", label_width), planes)
@@ -811,9 +813,15 @@ class SegmentWidget(RunsJobs, QWidget):
         on = result.device if result.precision == "float32" else f"{result.device} ({result.precision})"
         self.status_label.setText(f"Done: {found}{job.seeds}{result.seconds:.1f} s on {on}.{note}")
 
+    def _show_scale_row(self, text: str) -> None:
+        """Show ``text`` under Object size; the row is hidden while there is nothing to say."""
+        self.scale_label.setText(text)
+        self.scale_label.setVisible(bool(text))
+        self._scale_row_label.setVisible(bool(text))
+
     def _show_scale(self, scale: ObjectScale | None, layers: list[Any]) -> None:
         """Show the object size a run used, and record it on its result layers (Fine-tune reads it)."""
-        self.scale_label.setText("" if scale is None else f"Last run: {scale.note}.")
+        self._show_scale_row("" if scale is None else f"Last run: {scale.note}.")
         if scale is None or scale.diameter is None:
             return
         for layer in layers:

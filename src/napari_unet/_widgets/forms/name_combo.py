@@ -6,8 +6,8 @@ drawn, then made the whole form that wide: in a 1500-pixel-wide napari window
 the Segment dock ran past the window's right edge, cutting off the Remove and
 Cancel buttons and the end of every wrapped line. A name chooser asks for
 room for a few characters (or for the names it always lists, such as the
-shipped models) and shows the rest of a longer name elided; the drop-down
-list and the tooltips show each name in full.
+shipped models) and cuts a longer name short; the drop-down list widens to
+show each name in full.
 """
 
 from __future__ import annotations

@@ -134,9 +134,9 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="P",
         help="objects grow from seeds, the pixels whose interior probability is above P (between 0 and 1); "
-        "raise it (e.g. 0.9) when cells come out cut into pieces, lower it when touching cells come out merged; "
-        "too high, and faint or small objects have no seed and are lost (default: the threshold stored in the "
-        "model, which Fine-tune and train fit to their annotations; instances only)",
+        "raise it (e.g. 0.9) when cells come out cut into pieces or touching cells come out merged; lower it "
+        "when faint or small cells are missing or taken in by a neighbour, having no seed (default: the threshold "
+        "stored in the model, which Fine-tune and train fit to their annotations; instances only)",
     )
     seg.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: skip them)")
     seg.add_argument(

@@ -92,9 +92,10 @@ _STITCH_TIP = (
 )
 _SEEDS_TIP = (
     "Objects grow from seeds: the pixels whose interior probability is above this. Raise it (e.g. 0.90) "
-    "when Segment cuts cells into pieces; lower it when touching cells come out as one. Too high, and faint "
-    "or small objects have no seed and are lost. model: the threshold stored in the model, which Fine-tune "
-    "fits to your corrections; a number you set stays when the model changes (also after Fine-tune)."
+    "when Segment cuts cells into pieces or joins touching cells into one; lower it when faint or small "
+    "cells are missing or taken in by a neighbour (they have no seed). model: the threshold stored in the "
+    "model, which Fine-tune fits to your corrections; a number you set stays when the model changes (also "
+    "after Fine-tune)."
 )
 _OUTLINE_TIP = (
     "Draw the objects of the Labels result as outlines (contour 1) instead of filled, so the image "

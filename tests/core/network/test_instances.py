@@ -248,6 +248,21 @@ def test_seed_threshold_keeps_a_faint_membrane_from_merging_two_cells():
     assert (separated[probabilities[1] < 0.5] == 0).all()  # membranes stay 0
 
 
+def test_a_faint_cell_needs_a_lower_seed_threshold_or_its_neighbour_takes_it_in():
+    """The other way round (the Seeds field's advice): a faint cell has no seed above a high threshold."""
+    background, interior, boundary = np.zeros((3, 20, 30))
+    interior[:, :15], interior[:, 15:] = 0.95, 0.7  # the right-hand cell is faint
+    interior[:, 14:16], boundary[:, 14:16] = 0.3, 0.6  # the membrane between them
+    background[:] = 1 - interior - boundary
+    edge = np.ones((20, 30), bool)
+    edge[1:-1, 1:-1] = False
+    background[edge], interior[edge], boundary[edge] = 0.9, 0.05, 0.05
+    probabilities = np.stack([background, interior, boundary])
+    high, low = (instances_from_probabilities(probabilities, WATERSHED.with_seed_threshold(t)) for t in (0.9, 0.5))
+    assert high.max() == 1 and high[10, 5] == high[10, 25]  # taken in by its bright neighbour
+    assert low.max() == 2 and low[10, 5] != low[10, 25]
+
+
 def test_seed_threshold_round_trips_and_is_left_out_when_unset():
     rule = InstanceRule("seeded_watershed", [1], [1], seed_threshold=0.9)
     assert InstanceRule.from_dict(rule.to_dict()) == rule

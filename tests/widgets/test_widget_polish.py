@@ -178,6 +178,35 @@ def test_long_names_fit_the_docks(make_napari_viewer, tiny_model_file, tmp_path,
             )
 
 
+def test_segment_leaves_the_spare_height_to_fine_tune_and_shows_its_done_line(
+    make_napari_viewer, tiny_model_file, qtbot
+):
+    """Segment's form has a fixed length. Opened one after the other (as from the Plugins menu), Segment
+    kept 606 px for 368 px of content (the rest blank) while Fine-tune's verdict and buttons scrolled in 300."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 1000)
+    segment = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")[1]
+    assert segment.load_model_file(tiny_model_file)
+    qtbot.waitUntil(lambda: segment.height() > 0, timeout=TIMEOUT_MS)
+    qtbot.wait(200)  # laid out alone in the dock area before the next one comes
+    tune = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")[1]
+    content = segment._scroll.widget()
+    qtbot.waitUntil(lambda: tune.height() > 2 * 300, timeout=TIMEOUT_MS)  # more than Fine-tune's minimum
+    assert 0 < segment.height() <= content.sizeHint().height() + 2 * segment._scroll.frameWidth()
+
+    viewer.add_image(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8), name="image")
+    segment.segment_button.click()
+    qtbot.waitUntil(lambda: not segment.is_running, timeout=TIMEOUT_MS)
+    assert segment.status_label.text().startswith("Done:")
+    viewport = segment._scroll.viewport()
+
+    def done_line_in_view() -> bool:
+        top = segment.status_label.mapTo(viewport, segment.status_label.rect().topLeft()).y()
+        return top >= 0 and top + segment.status_label.height() <= viewport.height()
+
+    qtbot.waitUntil(done_line_in_view, timeout=5000)
+
+
 def test_show_outlines_draws_the_result_as_contours(docked, qtbot):
     viewer, widgets = docked
     segment = widgets["Segment"]

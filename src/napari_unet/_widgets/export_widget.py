@@ -168,7 +168,7 @@ class ExportWidget(RunsJobs, QWidget):
         form.addRow("", self.overwrite_check)
         form.addRow("Files", self.files_label)
         content = QWidget()
-        self._scroll = scrolling_content(self, content)
+        self._scroll = scrolling_content(self, content, grows=False)
         layout = QVBoxLayout(content)
         layout.addLayout(form)
         layout.addLayout(buttons)

@@ -17,7 +17,7 @@ from typing import Any
 
 import napari.layers
 from napari.qt.threading import GeneratorWorker
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -301,7 +301,7 @@ class SegmentWidget(RunsJobs, QWidget):
         main.addRow(_row_label("Show", label_width), shown)
         main.addRow(_row_label("Planes", label_width), planes)
         content = QWidget()
-        self._scroll = scrolling_content(self, content)
+        self._scroll = scrolling_content(self, content, grows=False)
         layout = QVBoxLayout(content)
         layout.addLayout(main)
         layout.addWidget(self.advanced)
@@ -844,6 +844,9 @@ class SegmentWidget(RunsJobs, QWidget):
             self._job = None
         if not self._runner.closed:
             self._update_state()
+            # in a dock shared with Fine-tune the Done / Failed line may sit below the fold: bring it
+            # into view (after the pending layout update: the line just changed height)
+            QTimer.singleShot(0, lambda: self._runner.closed or self._scroll.ensureWidgetVisible(self.status_label))
 
 
 def _seeds_note(used: InstanceRule, own: InstanceRule, /) -> str:

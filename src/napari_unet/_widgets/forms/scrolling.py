@@ -34,6 +34,7 @@ class VerticalScrollArea(QScrollArea):
     def __init__(self, content: QWidget, *, min_height: int = MIN_HEIGHT) -> None:
         super().__init__()
         self.min_height = min_height
+        self._capped: QWidget | None = None  # the widget kept within the content's height
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -48,8 +49,20 @@ class VerticalScrollArea(QScrollArea):
         width and cut off what had grown since.
         """
         if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            if self._capped is not None:
+                self._fit_height()
             self.updateGeometry()
         return super().eventFilter(watched, event)
+
+    def stay_within_content(self, widget: QWidget) -> None:
+        """Keep ``widget`` (the dock's widget holding this area) no taller than the content; shorter still scrolls."""
+        self._capped = widget
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        height = self.widget().sizeHint().height()
+        if self._capped is not None and height > 0:  # no hint before the content is laid out
+            self._capped.setMaximumHeight(height + 2 * self.frameWidth())
 
     def _frame(self) -> int:
         """Width the area adds around its content: the scroll bar and the frame (napari's style draws one)."""
@@ -64,7 +77,9 @@ class VerticalScrollArea(QScrollArea):
         return QSize(least.width() + self._frame(), min(least.height(), self.min_height))
 
 
-def scrolling_content(widget: QWidget, content: QWidget, *, min_height: int = MIN_HEIGHT) -> VerticalScrollArea:
+def scrolling_content(
+    widget: QWidget, content: QWidget, *, min_height: int = MIN_HEIGHT, grows: bool = True
+) -> VerticalScrollArea:
     """Fill ``widget`` with a :class:`VerticalScrollArea` showing ``content``.
 
     Parameters
@@ -75,6 +90,12 @@ def scrolling_content(widget: QWidget, content: QWidget, *, min_height: int = MI
         What the dock shows; give it its own layout.
     min_height : int
         See :class:`VerticalScrollArea`.
+    grows : bool
+        Whether the dock should take spare height. False for a form of fixed
+        length (Segment, Export): sharing the dock area with Fine-tune, it
+        took 626 of 946 pixels for 368 pixels of content (the rest blank)
+        while Fine-tune's verdict and buttons scrolled in 320; now it takes
+        360 and Fine-tune 586 (a 1600 x 1000 window, Segment opened first).
 
     Returns
     -------
@@ -85,4 +106,6 @@ def scrolling_content(widget: QWidget, content: QWidget, *, min_height: int = MI
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
+    if not grows:
+        scroll.stay_within_content(widget)
     return scroll

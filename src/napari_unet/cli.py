@@ -134,8 +134,8 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="P",
         help="objects grow from seeds, the pixels whose interior probability is above P (between 0 and 1); "
-        "raise it (e.g. 0.9) when cells come out cut into pieces or touching cells come out merged; lower it "
-        "when faint or small cells are missing or taken in by a neighbour, having no seed (default: the threshold "
+        "raise it (e.g. 0.9) when cells come out cut into pieces or two similar cells come out as one; lower it "
+        "when a faint or small cell is missing or taken in by a brighter neighbour, for want of a seed (default: the threshold "
         "stored in the model, which Fine-tune and train fit to their annotations; instances only)",
     )
     seg.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: skip them)")

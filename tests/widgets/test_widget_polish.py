@@ -178,21 +178,28 @@ def test_long_names_fit_the_docks(make_napari_viewer, tiny_model_file, tmp_path,
             )
 
 
-def test_segment_leaves_the_spare_height_to_fine_tune_and_shows_its_done_line(
-    make_napari_viewer, tiny_model_file, qtbot
+@pytest.mark.parametrize("order", [("Segment", "Fine-tune"), ("Fine-tune", "Segment")])
+def test_segment_shows_its_whole_form_beside_fine_tune_and_its_done_line(
+    make_napari_viewer, tiny_model_file, qtbot, order
 ):
-    """Segment's form has a fixed length. Opened one after the other (as from the Plugins menu), Segment
-    kept 606 px for 368 px of content (the rest blank) while Fine-tune's verdict and buttons scrolled in 300."""
+    """Opened one after the other (as from the Plugins menu), the first dock used to keep the spare height:
+    Segment 606 px for 368 px of form while Fine-tune's verdict and buttons scrolled in 300 px, or (Fine-tune
+    first) Segment's own Segment button scrolled out of its 180 px."""
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1500, 1000)
-    segment = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Segment")[1]
+    docked = {}
+    for name in order:
+        docked[name] = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", name)[1]
+        qtbot.waitUntil(lambda: docked[name].height() > 0, timeout=TIMEOUT_MS)  # noqa: B023 - waited for at once
+        qtbot.wait(200)  # laid out before the next dock comes
+    segment, tune = docked["Segment"], docked["Fine-tune"]
     assert segment.load_model_file(tiny_model_file)
-    qtbot.waitUntil(lambda: segment.height() > 0, timeout=TIMEOUT_MS)
-    qtbot.wait(200)  # laid out alone in the dock area before the next one comes
-    tune = viewer.window.add_plugin_dock_widget("napari-unet-toolkit", "Fine-tune")[1]
-    content = segment._scroll.widget()
-    qtbot.waitUntil(lambda: tune.height() > 2 * 300, timeout=TIMEOUT_MS)  # more than Fine-tune's minimum
-    assert 0 < segment.height() <= content.sizeHint().height() + 2 * segment._scroll.frameWidth()
+    form = segment._scroll.widget()
+
+    def shared() -> bool:
+        return segment._scroll.viewport().height() >= form.sizeHint().height() and tune.height() > 400
+
+    qtbot.waitUntil(shared, timeout=TIMEOUT_MS)
 
     viewer.add_image(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8), name="image")
     segment.segment_button.click()

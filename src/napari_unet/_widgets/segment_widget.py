@@ -92,8 +92,8 @@ _STITCH_TIP = (
 )
 _SEEDS_TIP = (
     "Objects grow from seeds: the pixels whose interior probability is above this. Raise it (e.g. 0.90) "
-    "when Segment cuts cells into pieces or joins touching cells into one; lower it when faint or small "
-    "cells are missing or taken in by a neighbour (they have no seed). model: the threshold stored in the "
+    "when Segment cuts cells into pieces or joins two similar cells into one; lower it when a faint or small "
+    "cell is missing or taken in by a brighter neighbour (it has no seed). model: the threshold stored in the "
     "model, which Fine-tune fits to your corrections; a number you set stays when the model changes (also "
     "after Fine-tune)."
 )

@@ -28,7 +28,8 @@ BREAK_EVERY = 16
 _BREAK = "\u200b"
 _LONG_WORD = re.compile(rf"\S{{{BREAK_EVERY + 1},}}")
 _SEPARATOR = re.compile(r"([_/\\.\-:,;=+)\]}])(?=.)")
-_RUN = re.compile(rf"[^{_BREAK}]{{{BREAK_EVERY}}}(?=[^{_BREAK}])")
+# not before a combining mark (an accent of the letter before it) or inside an emoji joined by U+200D
+_RUN = re.compile(rf"[^{_BREAK}]{{{BREAK_EVERY}}}(?<!\u200d)(?=[^{_BREAK}\u0300-\u036f\u200d])")
 
 
 def breakable(text: str) -> str:

@@ -8,8 +8,9 @@ widgets put their content in a :class:`VerticalScrollArea` instead.
 
 from __future__ import annotations
 
-from qtpy.QtCore import QEvent, QObject, QSize, Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
+from qtpy.QtGui import QShowEvent
+from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
 #: The most height a dock asks for as its minimum by default; beyond it the content scrolls.
 #: Segment and Export (180) and Fine-tune (300) fit together in an 800-pixel-high window.
@@ -34,7 +35,8 @@ class VerticalScrollArea(QScrollArea):
     def __init__(self, content: QWidget, *, min_height: int = MIN_HEIGHT) -> None:
         super().__init__()
         self.min_height = min_height
-        self._capped: QWidget | None = None  # the widget kept within the content's height
+        self.fixed_length = False  # set by scrolling_content(grows=False)
+        self._balanced = False
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -49,20 +51,21 @@ class VerticalScrollArea(QScrollArea):
         width and cut off what had grown since.
         """
         if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
-            if self._capped is not None:
-                self._fit_height()
             self.updateGeometry()
         return super().eventFilter(watched, event)
 
-    def stay_within_content(self, widget: QWidget) -> None:
-        """Keep ``widget`` (the dock's widget holding this area) no taller than the content; shorter still scrolls."""
-        self._capped = widget
-        self._fit_height()
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
+        """The first time the dock shows, share the dock area's height (:func:`balance_dock_heights`)."""
+        super().showEvent(event)
+        if not self._balanced:
+            self._balanced = True
+            QTimer.singleShot(0, self._balance)
 
-    def _fit_height(self) -> None:
-        height = self.widget().sizeHint().height()
-        if self._capped is not None and height > 0:  # no hint before the content is laid out
-            self._capped.setMaximumHeight(height + 2 * self.frameWidth())
+    def _balance(self) -> None:
+        try:
+            balance_dock_heights(self)
+        except RuntimeError:  # the dock was closed before the timer fired: its Qt objects are gone
+            pass
 
     def _frame(self) -> int:
         """Width the area adds around its content: the scroll bar and the frame (napari's style draws one)."""
@@ -91,11 +94,10 @@ def scrolling_content(
     min_height : int
         See :class:`VerticalScrollArea`.
     grows : bool
-        Whether the dock should take spare height. False for a form of fixed
-        length (Segment, Export): sharing the dock area with Fine-tune, it
-        took 626 of 946 pixels for 368 pixels of content (the rest blank)
-        while Fine-tune's verdict and buttons scrolled in 320; now it takes
-        360 and Fine-tune 586 (a 1600 x 1000 window, Segment opened first).
+        Whether the dock can use spare height. False for a form of fixed
+        length (Segment, Export): beside a dock that grows, it is given its
+        full height once, and the rest goes to the other
+        (:func:`balance_dock_heights`).
 
     Returns
     -------
@@ -106,6 +108,48 @@ def scrolling_content(
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
-    if not grows:
-        scroll.stay_within_content(widget)
+    scroll.fixed_length = not grows
     return scroll
+
+
+def balance_dock_heights(area: VerticalScrollArea) -> None:
+    """Give the fixed-length forms docked beside ``area`` their full height, and the growing docks the rest.
+
+    Qt gives a dock added to a dock area its minimum height and leaves the
+    others as they were: Segment opened first and Fine-tune next, Segment kept
+    626 of 946 pixels for 368 pixels of form (the rest blank) while Fine-tune's
+    pairs, verdict and buttons scrolled in its 300-pixel minimum. This resizes
+    the docks once, as a user would drag the splitter; afterwards the user's
+    own sizes are kept. Nothing is done unless a growing dock (Fine-tune) and
+    a fixed-length one (Segment, Export) share the area, so Segment and
+    Export alone split it as Qt does.
+    """
+    dock = area.parentWidget()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    window = dock.parentWidget() if dock is not None else None
+    if dock is None or not isinstance(window, QMainWindow) or dock.isFloating():
+        return
+    side = window.dockWidgetArea(dock)
+    shared = [
+        (d, d.findChild(VerticalScrollArea))
+        for d in window.findChildren(QDockWidget)
+        if d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == side
+    ]
+    forms = sorted(((d, s) for d, s in shared if s is not None and s.fixed_length), key=lambda f: f[0].y())
+    others = [d for d, s in shared if s is None or not s.fixed_length]
+    if not forms or not any(s is not None and not s.fixed_length for _d, s in shared):
+        return
+    # the forms from the top down get their full height (the dock's title and margins, plus the form),
+    # as long as the other docks keep their minimum; those get the rest
+    left = sum(d.height() for d, _s in shared) - sum(d.minimumSizeHint().height() for d in others)
+    heights = []
+    for d, s in forms:
+        full = d.height() - s.height() + s.widget().sizeHint().height() + 2 * s.frameWidth()
+        heights.append(max(min(full, left), d.minimumSizeHint().height()))
+        left -= heights[-1]
+    rest = sum(d.height() for d, _s in shared) - sum(heights)
+    # Qt spreads what the sizes do not account for over the docks named, so every dock is named
+    window.resizeDocks(
+        [d for d, _s in forms] + others, heights + [max(rest // len(others), 1)] * len(others), Qt.Orientation.Vertical
+    )

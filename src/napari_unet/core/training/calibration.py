@@ -412,8 +412,9 @@ def seeds_hint(record: Mapping[str, Any] | None, rule: InstanceRule, /) -> str |
         return None
     return (
         f"The seed threshold that separates objects rests on only {objects} whole annotated objects. If Segment now "
-        "cuts cells into pieces, raise the seed threshold (Seeds in the Segment widget, --seed-threshold on the "
-        "command line; e.g. 0.90), also if it merges touching cells; if faint cells go missing, lower it."
+        "cuts cells into pieces or joins two similar cells, raise the seed threshold (Seeds in the Segment widget, "
+        "--seed-threshold on the command line; e.g. 0.90); if a faint cell goes missing or into a brighter "
+        "neighbour, lower it."
     )
 
 

@@ -203,6 +203,13 @@ def test_segment_correct_finetune_segment_export(make_napari_viewer, qtbot, tmp_
     assert result is not None and result.steps_done == 40
     assert len(tune.plot.points) == 40
     assert tune.accept_button.isEnabled()
+    from qtpy.QtCore import QPoint, QRect
+
+    qtbot.wait(50)  # the decision is scrolled into view after the layout update
+    viewport = tune._scroll.viewport()
+    for button in (tune.accept_button, tune.discard_button):
+        shown = QRect(button.mapTo(viewport, QPoint(0, 0)), button.size())
+        assert viewport.rect().contains(shown), f"{button.text()} {shown} is cut off in {viewport.rect()}"
     tour.shot("2-finetune", tune_dock)
     tune.accept_button.click()
     assert segment.session.model is result.model

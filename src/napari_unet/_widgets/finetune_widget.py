@@ -808,15 +808,19 @@ class FineTuneWidget(RunsJobs, QWidget):
             "Accept to segment with the fine-tuned model, or Discard it."
         )
         self._show_metrics(result)
-        # In a dock shared with Segment the buttons are below the fold: bring the decision into view,
-        # then the status above it (both fit in a dock a third of an 800-pixel screen high)
-        # (after the pending layout update: the status and metric lines just changed height)
+        # In a dock shared with Segment the buttons are below the fold: bring the status into view,
+        # then the decision below it (after the pending layout update: the status and metric lines
+        # just changed height)
         QTimer.singleShot(0, self._show_decision)
 
     def _show_decision(self) -> None:
-        """Scroll so that the status line and the Accept/Discard/Revert buttons are in view."""
-        self._scroll.ensureWidgetVisible(self.revert_button)
+        """Scroll so that the status line and the Accept/Discard/Revert buttons are in view; the buttons first.
+
+        With a long warning under the verdict both may not fit (the tour's 1280 x 800 window, a
+        model fitted on 3 objects): then the buttons stay in view and the status scrolls out.
+        """
         self._scroll.ensureWidgetVisible(self.status_label)
+        self._scroll.ensureWidgetVisible(self.revert_button)
 
     def _show_metrics(self, result: TrainingResult) -> None:
         verdict = result.verdict
